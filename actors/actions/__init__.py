@@ -1,0 +1,44 @@
+"""Built-in step actions that worker actors run: the I/O edge of natsflow.
+
+An action is ``async def action(ctx: ActionContext, params: dict) -> output``;
+`builtin_registry` wires ``noop``, ``shell``, ``http``, ``nats.request`` and
+``python``. Actions raise `TerminalStepError` when retrying cannot help and
+`RetryableStepError` otherwise, with a short stable ``kind``.
+"""
+
+from actors.actions._context import IDEMPOTENCY_HEADER
+from actors.actions._http import http
+from actors.actions._nats import (
+    ERROR_HEADER,
+    ERROR_KIND_HEADER,
+    ERROR_RETRYABLE_HEADER,
+    nats_request,
+)
+from actors.actions._python import python_action
+from actors.actions._shell import PROGRESS_PREFIX, shell
+from actors.actions.base import (
+    Action,
+    ActionContext,
+    ActionRegistry,
+    PythonFunction,
+    builtin_registry,
+    noop,
+)
+
+__all__ = [
+    "ERROR_HEADER",
+    "ERROR_KIND_HEADER",
+    "ERROR_RETRYABLE_HEADER",
+    "IDEMPOTENCY_HEADER",
+    "PROGRESS_PREFIX",
+    "Action",
+    "ActionContext",
+    "ActionRegistry",
+    "PythonFunction",
+    "builtin_registry",
+    "http",
+    "nats_request",
+    "noop",
+    "python_action",
+    "shell",
+]

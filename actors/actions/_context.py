@@ -1,0 +1,78 @@
+"""What every action receives (`ActionContext`) and the shared parameter check."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+
+from events.errors import TerminalStepError
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "Action",
+    "ActionContext",
+    "PythonFunction",
+    "convert_params",
+    "with_idempotency_key",
+]
+
+#: Header carrying `ActionContext.idempotency_key` on HTTP requests and NATS requests.
+#: Not `Nats-Msg-Id`: that one is JetStream's dedupe header and means something else
+#: to a stream that happens to capture the request subject.
+IDEMPOTENCY_HEADER = "Natsflow-Idempotency-Key"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionContext:
+    """One attempt of one step, as an action sees it.
+
+    A plain dataclass rather than a msgspec Struct: it is never serialized, and it
+    holds live objects (a callback, a NATS client).
+    """
+
+    execution_id: str
+    step: str
+    """The step key, e.g. ``"fetch"`` or ``"sync[orders]"`` for a ``for_each`` item."""
+    attempt: int
+    """1-based attempt number."""
+    idempotency_key: str
+    """Passed on to the handler (header `IDEMPOTENCY_HEADER`, env
+    ``NATSFLOW_IDEMPOTENCY_KEY``); the runtime builds it, actions never do."""
+    report_progress: Callable[[str], Awaitable[None]]
+    """Report a line of progress text; the runtime throttles, so call it freely."""
+    nc: NatsClient | None = None
+    """A connected client, for ``nats.request``; ``None`` where no action needs one."""
+
+
+#: A step action: the context and the step's rendered ``with`` mapping in, a
+#: JSON-serializable output out. Raises `TerminalStepError` or `RetryableStepError`.
+Action: TypeAlias = Callable[[ActionContext, dict[str, Any]], Awaitable[Any]]
+
+#: A callable for the ``python`` action: ``fn(ctx, args)``, sync or async.
+PythonFunction: TypeAlias = Callable[[ActionContext, dict[str, Any]], Any]
+
+_P = TypeVar("_P")
+
+
+def convert_params(action: str, params: Mapping[str, Any], spec: type[_P]) -> _P:
+    """Validate ``params`` into ``spec`` (a msgspec Struct), or raise `TerminalStepError`.
+
+    Bad parameters come from the manifest, so retrying cannot fix them; msgspec's
+    message already names the field (``at `$.argv[0]```).
+    """
+    try:
+        return msgspec.convert(params, spec)
+    except msgspec.ValidationError as e:
+        raise TerminalStepError(f"{action}: invalid params: {e}", kind="bad_params") from e
+
+
+def with_idempotency_key(headers: Mapping[str, str], key: str) -> dict[str, str]:
+    """``headers`` plus `IDEMPOTENCY_HEADER`, unless the step already sets it (any case)."""
+    out = dict(headers)
+    if not any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in out):
+        out[IDEMPOTENCY_HEADER] = key
+    return out

@@ -1,0 +1,438 @@
+"""The decision function: what an execution does next, as a pure function.
+
+``react(state, workflow, message, now)`` turns one inbox message into the
+events to append: the message's own facts (a result, a timer) followed by the
+decisions they unlock. ``decide(state, workflow, now)`` gives the decisions
+alone. Time comes in as an argument; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from events.errors import ExpressionError
+from events.fold import evolve, fold
+from events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
+from events.model import (
+    TERMINAL_STEP,
+    AnyEvent,
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionState,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFannedOut,
+    StepProgressed,
+    StepScheduled,
+    StepSkipped,
+    StepState,
+    TimerFired,
+    TimerStarted,
+)
+from manifests.expressions import evaluate, render
+from manifests.loader import parse_duration
+from manifests.schema import RetryPolicy, Step, Workflow
+
+
+def base_name(key: str) -> str:
+    """The manifest step behind a step key (``sync[orders]`` -> ``sync``)."""
+    return key.split("[", 1)[0]
+
+
+def _unwrap(expr: str) -> str:
+    text = expr.strip()
+    if text.startswith("${{") and text.endswith("}}"):
+        return text[3:-2].strip()
+    return text
+
+
+def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before the attempt after ``attempt`` (1-based)."""
+    if retry_after is not None:
+        return min(retry_after, policy.max_delay)
+    if policy.backoff == "fixed":
+        return min(policy.delay, policy.max_delay)
+    return min(policy.delay * policy.multiplier ** (attempt - 1), policy.max_delay)
+
+
+def timer_id(key: str, purpose: str, iteration: int, attempt: int) -> str:
+    return f"{key}/{purpose}/{iteration}/{attempt}"
+
+
+class _Scope:
+    """Template scope, built once per decision round and only if a template needs it."""
+
+    def __init__(self, state: ExecutionState) -> None:
+        self._state = state
+        self._base: dict[str, Any] | None = None
+
+    def base(self) -> dict[str, Any]:
+        if self._base is None:
+            s = self._state
+            self._base = {
+                "input": s.input,
+                "execution": {"id": s.execution_id, "workflow": s.workflow},
+                "steps": {
+                    k: {"output": v.output, "status": v.status, "error": v.error}
+                    for k, v in s.steps.items()
+                    if v.parent is None
+                },
+            }
+        return self._base
+
+    def for_step(self, step: StepState) -> dict[str, Any]:
+        scope = dict(self.base())
+        if step.parent is not None:
+            scope["item"] = step.item
+        scope["loop"] = {"output": step.output, "iteration": step.iteration}
+        return scope
+
+
+def react(
+    state: ExecutionState, workflow: Workflow, message: AnyInbox, now: float
+) -> tuple[AnyEvent, ...]:
+    """Events for one inbox message: its facts, then the decisions they unlock.
+
+    A message that changes nothing (a duplicate, a stale attempt's result, a
+    message for a finished execution) gives no events.
+    """
+    facts = _facts(state, workflow, message, now)
+    if not facts:
+        return ()
+    after = fold(facts, state)
+    return (*facts, *decide(after, workflow, now))
+
+
+def _facts(
+    state: ExecutionState, workflow: Workflow, message: AnyInbox, now: float
+) -> tuple[AnyEvent, ...]:
+    match message:
+        case Start():
+            if state.status != "pending":
+                return ()
+            return (
+                ExecutionStarted(
+                    at=now,
+                    execution_id=state.execution_id,
+                    workflow=message.workflow,
+                    version=message.version,
+                    input=message.input,
+                    idempotency_key=message.idempotency_key,
+                ),
+            )
+        case Cancel():
+            if state.status != "running":
+                return ()
+            return (ExecutionCancelled(at=now, reason=message.reason),)
+        case _ if state.status != "running":
+            return ()
+        case Result():
+            step = state.steps.get(message.step)
+            if not _is_current(step, message.attempt, message.iteration):
+                return ()
+            assert step is not None
+            if message.ok:
+                return _completion(state, workflow, message, step, now)
+            return _failure(workflow, message, step, now)
+        case Progress():
+            step = state.steps.get(message.step)
+            if not _is_current(step, message.attempt, message.iteration):
+                return ()
+            return (
+                StepProgressed(
+                    at=now,
+                    step=message.step,
+                    attempt=message.attempt,
+                    iteration=message.iteration,
+                    message=message.message,
+                ),
+            )
+        case TimerDue():
+            step = state.steps.get(message.step)
+            if step is None or step.timer_id != message.timer_id:
+                return ()
+            return (TimerFired(at=now, timer_id=message.timer_id, step=message.step),)
+    return ()
+
+
+def _is_current(step: StepState | None, attempt: int, iteration: int) -> bool:
+    return (
+        step is not None
+        and step.status == "scheduled"
+        and step.attempt == attempt
+        and step.iteration == iteration
+    )
+
+
+def _completion(
+    state: ExecutionState, workflow: Workflow, message: Result, step: StepState, now: float
+) -> tuple[AnyEvent, ...]:
+    spec = workflow.steps[base_name(message.step)]
+    done = StepCompleted(
+        at=now,
+        step=message.step,
+        attempt=message.attempt,
+        iteration=message.iteration,
+        output=message.output,
+    )
+    if spec.repeat is None or step.parent is not None:
+        return (done,)
+    scope = {**_Scope(state).for_step(step), "output": message.output}
+    try:
+        finished = bool(evaluate(_unwrap(spec.repeat.until), scope))
+    except ExpressionError as exc:
+        return (_final_failure(message.step, message.attempt, str(exc), "expression", now),)
+    if finished:
+        return (done,)
+    limit = spec.repeat.max_iterations
+    if limit is not None and message.iteration + 1 >= limit:
+        return (
+            _final_failure(
+                message.step,
+                message.attempt,
+                f"repeat.until still false after max_iterations={limit}",
+                "max_iterations",
+                now,
+            ),
+        )
+    return (
+        StepCompleted(
+            at=now,
+            step=message.step,
+            attempt=message.attempt,
+            iteration=message.iteration,
+            output=message.output,
+            final=False,
+        ),
+    )
+
+
+def _failure(
+    workflow: Workflow, message: Result, step: StepState, now: float
+) -> tuple[AnyEvent, ...]:
+    error = message.error
+    text = error.message if error else "step failed without an error message"
+    kind = error.kind if error else "error"
+    policy = workflow.steps[base_name(message.step)].retry
+    retry = (
+        (error is None or error.retryable)
+        and message.attempt < policy.attempts
+        and (not policy.on or kind in policy.on)
+    )
+    if not retry:
+        return (_final_failure(message.step, message.attempt, text, kind, now),)
+    due = now + backoff(policy, message.attempt, error.retry_after if error else None)
+    tid = timer_id(message.step, "retry", message.iteration, message.attempt)
+    return (
+        StepAttemptFailed(
+            at=now,
+            step=message.step,
+            attempt=message.attempt,
+            iteration=message.iteration,
+            error=text,
+            kind=kind,
+            retry_at=due,
+        ),
+        TimerStarted(at=now, timer_id=tid, step=message.step, due=due, purpose="retry"),
+    )
+
+
+def _final_failure(key: str, attempt: int, error: str, kind: str, now: float) -> StepAttemptFailed:
+    return StepAttemptFailed(at=now, step=key, attempt=attempt, error=error, kind=kind)
+
+
+def decide(state: ExecutionState, workflow: Workflow, now: float) -> tuple[AnyEvent, ...]:
+    """Every decision the state allows now, until nothing more follows."""
+    out: list[AnyEvent] = []
+    # Each round settles at least one step, so the bound is never reached in practice.
+    for _ in range(4 * len(state.steps) + 2 * len(workflow.steps) + 4):
+        if state.status != "running":
+            break
+        round_events = _decide_round(state, workflow, now)
+        if not round_events:
+            break
+        for event in round_events:
+            state = evolve(state, event)
+        out.extend(round_events)
+    return tuple(out)
+
+
+def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list[AnyEvent]:
+    scope = _Scope(state)
+    out: list[AnyEvent] = []
+    for name, spec in workflow.steps.items():
+        step = state.steps.get(name)
+        if step is None:
+            out.extend(_start_if_ready(state, name, spec, scope, now))
+        elif step.status == "failed" and spec.on_failure == "fail":
+            return [ExecutionFailed(at=now, error=f"step {name} failed: {step.error}", step=name)]
+        elif step.status == "fanned_out":
+            out.extend(_advance_fan_out(state, name, spec, step, scope, now))
+        else:
+            out.extend(_advance(name, spec, step, scope, now))
+    if out:
+        return out
+    if all(state.steps.get(n) and state.steps[n].status in TERMINAL_STEP for n in workflow.steps):
+        try:
+            output = render(workflow.output, scope.base())
+        except ExpressionError as exc:
+            return [ExecutionFailed(at=now, error=f"output: {exc}")]
+        return [ExecutionCompleted(at=now, output=output)]
+    return []
+
+
+def _blocked_by(state: ExecutionState, spec: Step) -> tuple[bool, str | None]:
+    """(ready, reason to skip): hard deps must complete, soft ones only finish."""
+    for dep in spec.needs:
+        dep_state = state.steps.get(dep)
+        if dep_state is None or dep_state.status not in TERMINAL_STEP:
+            return False, None
+        if dep_state.status != "completed":
+            return True, f"needs {dep}, which {dep_state.status}"
+    for dep in spec.after:
+        dep_state = state.steps.get(dep)
+        if dep_state is None or dep_state.status not in TERMINAL_STEP:
+            return False, None
+    return True, None
+
+
+def _start_if_ready(
+    state: ExecutionState, name: str, spec: Step, scope: _Scope, now: float
+) -> list[AnyEvent]:
+    ready, skip_reason = _blocked_by(state, spec)
+    if not ready:
+        return []
+    if skip_reason is not None:
+        return [StepSkipped(at=now, step=name, reason=skip_reason)]
+    fresh = StepState(status="pending")
+    try:
+        if spec.when is not None and not evaluate(_unwrap(spec.when), scope.base()):
+            return [StepSkipped(at=now, step=name, reason=f"when is false: {spec.when}")]
+        if spec.for_each is not None:
+            return [_fan_out(name, spec, scope.base(), now)]
+        return _begin(name, spec, fresh, scope.for_step(fresh), now, attempt=1, iteration=0)
+    except (ExpressionError, ValueError, TypeError) as exc:
+        return [_final_failure(name, 0, str(exc), "expression", now)]
+
+
+def _fan_out(name: str, spec: Step, scope: Mapping[str, Any], now: float) -> StepFannedOut:
+    assert spec.for_each is not None
+    fe = spec.for_each
+    items = evaluate(_unwrap(fe.items), scope)
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"for_each.items must be a list, got {type(items).__name__}")
+    keys: list[str] = []
+    for index, item in enumerate(items):
+        key = index if fe.key is None else evaluate(_unwrap(fe.key), {**scope, "item": item})
+        keys.append(str(key))
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"for_each.key gives duplicate keys: {keys}")
+    known = set(keys)
+    needs: list[tuple[str, ...]] = []
+    for item in items:
+        deps = [] if fe.needs is None else evaluate(_unwrap(fe.needs), {**scope, "item": item})
+        deps = list(deps or [])
+        unknown = [str(d) for d in deps if str(d) not in known]
+        if unknown:
+            raise ValueError(f"for_each.needs names unknown item keys {unknown}")
+        needs.append(tuple(f"{name}[{d}]" for d in deps))
+    return StepFannedOut(
+        at=now,
+        step=name,
+        keys=tuple(f"{name}[{k}]" for k in keys),
+        items=tuple(items),
+        needs=tuple(needs),
+    )
+
+
+def _begin(
+    key: str,
+    spec: Step,
+    step: StepState,
+    scope: Mapping[str, Any],
+    now: float,
+    *,
+    attempt: int,
+    iteration: int,
+) -> list[AnyEvent]:
+    """Dispatch an attempt, or start the durable timer of a ``sleep`` step."""
+    params = render(spec.with_, scope) if spec.with_ else {}
+    if spec.action == "sleep":
+        seconds = parse_duration(params.get("duration", 0))
+        tid = timer_id(key, "sleep", iteration, attempt)
+        return [TimerStarted(at=now, timer_id=tid, step=key, due=now + seconds, purpose="sleep")]
+    return [
+        StepScheduled(
+            at=now,
+            step=key,
+            attempt=attempt,
+            iteration=iteration,
+            action=spec.action,
+            input=params,
+            timeout=spec.timeout,
+        )
+    ]
+
+
+def _advance(
+    key: str, spec: Step, step: StepState, scope: _Scope, now: float
+) -> list[AnyEvent]:
+    """Move a started step (or fan-out child) on when a timer or loop allows it."""
+    begin: Callable[[int, int], list[AnyEvent]] = lambda attempt, iteration: _begin(  # noqa: E731
+        key, spec, step, scope.for_step(step), now, attempt=attempt, iteration=iteration
+    )
+    try:
+        if step.status == "ready":
+            if spec.action == "sleep":
+                return [StepCompleted(at=now, step=key, attempt=0, output=None)]
+            last_failed = bool(step.attempts) and step.attempts[-1].error is not None
+            if last_failed:
+                return begin(step.attempt + 1, step.iteration)
+            return begin(1, step.iteration + 1)
+        if step.status == "looping":
+            assert spec.repeat is not None
+            if spec.repeat.sleep > 0:
+                tid = timer_id(key, "repeat", step.iteration + 1, 0)
+                due = now + spec.repeat.sleep
+                return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="repeat")]
+            return begin(1, step.iteration + 1)
+    except (ExpressionError, ValueError, TypeError) as exc:
+        return [_final_failure(key, step.attempt, str(exc), "expression", now)]
+    return []
+
+
+def _advance_fan_out(
+    state: ExecutionState, name: str, spec: Step, parent: StepState, scope: _Scope, now: float
+) -> list[AnyEvent]:
+    out: list[AnyEvent] = []
+    children = [state.steps[k] for k in parent.children]
+    limit = spec.for_each.concurrency if spec.for_each else None
+    running = sum(1 for c in children if c.status not in TERMINAL_STEP and c.status != "pending")
+    for key, child in zip(parent.children, children, strict=True):
+        if child.status == "pending":
+            deps = [state.steps[d] for d in child.item_needs]
+            if any(d.status in ("failed", "skipped") for d in deps):
+                out.append(StepSkipped(at=now, step=key, reason="an item it needs did not complete"))
+            elif all(d.status == "completed" for d in deps) and (limit is None or running < limit):
+                running += 1
+                try:
+                    out.extend(_begin(key, spec, child, scope.for_step(child), now, attempt=1, iteration=0))
+                except (ExpressionError, ValueError, TypeError) as exc:
+                    out.append(_final_failure(key, 0, str(exc), "expression", now))
+        else:
+            out.extend(_advance(key, spec, child, scope, now))
+    if out:
+        return out
+    if all(c.status in TERMINAL_STEP for c in children):
+        failed = [(k, c) for k, c in zip(parent.children, children, strict=True) if c.status != "completed"]
+        if not failed:
+            return [
+                StepCompleted(at=now, step=name, attempt=0, output=[c.output for c in children])
+            ]
+        first_key, first = failed[0]
+        error = f"{len(failed)} of {len(children)} items did not complete; {first_key}: {first.error}"
+        return [_final_failure(name, 0, error, "for_each", now)]
+    return []

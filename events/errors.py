@@ -1,0 +1,83 @@
+"""natsflow's exceptions: one root, subclasses that say what the caller should do."""
+
+from __future__ import annotations
+
+
+class NatsflowError(Exception):
+    """Root of every error natsflow raises on purpose."""
+
+
+class StepError(NatsflowError):
+    """A step attempt failed. ``kind`` names the error class for ``retry.on`` filters."""
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind or type(self).__name__
+
+
+class TerminalStepError(StepError):
+    """The step failed and retrying cannot help (bad input, 4xx, explicit refusal)."""
+
+    retryable = False
+
+
+class RetryableStepError(StepError):
+    """The step failed for a reason that may pass; ``retry_after`` overrides the backoff."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, kind: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.retry_after = retry_after
+
+
+class ConcurrencyConflict(NatsflowError):
+    """Another decider appended to the execution first; reload and decide again."""
+
+    def __init__(self, execution: str, expected: int) -> None:
+        super().__init__(
+            f"execution {execution}: another decider appended after sequence {expected}"
+        )
+        self.execution = execution
+        self.expected = expected
+
+
+class ManifestError(NatsflowError):
+    """A manifest is invalid; ``problems`` lists every problem as ``path: reason``."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        listing = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"invalid manifest {source}:\n{listing}")
+        self.source = source
+        self.problems = problems
+
+
+class ExpressionError(NatsflowError):
+    """An expression could not be parsed or evaluated."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(f"expression {expression!r}: {reason}")
+        self.expression = expression
+        self.reason = reason
+
+
+class InputError(NatsflowError):
+    """Input from outside (CLI, API, trigger payload) is invalid: names field and value."""
+
+
+class NotFound(NatsflowError):
+    """A workflow, version or execution does not exist."""
+
+
+class SnapshotSchemaError(NatsflowError):
+    """A snapshot was written by a state schema this code cannot read or upgrade."""
+
+    def __init__(self, execution: str, version: int, reason: str) -> None:
+        super().__init__(f"execution {execution}: snapshot schema v{version}: {reason}")
+        self.execution = execution
+        self.version = version

@@ -1,0 +1,92 @@
+"""Wire messages between natsflow and workers (JSON, documented in the README).
+
+Inbox messages go to ``natsflow.in.<execution>`` and are what an execution
+actor reacts to; a task goes to ``natsflow.task.<action>`` for a worker. These
+are the formats a worker in any language speaks, so they are plain JSON with
+a ``kind`` tag and names that read well.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from events.model import Attempt, Count
+
+
+class Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """Base of everything an execution actor receives."""
+
+
+class Start(Inbox, tag="start"):
+    workflow: str
+    version: str
+    input: Any = None
+    idempotency_key: str | None = None
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    message: str
+    kind: str = "error"
+    retryable: bool = True
+    retry_after: Annotated[float, Meta(ge=0)] | None = None
+
+
+class Result(Inbox, tag="result"):
+    """A worker's answer for one attempt: ``output`` when ``ok``, else ``error``."""
+
+    step: str
+    attempt: Attempt
+    ok: bool
+    output: Any = None
+    error: ErrorInfo | None = None
+    iteration: Count = 0
+
+
+class Progress(Inbox, tag="progress"):
+    step: str
+    attempt: Attempt
+    message: str
+    iteration: Count = 0
+
+
+class TimerDue(Inbox, tag="timer"):
+    """Delivered by a JetStream message schedule when a durable timer is due."""
+
+    timer_id: str
+    step: str
+
+
+class Cancel(Inbox, tag="cancel"):
+    reason: str = ""
+
+
+AnyInbox = Start | Result | Progress | TimerDue | Cancel
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a step, for a worker; the result goes to ``reply_to``."""
+
+    execution_id: str
+    step: str
+    attempt: Attempt
+    action: str
+    input: Any = None
+    timeout: float | None = None
+    iteration: Count = 0
+    idempotency_key: str
+    reply_to: str
+
+
+inbox_decoder = msgspec.json.Decoder(AnyInbox)
+task_decoder = msgspec.json.Decoder(Task)
+json_encoder = msgspec.json.Encoder()
+
+
+def idempotency_key(execution_id: str, step: str, attempt: int, iteration: int = 0) -> str:
+    """The key a handler gets to make its side effect exactly-once: one per attempt."""
+    if iteration:
+        return f"{execution_id}:{step}#{iteration}:{attempt}"
+    return f"{execution_id}:{step}:{attempt}"

@@ -1,0 +1,435 @@
+"""The semantic pass of manifest validation: what the schema's types cannot say.
+
+Every check reads the (structurally checked, possibly still invalid) document
+defensively and appends ``path: reason`` problems to a list; none raises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, get_args
+
+import orjson
+
+from manifests.durations import DURATION_HINT, parse_duration
+from manifests.expressions import (
+    is_template,
+    parse_check,
+    referenced_names,
+    referenced_steps,
+    single_template,
+)
+from manifests.schema import BUILTIN_ACTIONS, RetryPolicy, StepName
+
+__all__ = ["check_semantics", "join", "show"]
+
+Problems = list[str]
+Checker = Callable[[Any, str, Problems], Any]
+
+_DEFAULT_RETRY = RetryPolicy()
+_STEP_NAME = re.compile(get_args(StepName)[1].pattern)
+_SCOPE_ROOTS = ("input", "steps", "item", "loop", "execution")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+_SUBJECT_TOKEN = re.compile(r"[^\s.*>]+|\*|>")
+_UNAVAILABLE = {
+    "item": "item is bound in a for_each step's with, when, key and needs",
+    "loop": "loop is bound in a step with repeat",
+    "steps": "no step has run when it is evaluated",
+}
+
+
+def show(value: Any) -> str:
+    """A short JSON rendering of a manifest value for a problem message."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def join(path: str, key: object) -> str:
+    """``path.key``, or just ``key`` at the top level."""
+    return f"{path}.{key}" if path else str(key)
+
+
+def _names(value: Any) -> list[str]:
+    """The strings of a list-typed field, ignoring what the structural pass refused."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else []
+
+
+def _get(mapping: Any, key: str) -> Any:
+    return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def check_semantics(doc: dict[str, Any], problems: Problems) -> None:
+    """Check references, cycles, actions, ``with`` keys, templates and triggers.
+
+    ``doc`` is the output of the structural pass; literal durations in a sleep
+    step's ``with.duration`` are replaced by seconds in place.
+    """
+    raw_steps = doc.get("steps")
+    steps = (
+        {k: v for k, v in raw_steps.items() if isinstance(k, str)}
+        if isinstance(raw_steps, dict)
+        else {}
+    )
+    if isinstance(raw_steps, dict) and not raw_steps:
+        problems.append("steps: at least one step is required")
+    deps = _check_dependencies(steps, problems)
+    _check_cycles(deps, problems)
+    for name, step in steps.items():
+        if isinstance(step, dict):
+            _check_step(name, step, set(steps), _upstream(name, deps), problems)
+    workflow_roots = {"input", "steps", "execution"}
+    _check_templates(doc.get("output"), "output", workflow_roots, set(steps), None, problems)
+    _check_templates(
+        doc.get("idempotency_key"), "idempotency_key", {"input", "execution"}, set(), None, problems
+    )
+    triggers = doc.get("triggers")
+    for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):
+        if isinstance(trigger, dict):
+            _check_trigger(trigger, f"triggers[{i}]", problems)
+
+
+# --- the DAG -----------------------------------------------------------------
+
+
+def _check_dependencies(steps: dict[str, Any], problems: Problems) -> dict[str, list[str]]:
+    """Check step names and needs/after; return each step's valid dependencies."""
+    deps: dict[str, list[str]] = {}
+    for name, step in steps.items():
+        path = join("steps", name)
+        if not _STEP_NAME.fullmatch(name):
+            problems.append(
+                f"{path}: invalid step name {show(name)} (letters, digits, _ and -, "
+                "starting with a letter or _, at most 64 characters)"
+            )
+        deps[name] = []
+        for field, self_reason in (("needs", "need"), ("after", "come after")):
+            for dep in _names(_get(step, field)):
+                if dep == name:
+                    problems.append(f"{path}.{field}: a step cannot {self_reason} itself")
+                elif dep not in steps:
+                    problems.append(f"{path}.{field}: unknown step {show(dep)}")
+                elif dep not in deps[name]:
+                    deps[name].append(dep)
+    return deps
+
+
+def _check_cycles(deps: dict[str, list[str]], problems: Problems) -> None:
+    """Report one cycle per strongly connected group of steps."""
+    components = [c for c in _components(deps) if len(c) > 1]
+    for component in sorted(components, key=min):
+        cycle = _cycle_through(min(component), component, deps)
+        problems.append("steps: cycle " + " -> ".join(cycle))
+
+
+def _components(deps: dict[str, list[str]]) -> list[set[str]]:
+    """Strongly connected components (Kosaraju, iterative: deep DAGs are fine)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in deps:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(deps[root]))]
+        while stack:
+            node, edges = stack[-1]
+            nxt = next((d for d in edges if d not in seen), None)
+            if nxt is None:
+                stack.pop()
+                order.append(node)
+            else:
+                seen.add(nxt)
+                stack.append((nxt, iter(deps[nxt])))
+    reverse: dict[str, list[str]] = {name: [] for name in deps}
+    for name, targets in deps.items():
+        for target in targets:
+            reverse[target].append(name)
+    assigned: set[str] = set()
+    components: list[set[str]] = []
+    for root in reversed(order):
+        if root in assigned:
+            continue
+        component, todo = set(), [root]
+        assigned.add(root)
+        while todo:
+            node = todo.pop()
+            component.add(node)
+            for prev in reverse[node]:
+                if prev not in assigned:
+                    assigned.add(prev)
+                    todo.append(prev)
+        components.append(component)
+    return components
+
+
+def _cycle_through(start: str, component: set[str], deps: dict[str, list[str]]) -> list[str]:
+    """The shortest cycle from ``start`` back to itself inside ``component``."""
+    parent: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for dep in deps[node]:
+            if dep == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return [*reversed(path), start]
+            if dep in component and dep not in parent:
+                parent[dep] = node
+                queue.append(dep)
+    raise AssertionError(f"no cycle through {start}")  # pragma: no cover
+
+
+def _upstream(name: str, deps: dict[str, list[str]]) -> set[str]:
+    """Every step ``name`` waits for, directly or transitively."""
+    found: set[str] = set()
+    todo = list(deps.get(name, ()))
+    while todo:
+        dep = todo.pop()
+        if dep not in found:
+            found.add(dep)
+            todo.extend(deps[dep])
+    return found
+
+
+# --- one step ----------------------------------------------------------------
+
+
+def _check_step(
+    name: str, step: dict[str, Any], known: set[str], upstream: set[str], problems: Problems
+) -> None:
+    path = join("steps", name)
+    action = step.get("action")
+    if isinstance(action, str) and action not in BUILTIN_ACTIONS:
+        expected = ", ".join(BUILTIN_ACTIONS)
+        problems.append(
+            f"{path}.action: unknown action {show(action)} (expected one of: {expected})"
+        )
+    with_ = step.get("with", {})
+    if isinstance(action, str) and action in _WITH and isinstance(with_, dict):
+        step["with"] = _check_with(action, with_, f"{path}.with", problems)
+    for_each, repeat = _get(step, "for_each"), _get(step, "repeat")
+    if for_each is not None and repeat is not None:
+        problems.append(f"{path}: for_each and repeat cannot be combined")
+    retry = step.get("retry")
+    if isinstance(retry, dict):
+        delay = retry.get("delay", _DEFAULT_RETRY.delay)
+        max_delay = retry.get("max_delay", _DEFAULT_RETRY.max_delay)
+    else:
+        delay = max_delay = None
+    if isinstance(delay, float) and isinstance(max_delay, float) and max_delay < delay:
+        problems.append(f"{path}.retry.max_delay: must be >= delay ({max_delay} < {delay})")
+
+    roots = {"input", "steps", "execution"} | ({"loop"} if repeat is not None else set())
+    with_item = roots | ({"item"} if for_each is not None else set())
+    owner = (name, upstream)
+    _check_templates(step.get("with"), join(path, "with"), with_item, known, owner, problems)
+    expressions = [
+        ("when", step.get("when"), with_item),
+        ("for_each.items", _get(for_each, "items"), roots),
+        ("for_each.key", _get(for_each, "key"), with_item),
+        ("for_each.needs", _get(for_each, "needs"), with_item),
+        ("repeat.until", _get(repeat, "until"), roots),
+    ]
+    for field, value, allowed in expressions:
+        site = join(path, field)
+        if isinstance(value, str) and single_template(value) is None:
+            wanted = "exactly one template" if is_template(value) else "a template"
+            problems.append(f'{site}: expected {wanted} like "${{{{ ... }}}}", got {show(value)}')
+        _check_templates(value, site, allowed, known, owner, problems)
+
+
+def _check_templates(
+    value: Any,
+    path: str,
+    allowed: set[str],
+    known: set[str],
+    owner: tuple[str, set[str]] | None,
+    problems: Problems,
+) -> None:
+    """Check the templates within ``value``: syntax, scope names, step references.
+
+    ``owner`` is the step the templates belong to and its upstream steps; a
+    template may read only those. The workflow output (no owner) may read any.
+    """
+    for site, text in _strings_at(value, path):
+        if not is_template(text):
+            continue
+        reasons = parse_check(text)
+        problems.extend(f"{site}: {reason}" for reason in reasons)
+        if reasons:
+            continue
+        for root in sorted(referenced_names(text) - allowed):
+            if root in _SCOPE_ROOTS:
+                hint = _UNAVAILABLE.get(root, "")
+                problems.append(f"{site}: {show(root)} is not available here ({hint})")
+            else:
+                expected = ", ".join(r for r in _SCOPE_ROOTS if r in allowed)
+                problems.append(f"{site}: unknown name {show(root)} (expected one of: {expected})")
+        if "steps" not in allowed:
+            continue
+        for ref in sorted(referenced_steps(text)):
+            if ref not in known:
+                problems.append(f"{site}: references unknown step {show(ref)}")
+            elif owner is not None and ref not in owner[1]:
+                problems.append(
+                    f"{site}: references step {show(ref)} which is not in needs/after of "
+                    f"{show(owner[0])}"
+                )
+
+
+def _strings_at(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string within ``value`` with its path (dict keys are not visited)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings_at(item, join(path, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _strings_at(item, f"{path}[{i}]")
+
+
+# --- per-action ``with`` -----------------------------------------------------
+
+
+def _check_with(
+    action: str, with_: dict[str, Any], path: str, problems: Problems
+) -> dict[str, Any]:
+    """Check ``with`` against the action's keys; return it with durations in seconds."""
+    spec = _WITH[action]
+    out = dict(with_)
+    for key, value in with_.items():
+        if key not in spec:
+            expected = ", ".join(spec)
+            problems.append(
+                f"{join(path, key)}: unknown key for action {show(action)} (expected one of: {expected})"
+            )
+        elif not (isinstance(value, str) and single_template(value) is not None):
+            out[key] = spec[key][1](value, join(path, key), problems)
+    problems.extend(
+        f"{join(path, key)}: required for action {show(action)}"
+        for key, (required, _) in spec.items()
+        if required and key not in with_
+    )
+    if action == "http" and "json" in with_ and "body" in with_:
+        problems.append(f"{path}: use json or body, not both")
+    return out
+
+
+def _any(value: Any, path: str, problems: Problems) -> Any:
+    return value
+
+
+def _str(value: Any, path: str, problems: Problems) -> Any:
+    if not isinstance(value, str) or not value:
+        problems.append(f"{path}: expected a non-empty str, got {show(value)}")
+    return value
+
+
+def _argv(value: Any, path: str, problems: Problems) -> Any:
+    if isinstance(value, str):
+        problems.append(f'{path}: argv must be a list, never a shell string (e.g. ["echo", "hi"])')
+    elif not isinstance(value, list) or not value:
+        problems.append(f"{path}: expected a non-empty list of str, got {show(value)}")
+    else:
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                problems.append(f"{path}[{i}]: expected str, got {show(item)} (quote it)")
+    return value
+
+
+def _str_map(value: Any, path: str, problems: Problems) -> Any:
+    if not isinstance(value, dict):
+        problems.append(f"{path}: expected a mapping of str to str, got {show(value)}")
+        return value
+    for key, item in value.items():
+        if not isinstance(key, str):
+            problems.append(f"{join(path, key)}: keys must be strings, got {show(key)}")
+        elif not isinstance(item, str):
+            problems.append(f"{join(path, key)}: expected str, got {show(item)} (quote it)")
+    return value
+
+
+def _mapping(value: Any, path: str, problems: Problems) -> Any:
+    if not isinstance(value, dict):
+        problems.append(f"{path}: expected a mapping, got {show(value)}")
+    return value
+
+
+def _list(value: Any, path: str, problems: Problems) -> Any:
+    if not isinstance(value, list):
+        problems.append(f"{path}: expected a list, got {show(value)}")
+    return value
+
+
+def _method(value: Any, path: str, problems: Problems) -> Any:
+    if value not in _METHODS:
+        expected = ", ".join(_METHODS)
+        problems.append(f"{path}: expected one of {expected}, got {show(value)}")
+    return value
+
+
+def _status_list(value: Any, path: str, problems: Problems) -> Any:
+    ok = isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in value
+    )
+    if not ok:
+        problems.append(
+            f"{path}: expected a list of HTTP status codes (100-599), got {show(value)}"
+        )
+    return value
+
+
+def _duration(value: Any, path: str, problems: Problems) -> Any:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        problems.append(f"{path}: invalid duration {show(value)} ({DURATION_HINT})")
+        return value
+
+
+# action -> key -> (required, checker). A whole-template value is checked at run time.
+_WITH: dict[str, dict[str, tuple[bool, Checker]]] = {
+    "shell": {
+        "argv": (True, _argv),
+        "env": (False, _str_map),
+        "cwd": (False, _str),
+        "stdin": (False, _any),
+    },
+    "http": {
+        "url": (True, _str),
+        "method": (False, _method),
+        "headers": (False, _str_map),
+        "json": (False, _any),
+        "body": (False, _str),
+        "expect_status": (False, _status_list),
+    },
+    "nats.request": {"subject": (True, _str), "data": (False, _any), "headers": (False, _str_map)},
+    "python": {"function": (True, _str), "args": (False, _list), "kwargs": (False, _mapping)},
+    "sleep": {"duration": (True, _duration)},
+}
+
+
+# --- triggers ----------------------------------------------------------------
+
+
+def _check_trigger(trigger: dict[str, Any], path: str, problems: Problems) -> None:
+    subject, cron = trigger.get("subject"), trigger.get("cron")
+    if (subject is None) == (cron is None):
+        problems.append(f"{path}: set exactly one of subject or cron")
+    if isinstance(subject, str):
+        tokens = subject.split(".")
+        if not all(_SUBJECT_TOKEN.fullmatch(t) for t in tokens) or ">" in tokens[:-1]:
+            problems.append(f"{path}.subject: invalid NATS subject {show(subject)}")
+        elif tokens[0] == "natsflow":
+            problems.append(f"{path}.subject: subjects under natsflow. are reserved")
+    if isinstance(cron, str) and not cron.strip():
+        problems.append(f"{path}.cron: empty cron schedule")

@@ -1,0 +1,112 @@
+"""The manifest schema: typed, frozen structs a validated manifest decodes into.
+
+Durations in a manifest are written as ``"500ms"``, ``"2s"``, ``"5m"``, ``"1h"``
+or a number of seconds; after validation every duration field holds seconds as
+a float. Expressions are strings of the form ``"${{ ... }}"`` (see
+``manifests.expressions``); they stay strings here and are evaluated by the
+pure decision function when a step becomes ready.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+# Names that appear in subjects and KV keys: keep them to a safe alphabet.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+WorkflowName = Annotated[str, Meta(pattern=NAME_PATTERN)]
+StepName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
+Seconds = Annotated[float, Meta(ge=0)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
+
+BUILTIN_ACTIONS = ("noop", "shell", "http", "nats.request", "python", "sleep")
+# Actions executed by the execution actor itself (durable timers), never by a worker.
+ACTOR_ACTIONS = ("sleep",)
+
+
+class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base for manifest parts: a typo in a manifest is an error, not ignored."""
+
+
+class RetryPolicy(_Spec, frozen=True):
+    """How a failing step is retried: ``attempts`` counts the first try."""
+
+    attempts: Annotated[int, Meta(ge=1, le=1000)] = 1
+    backoff: Literal["fixed", "exponential"] = "exponential"
+    delay: Seconds = 1.0
+    max_delay: Seconds = 300.0
+    multiplier: Annotated[float, Meta(ge=1)] = 2.0
+    # Error kinds that may be retried; empty means every retryable error.
+    on: tuple[str, ...] = ()
+
+
+class ForEach(_Spec, frozen=True):
+    """Fan a step out over a list: one child per item, bound to ``item``.
+
+    ``key`` names each child (default: its index); ``needs`` is an expression
+    evaluated per item giving the keys of items that must complete first, so a
+    list of entities can be processed in dependency order.
+    """
+
+    items: str
+    key: str | None = None
+    needs: str | None = None
+    concurrency: Annotated[int, Meta(ge=1)] | None = None
+
+
+class Repeat(_Spec, frozen=True):
+    """Run a step again and again until ``until`` holds over its output.
+
+    Inside the step, ``loop.output`` is the previous iteration's output and
+    ``loop.iteration`` its number (0 for the first run).
+    """
+
+    until: str
+    max_iterations: Annotated[int, Meta(ge=1)] | None = None
+    sleep: Seconds = 0.0
+
+
+class Step(_Spec, frozen=True):
+    """One node of the workflow DAG."""
+
+    action: str
+    with_: dict[str, Any] = msgspec.field(default_factory=dict, name="with")
+    needs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    timeout: PositiveSeconds | None = None
+    when: str | None = None
+    for_each: ForEach | None = None
+    repeat: Repeat | None = None
+    on_failure: Literal["fail", "continue"] = "fail"
+    description: str = ""
+
+
+class Trigger(_Spec, frozen=True):
+    """A subject whose messages start executions, or a cron schedule."""
+
+    subject: str | None = None
+    cron: str | None = None
+
+
+class Workflow(_Spec, frozen=True):
+    """A validated workflow manifest."""
+
+    name: WorkflowName
+    steps: dict[str, Step]
+    description: str = ""
+    output: Any = None
+    triggers: tuple[Trigger, ...] = ()
+    idempotency_key: str | None = None
+    enabled: bool = True
+
+
+class Deployed(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored workflow version: the manifest plus its content hash."""
+
+    name: str
+    version: str
+    workflow: Workflow
+    deployed_at: float

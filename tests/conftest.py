@@ -1,0 +1,35 @@
+"""Shared fixtures: a real nats-server per test and a client connected to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from service.embedded import EmbeddedServer, free_port
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
+    """A JetStream-enabled nats-server on a free port, its store under ``tmp_path``."""
+    server = EmbeddedServer(
+        config_file=None,
+        port=free_port(),
+        store_dir=str(tmp_path / "jetstream"),
+        log_file=str(tmp_path / "nats-server.log"),
+    )
+    async with server:
+        yield server
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
+    """A nats-py client connected to ``nats_server``; closed after the test."""
+    client = await nats.connect(nats_server.url, connect_timeout=5)
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -1,0 +1,253 @@
+"""The HTTP sidecar over a real socket: health, readiness, metrics and the JSON API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+
+from events.errors import ConcurrencyConflict, InputError, NotFound
+from service.http import ExecutionApi, make_app, serve_http
+from service.metrics import Metrics
+
+
+@dataclass
+class FakeApi:
+    """An in-memory ExecutionApi recording every call."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    async def start(self, workflow: str, input: Any, idempotency_key: str | None) -> dict[str, Any]:
+        self.calls.append(("start", workflow, input, idempotency_key))
+        if workflow == "missing":
+            raise NotFound(f"workflow {workflow!r} is not deployed")
+        if workflow == "bad":
+            raise InputError("input.count: expected an integer, got 'x'")
+        created = idempotency_key is None or idempotency_key not in self.keys
+        execution_id = f"ex-{len(self.calls)}"
+        if idempotency_key is not None:
+            execution_id = self.keys.setdefault(idempotency_key, execution_id)
+        return {
+            "execution_id": execution_id,
+            "workflow": workflow,
+            "version": 1,
+            "created": created,
+        }
+
+    async def show(self, execution_id: str) -> dict[str, Any]:
+        self.calls.append(("show", execution_id))
+        if execution_id == "nope":
+            raise NotFound(f"execution {execution_id} not found")
+        if execution_id == "boom":
+            raise RuntimeError("bug")
+        return {"execution_id": execution_id, "status": "running"}
+
+    async def list(
+        self, status: str | None, workflow: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("list", status, workflow, limit))
+        return [{"execution_id": "ex-1", "status": status or "running"}]
+
+    async def signal(self, execution_id: str, name: str, data: Any) -> dict[str, Any]:
+        self.calls.append(("signal", execution_id, name, data))
+        return {"execution_id": execution_id, "signal": name}
+
+    async def cancel(self, execution_id: str, reason: str) -> dict[str, Any]:
+        self.calls.append(("cancel", execution_id, reason))
+        if execution_id == "done":
+            raise ConcurrencyConflict(execution_id, 7)
+        return {"execution_id": execution_id, "status": "cancelling"}
+
+
+@dataclass
+class Sidecar:
+    base: str
+    session: aiohttp.ClientSession
+    api: FakeApi
+    metrics: Metrics
+    readiness: list[bool]
+
+
+@pytest.fixture
+async def sidecar() -> AsyncIterator[Sidecar]:
+    """The app on a real socket (an AppRunner: a task group cannot span a fixture's yield)."""
+    api = FakeApi()
+    typed: ExecutionApi = api  # FakeApi satisfies the protocol
+    metrics = Metrics()
+    readiness = [False]
+    runner = web.AppRunner(make_app(typed, metrics, lambda: readiness[0]))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as session:
+            yield Sidecar(f"http://127.0.0.1:{port}", session, api, metrics, readiness)
+    finally:
+        await runner.cleanup()
+
+
+async def _get(s: Sidecar, path: str) -> tuple[int, Any]:
+    async with s.session.get(s.base + path) as resp:
+        return resp.status, await resp.json()
+
+
+async def _post(s: Sidecar, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    async with s.session.post(s.base + path, data=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_healthz(sidecar: Sidecar) -> None:
+    async with sidecar.session.get(sidecar.base + "/healthz") as resp:
+        assert resp.status == 200
+        assert await resp.text() == "ok"
+
+
+async def test_readyz_turns_from_503_to_200(sidecar: Sidecar) -> None:
+    status, body = await _get(sidecar, "/readyz")
+    assert status == 503
+    assert body["ready"] is False
+    assert body["reason"]
+    sidecar.readiness[0] = True
+    assert await _get(sidecar, "/readyz") == (200, {"ready": True})
+
+
+async def test_metrics_are_prometheus_text(sidecar: Sidecar) -> None:
+    sidecar.metrics.executions_started.labels(workflow="orders").inc()
+    async with sidecar.session.get(sidecar.base + "/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await resp.text()
+    assert 'natsflow_executions_started_total{workflow="orders"} 1.0' in text
+    assert "# TYPE natsflow_active_actors gauge" in text
+
+
+async def test_start_creates_then_replays_by_idempotency_key(sidecar: Sidecar) -> None:
+    body = b'{"input": {"n": 1}, "idempotency_key": "k1"}'
+    status, first = await _post(sidecar, "/v1/workflows/orders/executions", body)
+    assert status == 201
+    assert first["created"] is True
+    assert first["workflow"] == "orders"
+    status, again = await _post(sidecar, "/v1/workflows/orders/executions", body)
+    assert status == 200
+    assert again["created"] is False
+    assert again["execution_id"] == first["execution_id"]
+    assert sidecar.api.calls[0] == ("start", "orders", {"n": 1}, "k1")
+
+
+async def test_start_with_an_empty_body(sidecar: Sidecar) -> None:
+    status, _ = await _post(sidecar, "/v1/workflows/orders/executions")
+    assert status == 201
+    assert sidecar.api.calls == [("start", "orders", None, None)]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "invalid JSON body"),
+        (b'{"inptu": 1}', "inptu"),
+        (b'{"idempotency_key": 5}', "idempotency_key"),
+        (b"[1, 2]", "Expected `object`"),
+    ],
+)
+async def test_start_rejects_bad_bodies(sidecar: Sidecar, body: bytes, fragment: str) -> None:
+    status, answer = await _post(sidecar, "/v1/workflows/orders/executions", body)
+    assert status == 400
+    assert fragment in answer["error"]
+    assert sidecar.api.calls == []
+
+
+async def test_errors_map_to_status_codes(sidecar: Sidecar) -> None:
+    status, body = await _post(sidecar, "/v1/workflows/missing/executions", b"{}")
+    assert (status, body) == (404, {"error": "workflow 'missing' is not deployed"})
+    status, body = await _post(sidecar, "/v1/workflows/bad/executions", b"{}")
+    assert status == 400
+    assert "input.count" in body["error"]
+    status, body = await _get(sidecar, "/v1/executions/nope")
+    assert status == 404
+    status, body = await _post(sidecar, "/v1/executions/done/cancel", b"{}")
+    assert status == 409
+    assert "another decider" in body["error"]
+
+
+async def test_unexpected_errors_answer_500_json(
+    sidecar: Sidecar, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, body = await _get(sidecar, "/v1/executions/boom")
+    assert status == 500
+    assert "internal error" in body["error"]
+    assert "bug" in caplog.text
+
+
+async def test_unknown_route_answers_json_404(sidecar: Sidecar) -> None:
+    status, body = await _get(sidecar, "/v1/nothing")
+    assert status == 404
+    assert "error" in body
+
+
+async def test_show(sidecar: Sidecar) -> None:
+    assert await _get(sidecar, "/v1/executions/ex-9") == (
+        200,
+        {"execution_id": "ex-9", "status": "running"},
+    )
+
+
+async def test_list_with_filters_and_limit(sidecar: Sidecar) -> None:
+    status, body = await _get(sidecar, "/v1/executions?status=failed&workflow=orders&limit=5")
+    assert status == 200
+    assert body == {"executions": [{"execution_id": "ex-1", "status": "failed"}]}
+    await _get(sidecar, "/v1/executions")
+    assert sidecar.api.calls == [("list", "failed", "orders", 5), ("list", None, None, 100)]
+
+
+@pytest.mark.parametrize("limit", ["0", "lots", "5000"])
+async def test_list_rejects_bad_limits(sidecar: Sidecar, limit: str) -> None:
+    status, body = await _get(sidecar, f"/v1/executions?limit={limit}")
+    assert status == 400
+    assert body["error"].startswith("limit: expected an integer from 1 to 1000")
+
+
+async def test_signal_passes_any_json_as_data(sidecar: Sidecar) -> None:
+    status, body = await _post(sidecar, "/v1/executions/ex-1/signals/approve", b'{"by": "ann"}')
+    assert (status, body) == (200, {"execution_id": "ex-1", "signal": "approve"})
+    await _post(sidecar, "/v1/executions/ex-1/signals/ping")
+    await _post(sidecar, "/v1/executions/ex-1/signals/count", b"3")
+    assert sidecar.api.calls == [
+        ("signal", "ex-1", "approve", {"by": "ann"}),
+        ("signal", "ex-1", "ping", None),
+        ("signal", "ex-1", "count", 3),
+    ]
+    status, body = await _post(sidecar, "/v1/executions/ex-1/signals/x", b"{oops")
+    assert status == 400
+    assert "invalid JSON body" in body["error"]
+
+
+async def test_cancel_with_and_without_reason(sidecar: Sidecar) -> None:
+    status, body = await _post(sidecar, "/v1/executions/ex-1/cancel", b'{"reason": "stop"}')
+    assert (status, body) == (200, {"execution_id": "ex-1", "status": "cancelling"})
+    await _post(sidecar, "/v1/executions/ex-2/cancel")
+    assert sidecar.api.calls == [
+        ("cancel", "ex-1", "stop"),
+        ("cancel", "ex-2", "cancelled via HTTP API"),
+    ]
+
+
+async def test_serve_http_reports_its_port_and_stops_when_cancelled() -> None:
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_http, None, Metrics(), lambda: True, "127.0.0.1", 0)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+            async with session.get(f"http://127.0.0.1:{port}/v1/executions") as resp:
+                assert resp.status == 503  # no ExecutionApi in this process
+                assert "no execution API" in (await resp.json())["error"]
+        tg.cancel_scope.cancel()
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(f"http://127.0.0.1:{port}/healthz")
