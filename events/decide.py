@@ -377,9 +377,7 @@ def _begin(
     ]
 
 
-def _advance(
-    key: str, spec: Step, step: StepState, scope: _Scope, now: float
-) -> list[AnyEvent]:
+def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -> list[AnyEvent]:
     """Move a started step (or fan-out child) on when a timer or loop allows it."""
     begin: Callable[[int, int], list[AnyEvent]] = lambda attempt, iteration: _begin(  # noqa: E731
         key, spec, step, scope.for_step(step), now, attempt=attempt, iteration=iteration
@@ -415,11 +413,15 @@ def _advance_fan_out(
         if child.status == "pending":
             deps = [state.steps[d] for d in child.item_needs]
             if any(d.status in ("failed", "skipped") for d in deps):
-                out.append(StepSkipped(at=now, step=key, reason="an item it needs did not complete"))
+                out.append(
+                    StepSkipped(at=now, step=key, reason="an item it needs did not complete")
+                )
             elif all(d.status == "completed" for d in deps) and (limit is None or running < limit):
                 running += 1
                 try:
-                    out.extend(_begin(key, spec, child, scope.for_step(child), now, attempt=1, iteration=0))
+                    out.extend(
+                        _begin(key, spec, child, scope.for_step(child), now, attempt=1, iteration=0)
+                    )
                 except (ExpressionError, ValueError, TypeError) as exc:
                     out.append(_final_failure(key, 0, str(exc), "expression", now))
         else:
@@ -427,12 +429,18 @@ def _advance_fan_out(
     if out:
         return out
     if all(c.status in TERMINAL_STEP for c in children):
-        failed = [(k, c) for k, c in zip(parent.children, children, strict=True) if c.status != "completed"]
+        failed = [
+            (k, c)
+            for k, c in zip(parent.children, children, strict=True)
+            if c.status != "completed"
+        ]
         if not failed:
             return [
                 StepCompleted(at=now, step=name, attempt=0, output=[c.output for c in children])
             ]
         first_key, first = failed[0]
-        error = f"{len(failed)} of {len(children)} items did not complete; {first_key}: {first.error}"
+        error = (
+            f"{len(failed)} of {len(children)} items did not complete; {first_key}: {first.error}"
+        )
         return [_final_failure(name, 0, error, "for_each", now)]
     return []

@@ -118,12 +118,16 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
             return _with_step(
                 state,
                 event.step,
-                replace(step, error=event.error, kind=event.kind, attempts=attempts, **status_fields),
+                replace(
+                    step, error=event.error, kind=event.kind, attempts=attempts, **status_fields
+                ),
             )
         case StepSkipped():
             step = _step(state, event.step)
             return _with_step(
-                state, event.step, replace(step, status="skipped", error=event.reason, finished_at=event.at)
+                state,
+                event.step,
+                replace(step, status="skipped", error=event.reason, finished_at=event.at),
             )
         case StepFannedOut():
             parent = replace(
@@ -136,7 +140,9 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
             )
             steps = {**state.steps, event.step: parent}
             for key, item, needs in zip(event.keys, event.items, event.needs, strict=True):
-                steps[key] = StepState(status="pending", parent=event.step, item=item, item_needs=needs)
+                steps[key] = StepState(
+                    status="pending", parent=event.step, item=item, item_needs=needs
+                )
             return replace(state, steps=steps)
         case TimerStarted():
             step = _step(state, event.step)
@@ -167,7 +173,9 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
                 finished_at=event.at,
             )
         case ExecutionCancelled():
-            return replace(state, status="cancelled", error=event.reason or None, finished_at=event.at)
+            return replace(
+                state, status="cancelled", error=event.reason or None, finished_at=event.at
+            )
         case _:
             assert_never(event)
 

@@ -413,7 +413,7 @@ _WITH: dict[str, dict[str, tuple[bool, Checker]]] = {
         "expect_status": (False, _status_list),
     },
     "nats.request": {"subject": (True, _str), "data": (False, _any), "headers": (False, _str_map)},
-    "python": {"function": (True, _str), "args": (False, _list), "kwargs": (False, _mapping)},
+    "python": {"function": (True, _str), "args": (False, _mapping)},
     "sleep": {"duration": (True, _duration)},
 }
 

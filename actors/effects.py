@@ -1,0 +1,189 @@
+"""What an appended batch makes happen outside: tasks, durable timers, summaries.
+
+Every effect is derived from events already appended, and every publish
+carries a ``Nats-Msg-Id`` derived from the event, so publishing the same
+effect twice (after a crash, on redelivery) stores it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import anyio
+import msgspec
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from events.messages import Task, TimerDue, idempotency_key, json_encoder
+from events.model import (
+    TERMINAL_EXECUTION,
+    AnyEvent,
+    ExecutionState,
+    StepAttemptFailed,
+    StepCompleted,
+    StepScheduled,
+    StepState,
+    TimerStarted,
+)
+from service.metrics import Metrics
+from service.topology import (
+    EXECUTIONS_BUCKET,
+    inbox_subject,
+    task_subject,
+    timer_subject,
+)
+
+ACK_TIMEOUT = 10.0
+
+
+class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The row ``ls`` shows, kept in the KV bucket ``natsflow_executions``."""
+
+    execution_id: str
+    workflow: str
+    version: str
+    status: str
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    failed_step: str | None = None
+    output: Any = None
+
+
+def summary_of(state: ExecutionState) -> ExecutionSummary:
+    return ExecutionSummary(
+        execution_id=state.execution_id,
+        workflow=state.workflow,
+        version=state.version,
+        status=state.status,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        error=state.error,
+        failed_step=state.failed_step,
+    )
+
+
+def _rfc3339(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Effects:
+    """Publishes effects pipelined: all sent, then all acks awaited together."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, metrics: Metrics) -> None:
+        self._nc = nc
+        self._js = js
+        self._metrics = metrics
+
+    async def publish(
+        self,
+        before: ExecutionState,
+        after: ExecutionState,
+        events: tuple[AnyEvent, ...],
+    ) -> None:
+        pending: list[asyncio.Future[Any]] = []
+        execution = after.execution_id
+        for event in events:
+            if isinstance(event, StepScheduled):
+                pending.append(await self._task(execution, event))
+                self._metrics.steps_dispatched.labels(action=event.action).inc()
+            elif isinstance(event, TimerStarted):
+                pending.append(await self._timer(execution, event.timer_id, event.step, event.due))
+            elif isinstance(event, StepCompleted | StepAttemptFailed):
+                self._count_attempt(after, event)
+        if before.status != after.status:
+            pending.append(await self._summary(after))
+            self._count_execution(before, after)
+        await self._wait(pending)
+
+    async def republish(self, state: ExecutionState) -> None:
+        """Re-send what may have been lost in a crash between append and publish."""
+        pending: list[asyncio.Future[Any]] = []
+        execution = state.execution_id
+        for key, step in state.steps.items():
+            if step.status == "scheduled":
+                pending.append(await self._task(execution, _rescheduled(key, step)))
+            elif step.status == "waiting" and step.timer_id and step.due is not None:
+                pending.append(await self._timer(execution, step.timer_id, key, step.due))
+        pending.append(await self._summary(state))
+        await self._wait(pending)
+
+    async def _task(self, execution: str, event: StepScheduled) -> asyncio.Future[Any]:
+        key = idempotency_key(execution, event.step, event.attempt, event.iteration)
+        task = Task(
+            execution_id=execution,
+            step=event.step,
+            attempt=event.attempt,
+            iteration=event.iteration,
+            action=event.action,
+            input=event.input,
+            timeout=event.timeout,
+            idempotency_key=key,
+            reply_to=inbox_subject(execution),
+        )
+        return await self._js.publish_async(
+            task_subject(event.action), json_encoder.encode(task), headers={"Nats-Msg-Id": key}
+        )
+
+    async def _timer(
+        self, execution: str, timer: str, step: str, due: float
+    ) -> asyncio.Future[Any]:
+        headers = {
+            "Nats-Schedule": f"@at {_rfc3339(due)}",
+            "Nats-Schedule-Target": inbox_subject(execution),
+            "Nats-Msg-Id": f"timer:{execution}:{timer}",
+        }
+        body = json_encoder.encode(TimerDue(timer_id=timer, step=step))
+        return await self._js.publish_async(timer_subject(execution, timer), body, headers=headers)
+
+    async def _summary(self, state: ExecutionState) -> asyncio.Future[Any]:
+        summary = summary_of(state)
+        return await self._js.publish_async(
+            f"$KV.{EXECUTIONS_BUCKET}.{state.execution_id}", json_encoder.encode(summary)
+        )
+
+    async def _wait(self, pending: list[asyncio.Future[Any]]) -> None:
+        if pending:
+            with anyio.fail_after(ACK_TIMEOUT):
+                await asyncio.gather(*pending)
+
+    def _count_attempt(
+        self, state: ExecutionState, event: StepCompleted | StepAttemptFailed
+    ) -> None:
+        step = state.steps.get(event.step)
+        action = step.action if step and step.action else "other"
+        if isinstance(event, StepCompleted):
+            outcome = "completed"
+            if step and step.started_at is not None and event.final:
+                self._metrics.step_duration.labels(action=action).observe(
+                    event.at - step.started_at
+                )
+        else:
+            outcome = "retrying" if event.retry_at is not None else "failed"
+        self._metrics.step_attempts.labels(action=action, outcome=outcome).inc()
+
+    def _count_execution(self, before: ExecutionState, after: ExecutionState) -> None:
+        if before.status == "pending":
+            self._metrics.executions_started.labels(workflow=after.workflow).inc()
+        if after.status in TERMINAL_EXECUTION:
+            self._metrics.executions_finished.labels(
+                workflow=after.workflow, status=after.status
+            ).inc()
+            if after.started_at is not None and after.finished_at is not None:
+                self._metrics.execution_duration.labels(workflow=after.workflow).observe(
+                    after.finished_at - after.started_at
+                )
+
+
+def _rescheduled(key: str, step: StepState) -> StepScheduled:
+    return StepScheduled(
+        at=step.started_at or 0.0,
+        step=key,
+        attempt=step.attempt,
+        iteration=step.iteration,
+        action=step.action,
+        input=step.input,
+        timeout=step.timeout,
+    )

@@ -1,0 +1,250 @@
+"""Execution actors: one per active execution, fed by one shared durable consumer.
+
+Handling one inbox message is: receive -> react (evolve + decide, pure) ->
+append the batch with a compare-and-set -> publish its effects (tasks, timers,
+the execution's summary) with their acks awaited together -> ack the message.
+A crash anywhere before the ack redelivers the message; the actor then finds
+nothing new to append and re-publishes the effects still pending, which carry
+``Nats-Msg-Id`` so the server drops the copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+from msgspec.structs import replace
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from actors.effects import Effects
+from actors.store import EventStore
+from events.decide import react
+from events.errors import ConcurrencyConflict, NatsflowError, NotFound
+from events.fold import fold
+from events.messages import AnyInbox, Start, inbox_decoder
+from events.model import INITIAL, ExecutionState
+from service.definitions import Definitions
+from service.metrics import Metrics
+from service.puller import Puller, ack, num_delivered, terminate
+from service.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
+
+log = logging.getLogger(__name__)
+
+MAILBOX_SIZE = 64
+MAX_CONFLICT_RETRIES = 5
+
+
+class _Passivate:
+    """Mailbox sentinel: the executor asks an idle actor to stop (memory cap)."""
+
+
+class ExecutionActor:
+    """Owns one execution while it is active: its state, last sequence and mailbox."""
+
+    def __init__(self, execution: str, system: Executor) -> None:
+        self.execution = execution
+        self._system = system
+        self._send, self._receive = anyio.create_memory_object_stream[Msg | _Passivate](
+            MAILBOX_SIZE
+        )
+        self._state: ExecutionState | None = None
+        self._last_seq = 0
+        self._snapshot_seq = 0
+        self._since_snapshot = 0
+
+    @property
+    def mailbox(self) -> MemoryObjectSendStream[Msg | _Passivate]:
+        return self._send
+
+    async def run(self) -> None:
+        system = self._system
+        try:
+            while True:
+                with anyio.move_on_after(system.idle_timeout):
+                    item = await self._receive.receive()
+                    if isinstance(item, _Passivate):
+                        if await self._passivate():
+                            return
+                        continue
+                    await self._handle(item)
+                    continue
+                if await self._passivate():
+                    return
+        finally:
+            system.forget(self)
+            self._send.close()
+            self._receive.close()
+
+    async def _passivate(self) -> bool:
+        """Snapshot (if anything is new), then leave; stays if messages arrived meanwhile."""
+        if self._state is not None and self._since_snapshot > 0 and self._system.snapshot_every:
+            await self._snapshot()
+        if self._receive.statistics().current_buffer_used:
+            return False
+        self._system.forget(self)  # before any further await: no message can be routed here now
+        return True
+
+    async def _handle(self, msg: Msg) -> None:
+        system = self._system
+        try:
+            message = inbox_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
+            return
+        system.metrics.inbox_messages.labels(kind=type(message).__name__.lower()).inc()
+        try:
+            await self._apply(message, redelivered=num_delivered(msg) > 1)
+        except NotFound as exc:
+            await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
+            return
+        except NatsflowError as exc:
+            log.warning("execution %s: %s; the message will be redelivered", self.execution, exc)
+            self._state = None  # re-read on the next message
+            return
+        await ack(system.nc, msg)
+        if system.snapshot_every and self._since_snapshot >= system.snapshot_every:
+            await self._snapshot()
+
+    async def _apply(self, message: AnyInbox, *, redelivered: bool) -> None:
+        system = self._system
+        if self._state is None:
+            if isinstance(message, Start) and not redelivered:
+                # A new execution has no history to read: compare-and-set on 0 proves it.
+                self._state = replace(INITIAL, execution_id=self.execution)
+                self._last_seq = 0
+            else:
+                await self._activate()
+        for _ in range(MAX_CONFLICT_RETRIES):
+            state = self._state
+            assert state is not None
+            if isinstance(message, Start) and state.status == "pending":
+                workflow = await system.definitions.get(message.workflow, message.version)
+            elif state.status == "pending":
+                return  # nothing started here: a stray message for an unknown execution
+            else:
+                workflow = await system.definitions.get(state.workflow, state.version)
+            events = react(state, workflow, message, time.time())
+            if not events:
+                if redelivered:
+                    await system.effects.republish(state)
+                return
+            try:
+                started = time.perf_counter()
+                seq = await system.store.append(self.execution, events, self._last_seq)
+                system.metrics.append_seconds.observe(time.perf_counter() - started)
+            except ConcurrencyConflict:
+                system.metrics.decision_conflicts.inc()
+                await self._activate()
+                continue
+            system.metrics.decisions.inc()
+            new_state = fold(events, state)
+            self._state, self._last_seq = new_state, seq
+            self._since_snapshot += len(events)
+            await system.effects.publish(state, new_state, events)
+            return
+        raise NatsflowError(
+            f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
+        )
+
+    async def _activate(self) -> None:
+        system = self._system
+        started = time.perf_counter()
+        loaded = await system.store.load(self.execution, use_snapshot=bool(system.snapshot_every))
+        system.metrics.actor_activations.inc()
+        system.metrics.actor_activation_seconds.observe(time.perf_counter() - started)
+        self._state, self._last_seq = loaded.state, loaded.last_seq
+        self._snapshot_seq, self._since_snapshot = loaded.snapshot_seq, loaded.events_read
+
+    async def _snapshot(self) -> None:
+        assert self._state is not None
+        try:
+            self._snapshot_seq = await self._system.store.write_snapshot(
+                self.execution, self._state, self._last_seq, self._snapshot_seq
+            )
+            self._since_snapshot = 0
+            self._system.metrics.snapshots_written.inc()
+        except Exception as exc:  # a newer snapshot exists (another decider): theirs wins
+            log.info("execution %s: snapshot skipped: %s", self.execution, exc)
+            self._state = None
+
+
+class Executor:
+    """Routes inbox messages to execution actors; activates and passivates them."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        definitions: Definitions,
+        metrics: Metrics,
+        *,
+        idle_timeout: float = 30.0,
+        max_active: int = 10_000,
+        snapshot_every: int = 100,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.definitions = definitions
+        self.metrics = metrics
+        self.store = EventStore(nc, js)
+        self.effects = Effects(nc, js, metrics)
+        self.idle_timeout = idle_timeout
+        self.max_active = max_active
+        self.snapshot_every = snapshot_every
+        self._actors: OrderedDict[str, ExecutionActor] = OrderedDict()
+        self._tg: TaskGroup | None = None
+
+    @property
+    def active(self) -> int:
+        return len(self._actors)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            puller = Puller(self.nc, INBOX_STREAM, ACTORS_CONSUMER, self._route, batch=512)
+            await tg.start(puller.run)
+            task_status.started()
+
+    async def _route(self, msg: Msg) -> None:
+        execution = execution_from_subject(msg.subject)
+        actor = self._actors.get(execution)
+        if actor is None:
+            actor = ExecutionActor(execution, self)
+            self._actors[execution] = actor
+            self.metrics.active_actors.set(len(self._actors))
+            assert self._tg is not None
+            self._tg.start_soon(actor.run, name=f"execution {execution}")
+            if len(self._actors) > self.max_active:
+                oldest = next(iter(self._actors.values()))
+                with contextlib.suppress(anyio.WouldBlock):  # busy: it is not idle anyway
+                    oldest.mailbox.send_nowait(_Passivate())
+        else:
+            self._actors.move_to_end(execution)
+        await actor.mailbox.send(msg)
+
+    def forget(self, actor: ExecutionActor) -> None:
+        if self._actors.get(actor.execution) is actor:
+            del self._actors[actor.execution]
+            self.metrics.active_actors.set(len(self._actors))
+
+    async def dead_letter(self, msg: Msg, reason: str, error: str) -> None:
+        """Keep what cannot be processed where an operator sees it, then stop redelivery."""
+        log.error("dead letter (%s): %s", reason, error)
+        headers: dict[str, Any] = {
+            "Natsflow-Error": error[:1000],
+            "Natsflow-Original-Subject": msg.subject,
+        }
+        await self.js.publish(f"natsflow.dlq.{reason}", msg.data, headers=headers)
+        self.metrics.dead_letters.labels(reason=reason).inc()
+        await terminate(self.nc, msg)

@@ -1,0 +1,172 @@
+"""The event store adapter: the only code that speaks JetStream for execution history.
+
+Appends are compare-and-set on the execution's subject
+(``Nats-Expected-Last-Subject-Sequence``); error 10071 becomes
+``ConcurrencyConflict``. Histories are read with batched direct gets (ADR-31),
+not a consumer per read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import orjson
+from msgspec.structs import replace
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
+from events.errors import ConcurrencyConflict
+from events.fold import fold
+from events.model import INITIAL, AnyEvent, ExecutionState
+from service.topology import ARCHIVE_STREAM, EVENTS_STREAM, events_subject, snapshot_subject
+
+WRONG_LAST_SEQUENCE = 10071
+PUBLISH_TIMEOUT = 10.0
+READ_BATCH = 2000
+
+
+class Loaded:
+    """An execution as read from the stream: its state and the sequence to append after."""
+
+    __slots__ = ("events_read", "last_seq", "snapshot_seq", "state")
+
+    def __init__(
+        self, state: ExecutionState, last_seq: int, snapshot_seq: int, events_read: int
+    ) -> None:
+        self.state = state
+        self.last_seq = last_seq
+        self.snapshot_seq = snapshot_seq
+        self.events_read = events_read
+
+
+class EventStore:
+    """Append, read and snapshot execution histories in NATSFLOW_EVENTS."""
+
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self._nc = nc
+        self._js = js
+
+    async def append(self, execution: str, events: tuple[AnyEvent, ...], expected: int) -> int:
+        """Append one batch iff the subject's last sequence is ``expected``; returns the new one."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
+        future = await self._js.publish_async(
+            events_subject(execution), encode_batch(events), headers=headers
+        )
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT):
+                ack = await future
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise ConcurrencyConflict(execution, expected) from None
+            raise
+        return int(ack.seq)
+
+    async def write_snapshot(
+        self, execution: str, state: ExecutionState, covers: int, expected_snapshot: int
+    ) -> int:
+        """Replace the execution's snapshot (rollup), then drop the events it covers.
+
+        The snapshot is written first and the purge keeps the event at ``covers``,
+        so a crash between the two leaves a readable history, and appends that
+        compare against ``covers`` still match.
+        """
+        headers = {
+            "Nats-Rollup": "sub",
+            "Nats-Expected-Last-Subject-Sequence": str(expected_snapshot),
+        }
+        ack = await self._js.publish(
+            snapshot_subject(execution),
+            encode_snapshot(state, covers),
+            headers=headers,
+            timeout=PUBLISH_TIMEOUT,
+        )
+        await self._js.purge_stream(EVENTS_STREAM, subject=events_subject(execution), seq=covers)
+        return int(ack.seq)
+
+    async def load(self, execution: str, *, use_snapshot: bool = True) -> Loaded:
+        """Latest snapshot (if any) plus the events after it, folded."""
+        state = replace(INITIAL, execution_id=execution)
+        start, snapshot_seq = 1, 0
+        if use_snapshot:
+            snap = await self._last_message(snapshot_subject(execution))
+            if snap is not None:
+                snapshot_seq, data = snap
+                state, covers = decode_snapshot(data, execution)
+                start = covers + 1
+        last_seq, read = start - 1, 0
+        async for seq, data in self.read_messages(events_subject(execution), start):
+            events = decode_batch(data)
+            state = fold(events, state)
+            last_seq, read = seq, read + len(events)
+        if read == 0 and snapshot_seq == 0:
+            last_seq = 0
+        return Loaded(state, last_seq, snapshot_seq, read)
+
+    async def read_history(
+        self, execution: str, *, archive: bool = False
+    ) -> AsyncIterator[tuple[int, AnyEvent]]:
+        """Every event still stored for the execution (from the archive stream if asked)."""
+        stream = ARCHIVE_STREAM if archive else EVENTS_STREAM
+        async for seq, data in self.read_messages(events_subject(execution), 1, stream=stream):
+            for event in decode_batch(data):
+                yield seq, event
+
+    async def snapshot_info(self, execution: str) -> tuple[int, ExecutionState, int] | None:
+        """(snapshot sequence, state, covered sequence) of the latest snapshot, if any."""
+        snap = await self._last_message(snapshot_subject(execution))
+        if snap is None:
+            return None
+        state, covers = decode_snapshot(snap[1], execution)
+        return snap[0], state, covers
+
+    async def read_messages(
+        self, subject: str, start: int, *, stream: str = EVENTS_STREAM
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Messages on one subject from sequence ``start``, by batched direct get."""
+        seq = start
+        while True:
+            count = 0
+            async for msg in self._direct_batch(stream, subject, seq):
+                msg_seq = int(msg.headers["Nats-Sequence"]) if msg.headers else 0
+                count += 1
+                seq = msg_seq + 1
+                yield msg_seq, msg.data
+            if count < READ_BATCH:
+                return
+
+    async def _direct_batch(self, stream: str, subject: str, seq: int) -> AsyncIterator[Msg]:
+        request = orjson.dumps({"seq": seq, "next_by_subj": subject, "batch": READ_BATCH})
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, max_msgs=0, pending_msgs_limit=READ_BATCH * 2 + 10)
+        try:
+            await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
+            while True:
+                msg = await sub.next_msg(timeout=PUBLISH_TIMEOUT)
+                status = msg.headers.get("Status") if msg.headers else None
+                if status is None:
+                    yield msg
+                    continue
+                if status in ("204", "404"):  # end of batch, or nothing (more) on the subject
+                    return
+                raise RuntimeError(
+                    f"direct get on {stream} {subject}: status {status} {msg.headers}"
+                )
+        finally:
+            await sub.unsubscribe()
+
+    async def _last_message(self, subject: str) -> tuple[int, bytes] | None:
+        request = orjson.dumps({"last_by_subj": subject})
+        msg = await self._nc.request(
+            f"$JS.API.DIRECT.GET.{EVENTS_STREAM}", request, timeout=PUBLISH_TIMEOUT
+        )
+        status = msg.headers.get("Status") if msg.headers else None
+        if status == "404":
+            return None
+        if status is not None:
+            raise RuntimeError(f"direct get last {subject}: status {status}")
+        assert msg.headers is not None
+        return int(msg.headers["Nats-Sequence"]), msg.data

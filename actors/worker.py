@@ -1,0 +1,177 @@
+"""Worker actors: run step attempts pulled from ``natsflow.task.<action>``.
+
+A pool pulls from one durable consumer with at most ``concurrency`` tasks in
+hand, so a slow step holds back no more than its own slot. While an attempt
+runs, the pool tells the server it is in progress, so a long step is not
+redelivered; if the process dies, the server redelivers after ``ack_wait``.
+The attempt's result is published (and its ack awaited) before the task is
+acked: a crash in between runs the attempt again, never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from actors.actions import ActionContext, ActionRegistry
+from events.errors import StepError
+from events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
+from service.metrics import Metrics
+from service.puller import Puller, ack, in_progress, terminate
+from service.topology import TASKS_STREAM, WORKERS_CONSUMER
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5
+PUBLISH_TIMEOUT = 10.0
+
+
+class WorkerPool:
+    """``concurrency`` worker actors sharing one pull consumer."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        registry: ActionRegistry,
+        metrics: Metrics,
+        *,
+        concurrency: int,
+        ack_wait: float,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._registry = registry
+        self._metrics = metrics
+        self._concurrency = concurrency
+        self._ack_wait = ack_wait
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        send, receive = anyio.create_memory_object_stream[Msg](0)
+        async with send, receive, anyio.create_task_group() as tg:
+            for index in range(self._concurrency):
+                tg.start_soon(self._slot, receive.clone(), name=f"worker slot {index}")
+            # At most `concurrency` tasks are pulled ahead, so none waits out its ack_wait.
+            puller = Puller(
+                self._nc, TASKS_STREAM, WORKERS_CONSUMER, send.send, batch=self._concurrency
+            )
+            await tg.start(puller.run)
+            task_status.started()
+
+    async def _slot(self, receive: MemoryObjectReceiveStream[Msg]) -> None:
+        async with receive:
+            async for msg in receive:
+                self._metrics.worker_tasks_in_flight.inc()
+                try:
+                    await self._run_task(msg)
+                except Exception:
+                    log.exception(
+                        "task on %s failed in the runtime; it will be redelivered", msg.subject
+                    )
+                finally:
+                    self._metrics.worker_tasks_in_flight.dec()
+
+    async def _run_task(self, msg: Msg) -> None:
+        try:
+            task = task_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            await self._dead_letter(msg, f"invalid task message on {msg.subject}: {exc}")
+            return
+        result = await self._attempt(task, msg)
+        try:
+            body = json_encoder.encode(result)
+        except (TypeError, msgspec.EncodeError) as exc:
+            result = _failed(task, f"output is not serializable: {exc}", "not_serializable", False)
+            body = json_encoder.encode(result)
+        await self._js.publish(
+            task.reply_to,
+            body,
+            headers={"Nats-Msg-Id": f"result:{task.idempotency_key}"},
+            timeout=PUBLISH_TIMEOUT,
+        )
+        await ack(self._nc, msg)
+
+    async def _attempt(self, task: Task, msg: Msg) -> Result:
+        last_progress = 0.0
+
+        async def report_progress(text: str) -> None:
+            nonlocal last_progress
+            now = time.monotonic()
+            if now - last_progress < PROGRESS_INTERVAL:
+                return
+            last_progress = now
+            progress = Progress(
+                step=task.step, attempt=task.attempt, iteration=task.iteration, message=text[:500]
+            )
+            await self._nc.publish(task.reply_to, json_encoder.encode(progress))
+
+        ctx = ActionContext(
+            execution_id=task.execution_id,
+            step=task.step,
+            attempt=task.attempt,
+            idempotency_key=task.idempotency_key,
+            report_progress=report_progress,
+            nc=self._nc,
+        )
+        started = time.perf_counter()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_alive, msg)
+                result = await self._invoke(task, ctx)
+                tg.cancel_scope.cancel()
+        finally:
+            self._metrics.step_duration.labels(action=task.action).observe(
+                time.perf_counter() - started
+            )
+        return result
+
+    async def _invoke(self, task: Task, ctx: ActionContext) -> Result:
+        """Run the action under the attempt's timeout; every failure becomes a Result."""
+        try:
+            action = self._registry.get(task.action)
+            params: dict[str, Any] = task.input if isinstance(task.input, dict) else {}
+            with anyio.fail_after(task.timeout):
+                output = await action(ctx, params)
+        except TimeoutError:
+            return _failed(
+                task, f"step {task.step} timed out after {task.timeout}s", "timeout", True
+            )
+        except StepError as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            return _failed(task, exc.message, exc.kind, exc.retryable, retry_after)
+        except Exception as exc:
+            return _failed(task, f"{type(exc).__name__}: {exc}", type(exc).__name__, True)
+        return Result(
+            step=task.step, attempt=task.attempt, iteration=task.iteration, ok=True, output=output
+        )
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await anyio.sleep(self._ack_wait / 3)
+            await in_progress(self._nc, msg)
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        log.error("dead letter (task): %s", error)
+        headers = {"Natsflow-Error": error[:1000], "Natsflow-Original-Subject": msg.subject}
+        await self._js.publish("natsflow.dlq.task", msg.data, headers=headers)
+        self._metrics.dead_letters.labels(reason="task").inc()
+        await terminate(self._nc, msg)
+
+
+def _failed(
+    task: Task, message: str, kind: str, retryable: bool, retry_after: float | None = None
+) -> Result:
+    error = ErrorInfo(message=message, kind=kind, retryable=retryable, retry_after=retry_after)
+    return Result(
+        step=task.step, attempt=task.attempt, iteration=task.iteration, ok=False, error=error
+    )

@@ -1,0 +1,316 @@
+"""``natsflow``: the service and the admin CLI.
+
+Exit codes: 0 success, 1 the execution failed (``start --wait``) or the
+service answered with an error, 2 invalid input (manifest, ``--input``, flags),
+3 no natsflow service reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from events.errors import InputError, ManifestError
+from manifests.loader import load_manifest
+from service.app import MANIFEST_SUFFIXES, serve
+from service.config import load_config
+from service.topology import API_PREFIX, EXECUTIONS_BUCKET
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="natsflow", description="Durable workflows on NATS JetStream")
+    p.add_argument("--nats-url", help="NATS server(s); default $NATS_URL or " + DEFAULT_URL)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the service (embedded nats-server unless NATS_URL)")
+    s.add_argument("--deploy", action="append", default=[], help="manifest file or directory")
+    s.add_argument("--workers", type=int, help="concurrent tasks in this process (0: none)")
+    s.add_argument("--http-port", type=int, help="HTTP sidecar port (0: off)")
+    s.add_argument("--data-dir", help="embedded server store and logs")
+    s.add_argument(
+        "--python-module", action="append", default=[], help="module with register(registry)"
+    )
+
+    w = sub.add_parser("worker", help="run worker actors only")
+    w.add_argument("--workers", type=int, help="concurrent tasks")
+    w.add_argument("--http-port", type=int, help="HTTP port for /healthz and /metrics (0: off)")
+    w.add_argument(
+        "--python-module", action="append", default=[], help="module with register(registry)"
+    )
+
+    d = sub.add_parser("deploy", help="validate and deploy a manifest")
+    d.add_argument("file")
+    d.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("start", help="start an execution of the latest version")
+    st.add_argument("workflow")
+    st.add_argument("--input", default="null", help="workflow input as JSON")
+    st.add_argument("--idempotency-key")
+    st.add_argument("--wait", action="store_true", help="wait, print the output, exit 0/1")
+    st.add_argument("--timeout", type=float, default=0, help="seconds to --wait (0: forever)")
+    st.add_argument("--json", action="store_true")
+
+    ls = sub.add_parser("ls", help="list executions")
+    ls.add_argument("--status", choices=["running", "completed", "failed", "cancelled"])
+    ls.add_argument("--workflow")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+
+    for verb, text in (("show", "an execution's status and steps"), ("history", "its events")):
+        v = sub.add_parser(verb, help=text)
+        v.add_argument("execution_id")
+        v.add_argument("--json", action="store_true")
+        if verb == "history":
+            v.add_argument("--all", action="store_true", help="full trail from the archive stream")
+
+    c = sub.add_parser("cancel", help="cancel a running execution")
+    c.add_argument("execution_id")
+    c.add_argument("--reason", default="cancelled by operator")
+    c.add_argument("--json", action="store_true")
+
+    wf = sub.add_parser("workflows", help="list deployed workflows")
+    wf.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("NATSFLOW_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command in ("serve", "worker"):
+            anyio.run(_serve, args, backend_options=_loop_options())
+        else:
+            anyio.run(_client, args)
+    except CliError as exc:
+        print(f"natsflow: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    except (InputError, ManifestError) as exc:
+        print(f"natsflow: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _loop_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    overrides: dict[str, Any] = {
+        "nats_url": args.nats_url,
+        "workers": args.workers,
+        "http_port": args.http_port,
+    }
+    if args.command == "serve":
+        overrides["data_dir"] = args.data_dir
+        if args.deploy:
+            overrides["deploy_paths"] = tuple(args.deploy)
+    if args.python_module:
+        overrides["python_modules"] = tuple(args.python_module)
+    config = load_config(os.environ, **overrides)
+    async with anyio.create_task_group() as tg:
+        await tg.start(_stop_on_signal, tg.cancel_scope)
+        await serve(config, actors=args.command == "serve")
+
+
+async def _stop_on_signal(
+    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            logging.getLogger("natsflow").info("%s: shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _client(args: argparse.Namespace) -> None:
+    payload = _prepare(args)  # validate locally first: exit 2 without touching NATS
+    url = args.nats_url or os.environ.get("NATS_URL") or DEFAULT_URL
+    try:
+        nc = await nats.connect(servers=url.split(","), connect_timeout=3, max_reconnect_attempts=0)
+    except Exception as exc:
+        raise CliError(f"cannot connect to NATS at {url}: {exc}", 3) from None
+    try:
+        await _run_verb(nc, args, payload)
+    finally:
+        await nc.close()
+
+
+def _prepare(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "deploy":
+        path = Path(args.file)
+        load_manifest(path)  # raises ManifestError listing every problem
+        return {
+            "manifest": path.read_text(),
+            "format": MANIFEST_SUFFIXES[path.suffix],
+            "source": str(path),
+        }
+    if args.command == "start":
+        try:
+            data = orjson.loads(args.input)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"--input: invalid JSON ({exc}): {args.input!r}") from None
+        return {"workflow": args.workflow, "input": data, "idempotency_key": args.idempotency_key}
+    if args.command == "ls":
+        if args.limit < 1:
+            raise InputError(f"--limit: expected an integer >= 1, got {args.limit}")
+        return {"status": args.status, "workflow": args.workflow, "limit": args.limit}
+    if args.command == "history":
+        return {"execution_id": args.execution_id, "all": args.all}
+    if args.command == "cancel":
+        return {"execution_id": args.execution_id, "reason": args.reason}
+    if args.command == "show":
+        return {"execution_id": args.execution_id}
+    return {}
+
+
+async def request(nc: Client, verb: str, payload: dict[str, Any], timeout: float = 10) -> Any:
+    """Call ``natsflow.api.<verb>``; an error reply becomes ``CliError`` (2 for bad input)."""
+    try:
+        reply = await nc.request(f"{API_PREFIX}.{verb}", orjson.dumps(payload), timeout=timeout)
+    except NoRespondersError:
+        raise CliError("no natsflow service is running (start one with `make run`)", 3) from None
+    except NatsTimeout:
+        raise CliError(f"the natsflow service did not answer {verb} within {timeout}s", 3) from None
+    headers = reply.headers or {}
+    code = headers.get("Nats-Service-Error-Code")
+    if code:
+        body = orjson.loads(reply.data) if reply.data else {}
+        message = body.get("error") or headers.get("Nats-Service-Error", "error")
+        raise CliError(message, 2 if code == "400" else 1)
+    return orjson.loads(reply.data)
+
+
+async def _run_verb(nc: Client, args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    verb = {"ls": "ls", "workflows": "workflows"}.get(args.command, args.command)
+    result = await request(nc, verb, payload)
+    if args.command == "start" and args.wait:
+        final = await wait_for_end(nc, result["execution_id"], args.timeout or None)
+        _print(args, final, _render_show)
+        if final["status"] != "completed":
+            sys.exit(1)
+        return
+    renderers = {"show": _render_show, "history": _render_history, "ls": _render_ls}
+    _print(args, result, renderers.get(args.command, _render_plain))
+
+
+async def wait_for_end(nc: Client, execution_id: str, timeout: float | None) -> dict[str, Any]:
+    """Watch the execution's summary until it is terminal; no polling loop."""
+    kv = await nc.jetstream().key_value(EXECUTIONS_BUCKET)
+    watcher = await kv.watch(execution_id)
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                entry = await watcher.updates(timeout=3600)
+                if entry is not None and entry.value:
+                    if orjson.loads(entry.value).get("status") in TERMINAL:
+                        break
+    except TimeoutError:
+        raise CliError(f"execution {execution_id} still running after {timeout}s", 1) from None
+    finally:
+        await watcher.stop()
+    result: dict[str, Any] = await request(nc, "show", {"execution_id": execution_id})
+    return result
+
+
+def _print(args: argparse.Namespace, result: Any, render: Any) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render(result) + "\n")
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _render_plain(result: Any) -> str:
+    if isinstance(result, dict):
+        return "  ".join(f"{k}={v}" for k, v in result.items())
+    if isinstance(result, list):
+        return "\n".join(_render_plain(r) for r in result) or "(none)"
+    return str(result)
+
+
+def _render_ls(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'EXECUTION':40} {'WORKFLOW':20} {'STATUS':10} STARTED"]
+    lines += [
+        f"{r['execution_id']:40} {r['workflow']:20} {r['status']:10} {_ts(r.get('started_at'))}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def _render_show(s: dict[str, Any]) -> str:
+    lines = [
+        f"execution  {s['execution_id']}",
+        f"workflow   {s['workflow']} (version {s['version']})",
+        f"status     {s['status']}   steps {s['steps_done']}/{s['steps_total']}"
+        + (f"   current: {', '.join(s['current'])}" if s["current"] else ""),
+        f"started    {_ts(s['started_at'])}   finished {_ts(s['finished_at'])}",
+        f"resume at  event {s['resume_point']['events']} (stream seq {s['resume_point']['stream_seq']})",
+    ]
+    if s["error"]:
+        lines.append(f"error      {s['error']}")
+    lines.append("steps:")
+    for key, step in s["steps"].items():
+        took = ""
+        if step["started_at"] and step["finished_at"]:
+            took = f" {1000 * (step['finished_at'] - step['started_at']):.0f}ms"
+        line = f"  {key:24} {step['status']:10} attempts {len(step['attempts'])}{took}"
+        if step["progress"] and step["status"] not in ("completed", "skipped"):
+            line += f"  [{step['progress']}]"
+        if step["error"]:
+            line += f"  error: {step['error']}"
+        lines.append(line)
+        for a in step["attempts"]:
+            if a.get("error"):
+                lines.append(
+                    f"      attempt {a['attempt']} at {_ts(a['started_at'])}: {a['error']}"
+                )
+    if s["status"] == "completed":
+        lines.append("output:")
+        lines.append(orjson.dumps(s["output"], option=orjson.OPT_INDENT_2).decode())
+    return "\n".join(lines)
+
+
+def _render_history(h: dict[str, Any]) -> str:
+    lines = []
+    if "note" in h:
+        lines.append(f"# {h['note']}")
+    for e in h["events"]:
+        fields = {k: v for k, v in e.items() if k not in ("seq", "type", "at")}
+        lines.append(f"{e['seq']:>8} {_ts(e['at'])} {e['type']:20} {orjson.dumps(fields).decode()}")
+    return "\n".join(lines)

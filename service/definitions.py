@@ -1,0 +1,92 @@
+"""Deployed workflow versions in the KV bucket ``natsflow_workflows``.
+
+Keys are ``<name>.v.<version>`` (immutable, one per content hash) and
+``<name>.latest`` (the version new executions pin). A deploy writes the
+version first and moves ``latest`` last, so a crash in between leaves an
+unreferenced version, never a half-deployed workflow.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from events.errors import NotFound
+from manifests.loader import manifest_version
+from manifests.schema import Deployed, Workflow
+from service.topology import WORKFLOWS_BUCKET
+
+
+class Definitions:
+    """Read-through cache of deployed versions (versions never change, so it never expires)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._kv: KeyValue | None = None
+        self._cache: dict[tuple[str, str], Workflow] = {}
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._js.key_value(WORKFLOWS_BUCKET)
+        return self._kv
+
+    async def deploy(self, workflow: Workflow) -> tuple[str, bool]:
+        """Store a validated workflow; returns (version, whether it was new)."""
+        kv = await self._bucket()
+        version = manifest_version(workflow)
+        record = Deployed(
+            name=workflow.name, version=version, workflow=workflow, deployed_at=time.time()
+        )
+        created = True
+        try:
+            await kv.create(f"{workflow.name}.v.{version}", msgspec.json.encode(record))
+        except Exception as exc:  # KeyWrongLastSequenceError: the same content is deployed
+            if "wrong last sequence" not in str(exc).lower():
+                raise
+            created = False
+        await kv.put(f"{workflow.name}.latest", version.encode())
+        self._cache[(workflow.name, version)] = workflow
+        return version, created
+
+    async def latest(self, name: str) -> tuple[str, Workflow]:
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(f"{name}.latest")
+        except KeyNotFoundError:
+            raise NotFound(f"workflow {name!r} is not deployed (natsflow deploy FILE)") from None
+        assert entry.value is not None
+        version = entry.value.decode()
+        return version, await self.get(name, version)
+
+    async def get(self, name: str, version: str) -> Workflow:
+        cached = self._cache.get((name, version))
+        if cached is not None:
+            return cached
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(f"{name}.v.{version}")
+        except KeyNotFoundError:
+            raise NotFound(f"workflow {name!r} version {version} is not deployed") from None
+        assert entry.value is not None
+        record = msgspec.json.decode(entry.value, type=Deployed)
+        self._cache[(name, version)] = record.workflow
+        return record.workflow
+
+    async def list(self) -> list[dict[str, str]]:
+        """Every deployed workflow with its latest version."""
+        kv = await self._bucket()
+        try:
+            keys = await kv.keys()
+        except Exception:  # NoKeysError on an empty bucket
+            return []
+        out = []
+        for key in sorted(k for k in keys if k.endswith(".latest")):
+            entry = await kv.get(key)
+            out.append(
+                {"workflow": key[: -len(".latest")], "version": (entry.value or b"").decode()}
+            )
+        return out

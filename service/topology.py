@@ -1,0 +1,170 @@
+"""natsflow's streams, subjects, consumers and KV buckets, provisioned idempotently.
+
+Every subject natsflow owns starts with ``natsflow.``:
+
+- ``natsflow.ev.<execution>``   the execution's event batches (stream NATSFLOW_EVENTS)
+- ``natsflow.snap.<execution>`` its latest snapshot (same stream, rolled up per subject)
+- ``natsflow.in.<execution>``   what its actor reacts to: start, results, progress,
+                                 timers, cancel (stream NATSFLOW_INBOX, work queue)
+- ``natsflow.sched.<execution>.<timer>`` durable timers: message schedules that fire
+                                 into ``natsflow.in.<execution>`` (same stream)
+- ``natsflow.task.<action>``     step attempts for workers (stream NATSFLOW_TASKS, work queue)
+- ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
+- ``natsflow.api.<verb>``        the admin micro service
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError
+
+EVENTS_STREAM = "NATSFLOW_EVENTS"
+INBOX_STREAM = "NATSFLOW_INBOX"
+TASKS_STREAM = "NATSFLOW_TASKS"
+DLQ_STREAM = "NATSFLOW_DLQ"
+ARCHIVE_STREAM = "NATSFLOW_ARCHIVE"
+
+ACTORS_CONSUMER = "natsflow-actors"
+WORKERS_CONSUMER = "natsflow-workers"
+
+WORKFLOWS_BUCKET = "natsflow_workflows"
+EXECUTIONS_BUCKET = "natsflow_executions"
+IDEMPOTENCY_BUCKET = "natsflow_idempotency"
+
+API_PREFIX = "natsflow.api"
+WORKER_ACTIONS = ("noop", "shell", "http", "nats.request", "python")
+
+
+def events_subject(execution: str) -> str:
+    return f"natsflow.ev.{execution}"
+
+
+def snapshot_subject(execution: str) -> str:
+    return f"natsflow.snap.{execution}"
+
+
+def inbox_subject(execution: str) -> str:
+    return f"natsflow.in.{execution}"
+
+
+def timer_subject(execution: str, timer_id: str) -> str:
+    # Step keys come from data (for_each keys), so a hash keeps the token subject-safe.
+    token = hashlib.sha1(timer_id.encode()).hexdigest()[:20]
+    return f"natsflow.sched.{execution}.{token}"
+
+
+def task_subject(action: str) -> str:
+    return f"natsflow.task.{action.replace('.', '_')}"
+
+
+def dlq_subject(reason: str) -> str:
+    return f"natsflow.dlq.{reason}"
+
+
+def execution_from_subject(subject: str) -> str:
+    """``natsflow.in.<id>`` -> ``<id>``."""
+    return subject.split(".", 2)[2]
+
+
+def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.StreamConfig]:
+    file = api.StorageType.FILE
+    configs = [
+        api.StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=["natsflow.ev.>", "natsflow.snap.>"],
+            storage=file,
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            duplicate_window=120,
+            description="natsflow execution events and snapshots",
+        ),
+        api.StreamConfig(
+            name=INBOX_STREAM,
+            subjects=["natsflow.in.>", "natsflow.sched.>"],
+            storage=file,
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            allow_msg_schedules=True,
+            duplicate_window=120,
+            description="natsflow actor inboxes and durable timers",
+        ),
+        api.StreamConfig(
+            name=TASKS_STREAM,
+            subjects=["natsflow.task.>"],
+            storage=file,
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            duplicate_window=120,
+            description="natsflow step attempts for workers",
+        ),
+        api.StreamConfig(
+            name=DLQ_STREAM,
+            subjects=["natsflow.dlq.>"],
+            storage=file,
+            max_age=30 * 86400,
+            description="natsflow dead letters: messages that could not be processed",
+        ),
+    ]
+    if archive:
+        configs.append(
+            api.StreamConfig(
+                name=ARCHIVE_STREAM,
+                storage=file,
+                max_age=archive_max_age_days * 86400,
+                allow_direct=True,
+                sources=[api.StreamSource(name=EVENTS_STREAM, filter_subject="natsflow.ev.>")],
+                description="natsflow full event history (audit trail)",
+            )
+        )
+    return configs
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create the stream, or bring an existing one's config up to date."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != 10058:  # "stream name already in use with a different configuration"
+            raise
+        await js.update_stream(config)
+
+
+async def provision(
+    js: JetStreamContext,
+    *,
+    ack_wait: float,
+    archive: bool = False,
+    archive_max_age_days: float = 30,
+) -> None:
+    """Create every stream, consumer and bucket natsflow needs; safe to run on each start."""
+    for config in stream_configs(archive=archive, archive_max_age_days=archive_max_age_days):
+        await ensure_stream(js, config)
+    await js.add_consumer(
+        INBOX_STREAM,
+        api.ConsumerConfig(
+            durable_name=ACTORS_CONSUMER,
+            filter_subject="natsflow.in.>",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=20000,
+            max_waiting=512,
+        ),
+    )
+    await js.add_consumer(
+        TASKS_STREAM,
+        api.ConsumerConfig(
+            durable_name=WORKERS_CONSUMER,
+            filter_subjects=[task_subject(a) for a in WORKER_ACTIONS],
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=20000,
+            max_waiting=512,
+        ),
+    )
+    for bucket, history in ((WORKFLOWS_BUCKET, 1), (EXECUTIONS_BUCKET, 1), (IDEMPOTENCY_BUCKET, 1)):
+        try:
+            await js.key_value(bucket)
+        except Exception:
+            await js.create_key_value(
+                api.KeyValueConfig(bucket=bucket, history=history, storage=api.StorageType.FILE)
+            )
