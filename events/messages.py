@@ -20,7 +20,7 @@ class Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     """Base of everything an execution actor receives."""
 
 
-class Start(Inbox, tag="start"):
+class Start(Inbox, frozen=True, tag="start"):
     workflow: str
     version: str
     input: Any = None
@@ -34,7 +34,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     retry_after: Annotated[float, Meta(ge=0)] | None = None
 
 
-class Result(Inbox, tag="result"):
+class Result(Inbox, frozen=True, tag="result"):
     """A worker's answer for one attempt: ``output`` when ``ok``, else ``error``."""
 
     step: str
@@ -45,21 +45,21 @@ class Result(Inbox, tag="result"):
     iteration: Count = 0
 
 
-class Progress(Inbox, tag="progress"):
+class Progress(Inbox, frozen=True, tag="progress"):
     step: str
     attempt: Attempt
     message: str
     iteration: Count = 0
 
 
-class TimerDue(Inbox, tag="timer"):
+class TimerDue(Inbox, frozen=True, tag="timer"):
     """Delivered by a JetStream message schedule when a durable timer is due."""
 
     timer_id: str
     step: str
 
 
-class Cancel(Inbox, tag="cancel"):
+class Cancel(Inbox, frozen=True, tag="cancel"):
     reason: str = ""
 
 

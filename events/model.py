@@ -26,7 +26,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: float
 
 
-class ExecutionStarted(Event, tag="execution_started"):
+class ExecutionStarted(Event, frozen=True, tag="execution_started"):
     execution_id: str
     workflow: str
     version: str
@@ -34,7 +34,7 @@ class ExecutionStarted(Event, tag="execution_started"):
     idempotency_key: str | None = None
 
 
-class StepScheduled(Event, tag="step_scheduled"):
+class StepScheduled(Event, frozen=True, tag="step_scheduled"):
     """A task for one attempt was dispatched to workers with these rendered params."""
 
     step: str
@@ -45,14 +45,14 @@ class StepScheduled(Event, tag="step_scheduled"):
     iteration: Count = 0
 
 
-class StepProgressed(Event, tag="step_progressed"):
+class StepProgressed(Event, frozen=True, tag="step_progressed"):
     step: str
     attempt: Attempt
     message: str
     iteration: Count = 0
 
 
-class StepCompleted(Event, tag="step_completed"):
+class StepCompleted(Event, frozen=True, tag="step_completed"):
     """An attempt (or an iteration of a repeating step) succeeded.
 
     ``final`` is False for an iteration of a ``repeat`` step whose ``until``
@@ -66,7 +66,7 @@ class StepCompleted(Event, tag="step_completed"):
     final: bool = True
 
 
-class StepAttemptFailed(Event, tag="step_attempt_failed"):
+class StepAttemptFailed(Event, frozen=True, tag="step_attempt_failed"):
     """An attempt failed; with ``retry_at`` set another attempt follows, else the step failed."""
 
     step: str
@@ -77,12 +77,12 @@ class StepAttemptFailed(Event, tag="step_attempt_failed"):
     iteration: Count = 0
 
 
-class StepSkipped(Event, tag="step_skipped"):
+class StepSkipped(Event, frozen=True, tag="step_skipped"):
     step: str
     reason: str
 
 
-class StepFannedOut(Event, tag="step_fanned_out"):
+class StepFannedOut(Event, frozen=True, tag="step_fanned_out"):
     """A ``for_each`` step became ready: one child per item, with item-level ``needs``."""
 
     step: str
@@ -91,7 +91,7 @@ class StepFannedOut(Event, tag="step_fanned_out"):
     needs: tuple[tuple[str, ...], ...]
 
 
-class TimerStarted(Event, tag="timer_started"):
+class TimerStarted(Event, frozen=True, tag="timer_started"):
     """A durable timer: the wake-up is a scheduled message, so it survives restarts."""
 
     timer_id: str
@@ -100,21 +100,21 @@ class TimerStarted(Event, tag="timer_started"):
     purpose: Literal["retry", "sleep", "repeat"]
 
 
-class TimerFired(Event, tag="timer_fired"):
+class TimerFired(Event, frozen=True, tag="timer_fired"):
     timer_id: str
     step: str
 
 
-class ExecutionCompleted(Event, tag="execution_completed"):
+class ExecutionCompleted(Event, frozen=True, tag="execution_completed"):
     output: Any = None
 
 
-class ExecutionFailed(Event, tag="execution_failed"):
+class ExecutionFailed(Event, frozen=True, tag="execution_failed"):
     error: str
     step: str | None = None
 
 
-class ExecutionCancelled(Event, tag="execution_cancelled"):
+class ExecutionCancelled(Event, frozen=True, tag="execution_cancelled"):
     reason: str = ""
 
 

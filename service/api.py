@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import time
@@ -140,12 +141,12 @@ class Admin:
             return None
         return msgspec.json.decode(entry.value or b"{}", type=ExecutionSummary)
 
-    async def _summaries(self) -> list[ExecutionSummary]:
+    async def _summaries(self) -> builtins.list[ExecutionSummary]:
         """Every summary in one batched direct get (ADR-31 multi_last), not a get per key."""
         request = orjson.dumps({"multi_last": [f"$KV.{EXECUTIONS_BUCKET}.>"], "batch": 100000})
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
-        out: list[ExecutionSummary] = []
+        out: builtins.list[ExecutionSummary] = []
         try:
             await self._nc.publish(
                 f"$JS.API.DIRECT.GET.KV_{EXECUTIONS_BUCKET}", request, reply=inbox

@@ -194,14 +194,14 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-async def request(nc: Client, verb: str, payload: dict[str, Any], timeout: float = 10) -> Any:
+async def request(nc: Client, verb: str, payload: dict[str, Any], within: float = 10) -> Any:
     """Call ``natsflow.api.<verb>``; an error reply becomes ``CliError`` (2 for bad input)."""
     try:
-        reply = await nc.request(f"{API_PREFIX}.{verb}", orjson.dumps(payload), timeout=timeout)
+        reply = await nc.request(f"{API_PREFIX}.{verb}", orjson.dumps(payload), timeout=within)
     except NoRespondersError:
         raise CliError("no natsflow service is running (start one with `make run`)", 3) from None
     except NatsTimeout:
-        raise CliError(f"the natsflow service did not answer {verb} within {timeout}s", 3) from None
+        raise CliError(f"the natsflow service did not answer {verb} within {within}s", 3) from None
     headers = reply.headers or {}
     code = headers.get("Nats-Service-Error-Code")
     if code:
@@ -224,23 +224,26 @@ async def _run_verb(nc: Client, args: argparse.Namespace, payload: dict[str, Any
     _print(args, result, renderers.get(args.command, _render_plain))
 
 
-async def wait_for_end(nc: Client, execution_id: str, timeout: float | None) -> dict[str, Any]:
+async def wait_for_end(nc: Client, execution_id: str, within: float | None) -> dict[str, Any]:
     """Watch the execution's summary until it is terminal; no polling loop."""
     kv = await nc.jetstream().key_value(EXECUTIONS_BUCKET)
     watcher = await kv.watch(execution_id)
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
-                entry = await watcher.updates(timeout=3600)
-                if entry is not None and entry.value:
-                    if orjson.loads(entry.value).get("status") in TERMINAL:
-                        break
+                entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]
+                if entry is not None and entry.value and _status(entry.value) in TERMINAL:
+                    break
     except TimeoutError:
-        raise CliError(f"execution {execution_id} still running after {timeout}s", 1) from None
+        raise CliError(f"execution {execution_id} still running after {within}s", 1) from None
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     result: dict[str, Any] = await request(nc, "show", {"execution_id": execution_id})
     return result
+
+
+def _status(value: bytes) -> Any:
+    return orjson.loads(value).get("status")
 
 
 def _print(args: argparse.Namespace, result: Any, render: Any) -> None:
@@ -295,11 +298,11 @@ def _render_show(s: dict[str, Any]) -> str:
         if step["error"]:
             line += f"  error: {step['error']}"
         lines.append(line)
-        for a in step["attempts"]:
-            if a.get("error"):
-                lines.append(
-                    f"      attempt {a['attempt']} at {_ts(a['started_at'])}: {a['error']}"
-                )
+        lines.extend(
+            f"      attempt {a['attempt']} at {_ts(a['started_at'])}: {a['error']}"
+            for a in step["attempts"]
+            if a.get("error")
+        )
     if s["status"] == "completed":
         lines.append("output:")
         lines.append(orjson.dumps(s["output"], option=orjson.OPT_INDENT_2).decode())

@@ -490,17 +490,6 @@ steps:
   each:
     action: noop
     on_failure: continue
-    for_each: {items: "${{ [1, 2, 3] }}", needs: "${{ [] if false else [] }}"}
-  after_each: {action: noop, after: [each]}
-  needs_each: {action: noop, needs: [each]}
-"""
-    ) if False else workflow(
-        """
-name: wf
-steps:
-  each:
-    action: noop
-    on_failure: continue
     for_each:
       items: "${{ [{'k': 'a', 'n': []}, {'k': 'b', 'n': ['a']}, {'k': 'c', 'n': []}] }}"
       key: "${{ item.k }}"
@@ -591,15 +580,20 @@ def test_repeat_until_loops() -> None:
         "previous": {"done": False, "page": 1},
         "round": 1,
     }
-    answer(run, "poll", ok=False, message="hiccup")  # a failed iteration is retried... once
+    answer(run, "poll", ok=False, message="hiccup")  # retry.attempts defaults to 1
     assert run.state.steps["poll"].status == "failed"
-    run = Run(workflow(REPEAT.replace("max_iterations: 5", "max_iterations: 5}\n    retry: {attempts: 2, delay: 1s").replace("5}}", "5}")))
+    assert run.state.status == "failed"
+
+
+def test_repeat_iteration_is_retried() -> None:
+    run = Run(workflow(REPEAT.replace("    repeat:", "    retry: {attempts: 2, delay: 1s}\n    repeat:")))
     run.start()
     answer(run, "poll", output={"done": False})
     answer(run, "poll", ok=False, message="hiccup")
     assert scheduled(fire(run, "poll")) == ["poll"]
     assert ("poll", 2, 1) in run.tasks
     answer(run, "poll", output={"done": False})
+    assert ("poll", 1, 2) in run.tasks
     done = answer(run, "poll", output={"done": True, "page": 3})
     assert done[-1] == ExecutionCompleted(at=run.now, output={"done": True, "page": 3})
     assert run.state.steps["poll"].iteration == 2
