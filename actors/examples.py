@@ -20,6 +20,13 @@ def always_fails(ctx: ActionContext, args: dict[str, Any]) -> None:
     raise RetryableStepError(f"always_fails: attempt {ctx.attempt}", kind="broken")
 
 
+def fetch_page(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for a paged API: page ``page`` of ``pages``, with a ``has_more`` flag."""
+    page, pages = int(args.get("page", 0)), int(args.get("pages", 1))
+    return {"page": page, "items": [page * 10 + i for i in range(3)], "has_more": page + 1 < pages}
+
+
 def register(registry: ActionRegistry) -> None:
     registry.register_python("flaky_third_time", flaky_third_time)
     registry.register_python("always_fails", always_fails)
+    registry.register_python("fetch_page", fetch_page)

@@ -8,7 +8,7 @@ alone. Time comes in as an argument; nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from events.errors import ExpressionError
@@ -83,11 +83,13 @@ class _Scope:
             }
         return self._base
 
-    def for_step(self, step: StepState) -> dict[str, Any]:
+    def for_step(self, step: StepState, iteration: int | None = None) -> dict[str, Any]:
+        """Scope of a step's templates; ``iteration`` is the one about to start."""
         scope = dict(self.base())
         if step.parent is not None:
             scope["item"] = step.item
-        scope["loop"] = {"output": step.output, "iteration": step.iteration}
+        number = step.iteration if iteration is None else iteration
+        scope["loop"] = {"output": step.output, "iteration": number}
         return scope
 
 
@@ -141,6 +143,9 @@ def _facts(
             step = state.steps.get(message.step)
             if not _is_current(step, message.attempt, message.iteration):
                 return ()
+            assert step is not None
+            if step.progress == message.message:
+                return ()  # a re-delivery, or a report that says nothing new
             return (
                 StepProgressed(
                     at=now,
@@ -285,14 +290,16 @@ def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list
 
 
 def _blocked_by(state: ExecutionState, spec: Step) -> tuple[bool, str | None]:
-    """(ready, reason to skip): hard deps must complete, soft ones only finish."""
+    """(ready, reason to skip): hard deps must complete, soft ones only finish.
+
+    A hard dep that failed or was skipped skips the step at once, whatever the
+    order of ``needs`` (as a fan-out child is skipped by a failed item).
+    """
     for dep in spec.needs:
         dep_state = state.steps.get(dep)
-        if dep_state is None or dep_state.status not in TERMINAL_STEP:
-            return False, None
-        if dep_state.status != "completed":
+        if dep_state is not None and dep_state.status in ("failed", "skipped"):
             return True, f"needs {dep}, which {dep_state.status}"
-    for dep in spec.after:
+    for dep in (*spec.needs, *spec.after):
         dep_state = state.steps.get(dep)
         if dep_state is None or dep_state.status not in TERMINAL_STEP:
             return False, None
@@ -379,9 +386,11 @@ def _begin(
 
 def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -> list[AnyEvent]:
     """Move a started step (or fan-out child) on when a timer or loop allows it."""
-    begin: Callable[[int, int], list[AnyEvent]] = lambda attempt, iteration: _begin(  # noqa: E731
-        key, spec, step, scope.for_step(step), now, attempt=attempt, iteration=iteration
-    )
+
+    def begin(attempt: int, iteration: int) -> list[AnyEvent]:
+        step_scope = scope.for_step(step, iteration)
+        return _begin(key, spec, step, step_scope, now, attempt=attempt, iteration=iteration)
+
     try:
         if step.status == "ready":
             if spec.action == "sleep":

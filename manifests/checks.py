@@ -30,12 +30,13 @@ Checker = Callable[[Any, str, Problems], Any]
 
 _DEFAULT_RETRY = RetryPolicy()
 _STEP_NAME = re.compile(get_args(StepName)[1].pattern)
-_SCOPE_ROOTS = ("input", "steps", "item", "loop", "execution")
+_SCOPE_ROOTS = ("input", "steps", "item", "loop", "output", "execution")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 _SUBJECT_TOKEN = re.compile(r"[^\s.*>]+|\*|>")
 _UNAVAILABLE = {
     "item": "item is bound in a for_each step's with, when, key and needs",
     "loop": "loop is bound in a step with repeat",
+    "output": "output is the iteration's output, bound in repeat.until only",
     "steps": "no step has run when it is evaluated",
 }
 
@@ -236,7 +237,8 @@ def _check_step(
         ("for_each.items", _get(for_each, "items"), roots),
         ("for_each.key", _get(for_each, "key"), with_item),
         ("for_each.needs", _get(for_each, "needs"), with_item),
-        ("repeat.until", _get(repeat, "until"), roots),
+        # `output` is the iteration's own output, only in `until`.
+        ("repeat.until", _get(repeat, "until"), roots | {"output"}),
     ]
     for field, value, allowed in expressions:
         site = join(path, field)

@@ -12,7 +12,7 @@ import msgspec
 import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
 from actors.effects import ExecutionSummary
 from actors.store import EventStore
@@ -22,7 +22,7 @@ from events.model import ExecutionState, StepState
 from manifests.expressions import render
 from manifests.loader import parse_manifest
 from service.definitions import Definitions
-from service.topology import EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, inbox_subject
+from service.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, inbox_subject
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -110,6 +110,15 @@ class Admin:
         return describe(loaded.state, loaded.last_seq, total)
 
     async def history(self, execution_id: str, archive: bool = False) -> dict[str, Any]:
+        if archive:
+            try:
+                await self._js.stream_info(ARCHIVE_STREAM)
+            except NotFoundError:
+                raise InputError(
+                    "the archive is off: run the service with NATSFLOW_ARCHIVE=1 to keep the full"
+                    f" history in {ARCHIVE_STREAM} (from then on); without --all, history shows"
+                    " the latest snapshot and the events after it"
+                ) from None
         events = []
         async for seq, event in self._store.read_history(execution_id, archive=archive):
             events.append({"seq": seq, **msgspec.to_builtins(event)})

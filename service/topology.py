@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, BucketNotFoundError
 
 EVENTS_STREAM = "NATSFLOW_EVENTS"
 INBOX_STREAM = "NATSFLOW_INBOX"
@@ -161,10 +161,19 @@ async def provision(
             max_waiting=512,
         ),
     )
-    for bucket, history in ((WORKFLOWS_BUCKET, 1), (EXECUTIONS_BUCKET, 1), (IDEMPOTENCY_BUCKET, 1)):
-        try:
-            await js.key_value(bucket)
-        except Exception:
-            await js.create_key_value(
-                api.KeyValueConfig(bucket=bucket, history=history, storage=api.StorageType.FILE)
-            )
+    for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
+        await ensure_bucket(js, bucket)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str) -> None:
+    """A KV bucket with direct gets on (``ls`` reads every summary in one batch)."""
+    try:
+        await js.key_value(bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE, direct=True)
+        )
+    info = await js.stream_info(f"KV_{bucket}")
+    if not info.config.allow_direct:
+        info.config.allow_direct = True
+        await js.update_stream(info.config)
