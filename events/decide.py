@@ -185,7 +185,12 @@ def _completion(
     )
     if spec.repeat is None or step.parent is not None:
         return (done,)
-    scope = {**_Scope(state).for_step(step), "output": message.output}
+    # ``until`` judges the output just produced: here ``loop`` is this iteration's.
+    scope = {
+        **_Scope(state).for_step(step),
+        "loop": {"output": message.output, "iteration": message.iteration},
+        "output": message.output,
+    }
     try:
         finished = bool(evaluate(_unwrap(spec.repeat.until), scope))
     except ExpressionError as exc:
@@ -253,9 +258,11 @@ def decide(state: ExecutionState, workflow: Workflow, now: float) -> tuple[AnyEv
     """Every decision the state allows now, until nothing more follows."""
     out: list[AnyEvent] = []
     # Each round settles at least one step, so the bound is never reached in practice.
-    for _ in range(4 * len(state.steps) + 2 * len(workflow.steps) + 4):
-        if state.status != "running":
-            break
+    # It is recomputed each round: a fan-out adds steps (a chain of skipped items
+    # settles one item per round).
+    rounds = 0
+    while state.status == "running" and rounds < 4 * len(state.steps) + 2 * len(workflow.steps) + 4:
+        rounds += 1
         round_events = _decide_round(state, workflow, now)
         if not round_events:
             break

@@ -1,0 +1,770 @@
+"""Shared machinery of natsflow's benchmarks.
+
+``Stack`` mirrors the topology of the raw reference benchmark
+(``../shared/bench/jetstream_ceiling.py``, measurement 4, "subproc worker"):
+
+- a nats-server (``service.embedded.EmbeddedServer``, JetStream, a temporary
+  store directory, a free loopback port that is never 4222);
+- one ``natsflow serve`` process with the execution actors and the admin API
+  only (``NATSFLOW_WORKERS=0``, HTTP off);
+- one ``natsflow worker`` process (``NATSFLOW_WORKERS=256``, HTTP off);
+- the benchmark itself as the client (start requests, one KV watcher).
+
+CPU seconds of every process are read from ``/proc/<pid>/stat`` (utime + stime),
+as the raw benchmark does. Everything started here is stopped on exit,
+exception, Ctrl-C or SIGTERM: the async clean-up terminates each process by its
+id (SIGKILL after a grace period) and a synchronous last resort in ``run_main``
+kills whatever an interrupted clean-up left behind. The natsflow processes also
+get ``PR_SET_PDEATHSIG`` so they die with the benchmark even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from service.cli import request
+from service.embedded import EmbeddedServer, free_port
+from service.topology import EXECUTIONS_BUCKET, TASKS_STREAM, WORKERS_CONSUMER
+
+REPO = Path(__file__).resolve().parents[1]
+CLK = os.sysconf("SC_CLK_TCK")
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+RAW_BENCH = REPO.parent / "shared" / "bench" / "jetstream_ceiling.py"
+
+T = TypeVar("T")
+
+# Launch ``natsflow`` from the running interpreter. Without --uvloop the child is
+# kept on the default asyncio loop (the CLI picks uvloop whenever it is importable),
+# so that it matches the raw benchmark's "asyncio" suite.
+_LAUNCH_UVLOOP = "from service.cli import main; main()"
+_LAUNCH_ASYNCIO = "import sys; sys.modules['uvloop'] = None; from service.cli import main; main()"
+
+# ---------------------------------------------------------------------------
+# processes: CPU accounting and last-resort clean-up
+# ---------------------------------------------------------------------------
+
+_OWNED_PIDS: set[int] = set()
+"""Every process this benchmark started and has not yet seen exit (pid)."""
+
+
+def proc_cpu(pid: int | None) -> float:
+    """utime + stime of a process in seconds (0.0 once it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLK
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0.0
+
+
+def sys_busy() -> float:
+    """Machine-wide busy CPU seconds (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK
+
+
+def _parent_death_signal() -> None:
+    """In the child before exec: SIGTERM when the benchmark process dies."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _is_our_child(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return parts[0] != "Z" and int(parts[1]) == os.getpid()
+
+
+def kill_leftovers(grace: float = 5.0) -> None:
+    """Synchronous last resort: stop every process we started that still runs."""
+    pids = [pid for pid in _OWNED_PIDS if _is_our_child(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _is_our_child(pid)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in list(_OWNED_PIDS):
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    _OWNED_PIDS.clear()
+
+
+class Child:
+    """A subprocess we own: output to a log file, stopped by pid (TERM, then KILL)."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop it ourselves
+                preexec_fn=_parent_death_signal,
+            )
+        _OWNED_PIDS.add(self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid) if self.proc.poll() is None else 0.0
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_text()[-chars:]
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise RuntimeError(
+                f"{self.name} (pid {self.pid}) exited with code {code}; log {self.log_path}:\n"
+                f"{self.log_tail()}"
+            )
+
+    async def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Idempotent."""
+        proc = self.proc
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            deadline = time.monotonic() + grace
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        _OWNED_PIDS.discard(proc.pid)
+        return proc.returncode
+
+
+# ---------------------------------------------------------------------------
+# the stack: nats-server + natsflow serve + natsflow worker
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class StackOptions:
+    workers: int = 256
+    uvloop: bool = False
+    log_level: str = "INFO"
+    env: dict[str, str] = field(default_factory=dict)
+    keep: bool = False
+    ready_timeout: float = 30.0
+
+
+class Stack:
+    """``async with Stack(options) as stack``: the processes of one benchmark run."""
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.dir = Path(tempfile.mkdtemp(prefix="natsflow-bench-", dir="/tmp"))
+        port = free_port()
+        while port == 4222:
+            port = free_port()
+        self.server = EmbeddedServer(
+            config_file=None,
+            port=port,
+            store_dir=str(self.dir / "jetstream"),
+            log_file=str(self.dir / "nats-server.log"),
+        )
+        self.serve: Child | None = None
+        self.worker: Child | None = None
+        self.nc: Client | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _env(self, workers: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NATSFLOW_")}
+        env.update(
+            {
+                "NATS_URL": self.url,
+                "NATSFLOW_WORKERS": str(workers),
+                "NATSFLOW_HTTP_PORT": "0",
+                "NATSFLOW_DATA_DIR": str(self.dir / "data"),
+                "NATSFLOW_LOG_LEVEL": self.options.log_level,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.options.env)
+        return env
+
+    def _argv(self, command: str) -> list[str]:
+        code = _LAUNCH_UVLOOP if self.options.uvloop else _LAUNCH_ASYNCIO
+        return [sys.executable, "-c", code, command]
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        await self.server.start()
+        if self.server.pid is not None:
+            _OWNED_PIDS.add(self.server.pid)
+        self.nc = await nats.connect(self.url, name="natsflow-bench", max_reconnect_attempts=0)
+        self.serve = Child(
+            "natsflow serve", self._argv("serve"), self._env(0), self.dir / "serve.log"
+        )
+        await self._wait_serve_ready(self.serve)
+        self.worker = Child(
+            "natsflow worker",
+            self._argv("worker"),
+            self._env(self.options.workers),
+            self.dir / "worker.log",
+        )
+        await self._wait_worker_ready(self.worker)
+
+    async def _wait_until(
+        self, child: Child, what: str, check: Callable[[], Awaitable[bool]]
+    ) -> None:
+        deadline = time.monotonic() + self.options.ready_timeout
+        while True:
+            child.check_alive()
+            if await check():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{child.name}: {what} not seen after {self.options.ready_timeout}s; "
+                    f"log {child.log_path}:\n{child.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def _wait_serve_ready(self, child: Child) -> None:
+        assert self.nc is not None
+        nc = self.nc
+
+        async def ready() -> bool:
+            if "natsflow ready" not in child.log_text():
+                return False
+            try:
+                await nc.request("$SRV.PING.natsflow", b"", timeout=0.5)
+            except Exception:
+                return False
+            return True
+
+        await self._wait_until(child, "'natsflow ready' and a $SRV.PING.natsflow reply", ready)
+
+    async def _wait_worker_ready(self, child: Child) -> None:
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=2)
+
+        async def ready() -> bool:
+            if "natsflow ready" not in child.log_text():
+                return False
+            try:
+                info = await js.consumer_info(TASKS_STREAM, WORKERS_CONSUMER)
+            except Exception:
+                return False
+            return (info.num_waiting or 0) > 0
+
+        await self._wait_until(child, "a waiting pull request on natsflow-workers", ready)
+
+    async def _stop(self) -> None:
+        # Shielded: clean-up must finish even though the main task was cancelled.
+        await asyncio.shield(self._stop_all())
+
+    async def _stop_all(self) -> None:
+        for child in (self.worker, self.serve):
+            if child is not None:
+                try:
+                    code = await child.stop()
+                except BaseException as exc:  # keep stopping the rest
+                    print(f"stopping {child.name}: {exc!r}", file=sys.stderr)
+                    continue
+                if code not in (0, -signal.SIGTERM, None):
+                    print(
+                        f"{child.name} exited with code {code}; log tail:\n{child.log_tail(1500)}",
+                        file=sys.stderr,
+                    )
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), 5)
+        pid = self.server.pid
+        with contextlib.suppress(Exception):
+            await self.server.stop()
+        if pid is not None:
+            _OWNED_PIDS.discard(pid)
+        if self.options.keep:
+            print(f"kept {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pids(self) -> dict[str, int | None]:
+        return {
+            "srv": self.server.pid,
+            "serve": self.serve.pid if self.serve else None,
+            "worker": self.worker.pid if self.worker else None,
+        }
+
+    def check_alive(self) -> None:
+        for child in (self.serve, self.worker):
+            if child is not None:
+                child.check_alive()
+
+    def meter(self) -> Meter:
+        return Meter(self.pids())
+
+
+# ---------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------
+
+OTHER_LIMIT_PCT = 15.0
+"""CPU% (of one core) used by other processes below which the machine counts as quiet."""
+
+
+async def quiet_gate(max_wait: float = 5.0) -> float:
+    """Wait (at most ``max_wait`` s) until the rest of the machine is nearly idle."""
+    t0 = time.perf_counter()
+    while True:
+        b0, w0 = sys_busy(), time.perf_counter()
+        await asyncio.sleep(0.3)
+        busy = 100 * (sys_busy() - b0) / (time.perf_counter() - w0)
+        if busy < OTHER_LIMIT_PCT or time.perf_counter() - t0 >= max_wait:
+            return time.perf_counter() - t0
+        await asyncio.sleep(0.5)
+
+
+class Meter:
+    """Wall time and CPU of each process (``<name>_cpu_s``, ``<name>_cpu_pct``), the
+    benchmark client (``client``), and what the rest of the machine used (``other``)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.t0 = 0.0
+        self.cpu0: dict[str, float] = {}
+        self.client0 = 0.0
+        self.busy0 = 0.0
+
+    def start(self) -> Meter:
+        self.cpu0 = {name: proc_cpu(pid) for name, pid in self.pids.items()}
+        self.client0 = time.process_time()
+        self.busy0 = sys_busy()
+        self.t0 = time.perf_counter()
+        return self
+
+    def stop(self, t_end: float | None = None) -> dict[str, float]:
+        now = time.perf_counter()
+        wall = (t_end if t_end is not None else now) - self.t0
+        span = now - self.t0  # CPU is read now: use the full span for the percentages
+        out: dict[str, float] = {"wall_s": wall}
+        ours = 0.0
+        for name, pid in self.pids.items():
+            used = proc_cpu(pid) - self.cpu0[name]
+            out[f"{name}_cpu_s"] = used
+            out[f"{name}_cpu_pct"] = 100 * used / span
+            ours += used
+        client = time.process_time() - self.client0
+        out["client_cpu_s"] = client
+        out["client_cpu_pct"] = 100 * client / span
+        ours += client
+        out["other_cpu_pct"] = max(0.0, 100 * (sys_busy() - self.busy0 - ours) / span)
+        return out
+
+
+def pct(sorted_vals: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence (nan when empty)."""
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, round(q * (len(sorted_vals) - 1)))]
+
+
+def rnd(x: float) -> float:
+    if x != x:
+        return x
+    if abs(x) >= 100:
+        return float(round(x))
+    return round(x, 3)
+
+
+def med_min_max(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """For every numeric key of the runs: median, min and max."""
+    rows = list(runs)
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float)})
+    out: dict[str, dict[str, float]] = {}
+    for k in keys:
+        vals = [float(r[k]) for r in rows if isinstance(r.get(k), int | float)]
+        out[k] = {
+            "med": rnd(statistics.median(vals)),
+            "min": rnd(min(vals)),
+            "max": rnd(max(vals)),
+        }
+    return out
+
+
+def emit(record: dict[str, Any]) -> None:
+    """One JSON line per measurement (compare.py parses lines starting with '{')."""
+    print(json.dumps(record), flush=True)
+
+
+def env_record(options: StackOptions) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    def version(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    return {
+        "python": sys.version.split()[0],
+        "loop": "uvloop" if options.uvloop else "asyncio",
+        "nats_py": version("nats-py"),
+        "uvloop": version("uvloop"),
+        "cpus": os.cpu_count(),
+        "workers": options.workers,
+        "env": options.env,
+    }
+
+
+# ---------------------------------------------------------------------------
+# the client side: deploy, start, watch
+# ---------------------------------------------------------------------------
+
+
+def chain_manifest(name: str, steps: int) -> str:
+    """A sequential workflow of ``steps`` noop steps: s0 -> s1 -> ... (``needs``)."""
+    body: dict[str, Any] = {
+        "name": name,
+        "description": f"benchmark: {steps} sequential noop steps",
+        "steps": {
+            f"s{i}": {"action": "noop", **({"needs": [f"s{i - 1}"]} if i else {})}
+            for i in range(steps)
+        },
+    }
+    return orjson.dumps(body).decode()
+
+
+async def deploy(nc: Client, manifest_json: str) -> dict[str, Any]:
+    payload = {"manifest": manifest_json, "format": "json", "source": "bench"}
+    result: dict[str, Any] = await request(nc, "deploy", payload, within=30)
+    return result
+
+
+async def start(nc: Client, workflow: str, input: Any = None, within: float = 60) -> str:
+    payload = {"workflow": workflow, "input": input, "idempotency_key": None}
+    result = await request(nc, "start", payload, within=within)
+    return str(result["execution_id"])
+
+
+@dataclass
+class Finished:
+    status: str
+    seen: float
+    """perf_counter() when the client saw the terminal status."""
+    started_at: float | None
+    finished_at: float | None
+
+
+class StatusWatcher:
+    """One KV watcher over every key of ``natsflow_executions``, opened once.
+
+    Records, for each execution, when the client first saw a terminal status, so
+    that a completion arriving before the start reply is not missed.
+    """
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self._watcher: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.finished: dict[str, Finished] = {}
+        self._waiters: dict[str, asyncio.Future[Finished]] = {}
+        self.updates = 0
+
+    @classmethod
+    async def open(cls, nc: Client) -> StatusWatcher:
+        kv = await nc.jetstream(timeout=10).key_value(EXECUTIONS_BUCKET)
+        self = cls(kv)
+        self._watcher = await kv.watch(">")
+        # The initial replay ends with a None marker: only then is the watch live.
+        while True:
+            entry = await self._watcher.updates(timeout=30)
+            if entry is None:
+                break
+            self._record(entry.key, entry.value)
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def _loop(self) -> None:
+        async for entry in self._watcher:
+            if entry is not None:
+                self._record(entry.key, entry.value)
+
+    def _record(self, key: str, value: bytes | None) -> None:
+        self.updates += 1
+        if not value or key in self.finished:
+            return
+        summary = orjson.loads(value)
+        status = summary.get("status")
+        if status not in TERMINAL:
+            return
+        done = Finished(
+            status, time.perf_counter(), summary.get("started_at"), summary.get("finished_at")
+        )
+        self.finished[key] = done
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(done)
+
+    async def wait(self, execution: str, timeout: float = 60) -> Finished:  # noqa: ASYNC109
+        done = self.finished.get(execution)
+        if done is not None:
+            return done
+        waiter = self._waiters.get(execution)
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[execution] = waiter
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"execution {execution} not finished after {timeout}s") from None
+
+    async def wait_all(
+        self,
+        executions: Sequence[str],
+        timeout: float,  # noqa: ASYNC109
+        alive: Callable[[], None] | None = None,
+    ) -> list[Finished]:
+        """Wait for all; ``alive`` is called every second (raise there to give up early)."""
+        deadline = time.monotonic() + timeout
+        out: list[Finished] = []
+        for execution in executions:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sum(1 for e in executions if e not in self.finished)
+                    raise TimeoutError(
+                        f"{missing} of {len(executions)} executions not finished after {timeout}s"
+                    )
+                try:
+                    out.append(await self.wait(execution, min(1.0, remaining)))
+                    break
+                except TimeoutError:
+                    if alive is not None:
+                        alive()
+        return out
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+
+
+# ---------------------------------------------------------------------------
+# py-spy: profile a process while a run goes on
+# ---------------------------------------------------------------------------
+
+
+class PySpy:
+    """``py-spy record -f raw`` of one process until ``stop()`` (SIGINT makes it write)."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not os.path.exists(exe):
+            raise RuntimeError("py-spy not found: .venv/bin/pip install py-spy")
+        self.out = out
+        self.log = out.with_suffix(".log")
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [exe, "record", "-p", str(pid), "-f", "raw", "-r", str(rate)]
+                + ["--nonblocking", "-o", str(out)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_parent_death_signal,
+            )
+        _OWNED_PIDS.add(self.proc.pid)
+
+    async def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 15
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        _OWNED_PIDS.discard(self.proc.pid)
+
+
+def summarize_collapsed(path: Path, top: int = 25) -> str:
+    """Top functions by self and by inclusive samples from a collapsed-stack file."""
+    self_counts: dict[str, int] = {}
+    incl_counts: dict[str, int] = {}
+    total = 0
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        return f"(no profile: {exc})"
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
+        for frame in set(frames):
+            incl_counts[frame] = incl_counts.get(frame, 0) + count
+    if not total:
+        return "(no samples)"
+    out = [f"{total} samples (non-idle)", "  self%  function"]
+    out += [
+        f"  {100 * n / total:5.1f}  {frame}"
+        for frame, n in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    out.append("  incl%  function")
+    out += [
+        f"  {100 * n / total:5.1f}  {frame}"
+        for frame, n in sorted(incl_counts.items(), key=lambda kv: -kv[1])[: top * 2]
+    ]
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``: aggregate over lines."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    file = where.rsplit(":", 1)[0]
+    parts = Path(file).parts
+    short = "/".join(parts[-2:]) if len(parts) >= 2 else file
+    return f"{name} ({short})"
+
+
+# ---------------------------------------------------------------------------
+# command line and the event loop
+# ---------------------------------------------------------------------------
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run natsflow processes and this client on uvloop (default: plain asyncio, "
+        "like the raw benchmark's 'asyncio' suite)",
+    )
+    parser.add_argument("--workers", type=int, default=256, help="NATSFLOW_WORKERS of the worker")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the natsflow processes (e.g. NATSFLOW_SNAPSHOT_EVERY=1000)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="NATSFLOW_LOG_LEVEL of the processes")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
+    parser.add_argument(
+        "--gate-wait",
+        type=float,
+        default=5.0,
+        help="max seconds to wait for an idle machine before each repetition",
+    )
+
+
+def stack_options(args: argparse.Namespace) -> StackOptions:
+    env: dict[str, str] = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env: expected KEY=VALUE, got {item!r}")
+        env[key] = value
+    return StackOptions(
+        workers=args.workers,
+        uvloop=args.uvloop,
+        log_level=args.log_level,
+        env=env,
+        keep=args.keep,
+    )
+
+
+def run_main(main: Callable[[], Coroutine[Any, Any, T]], uvloop: bool) -> T:
+    """Run ``main()`` on asyncio or uvloop; SIGTERM and Ctrl-C cancel it (its clean-up
+    runs), and whatever a second interrupt left running is killed before returning."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main()
+
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if uvloop:
+        import uvloop as uv
+
+        factory = uv.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(guarded())
+    except asyncio.CancelledError:
+        print("cancelled (SIGTERM)", file=sys.stderr)
+        raise SystemExit(143) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        kill_leftovers()

@@ -1,0 +1,210 @@
+"""Throughput: steps/s of a 10-step sequential noop workflow, many executions at once.
+
+    .venv/bin/python bench/steps.py [--executions 200] [--steps 10] [--reps 3] [--uvloop]
+                                    [--profile DIR]
+
+Topology (bench/common.py): nats-server + ``natsflow serve`` (actors only) +
+``natsflow worker`` (256 slots) as separate processes, this script as the client.
+Each repetition starts ``--executions`` executions as fast as it can (start
+requests pipelined, at most ``--concurrency`` in flight) and waits until one KV
+watcher over ``natsflow_executions`` has seen every one of them terminal.
+steps/s = executions x steps / (last completion seen - first start request sent).
+
+One JSON line per repetition and one aggregate line (median/min/max) are printed,
+then a short human summary. ``--profile DIR`` runs one extra, uncounted repetition
+with ``py-spy record`` attached to the serve and worker processes and prints the
+hottest functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: python bench/steps.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    PySpy,
+    Stack,
+    StackOptions,
+    StatusWatcher,
+    add_stack_arguments,
+    chain_manifest,
+    deploy,
+    emit,
+    env_record,
+    med_min_max,
+    quiet_gate,
+    rnd,
+    run_main,
+    stack_options,
+    start,
+    summarize_collapsed,
+)
+
+BENCH = "natsflow_steps"
+
+
+async def run_batch(
+    stack: Stack,
+    watcher: StatusWatcher,
+    workflow: str,
+    executions: int,
+    concurrency: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """Start ``executions`` at once, wait for all; timings relative to the first start."""
+    assert stack.nc is not None
+    nc = stack.nc
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> str:
+        async with sem:
+            return await start(nc, workflow, {"i": i})
+
+    t0 = time.perf_counter()
+    ids = await asyncio.gather(*(one(i) for i in range(executions)))
+    t_started = time.perf_counter()
+    done = await watcher.wait_all(ids, timeout, alive=stack.check_alive)
+    t_end = max(d.seen for d in done)
+    failed = [i for i, d in zip(ids, done, strict=True) if d.status != "completed"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} executions did not complete, e.g. {failed[0]}")
+    starts = [d.started_at for d in done if d.started_at is not None]
+    ends = [d.finished_at for d in done if d.finished_at is not None]
+    return {
+        "t0": t0,
+        "t_end": t_end,
+        "start_phase_s": t_started - t0,
+        "server_span_s": (max(ends) - min(starts)) if starts and ends else float("nan"),
+    }
+
+
+async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[str, Any]]:
+    steps_total = args.executions * args.steps
+    workflow = f"bench-chain{args.steps}"
+    records: list[dict[str, Any]] = []
+    async with Stack(options) as stack:
+        assert stack.nc is not None
+        await deploy(stack.nc, chain_manifest(workflow, args.steps))
+        watcher = await StatusWatcher.open(stack.nc)
+        try:
+            if args.warmup:
+                await run_batch(
+                    stack, watcher, workflow, args.warmup, args.concurrency, args.timeout
+                )
+            for rep in range(args.reps):
+                waited = await quiet_gate(args.gate_wait)
+                meter = stack.meter().start()
+                batch = await run_batch(
+                    stack, watcher, workflow, args.executions, args.concurrency, args.timeout
+                )
+                m = meter.stop(t_end=batch["t_end"])
+                rate = steps_total / m["wall_s"]
+                rec: dict[str, Any] = {
+                    "bench": BENCH,
+                    "variant": f"{args.executions} executions x {args.steps} noop steps",
+                    "rep": rep,
+                    "steps_per_s": rate,
+                    "executions_per_s": args.executions / m["wall_s"],
+                    "start_phase_s": batch["start_phase_s"],
+                    "server_span_s": batch["server_span_s"],
+                    "gate_wait_s": waited,
+                    **m,
+                }
+                for name in ("serve", "worker", "srv", "client"):
+                    rec[f"{name}_cpu_us_per_step"] = rec[f"{name}_cpu_s"] * 1e6 / steps_total
+                rec["natsflow_cpu_us_per_step"] = (
+                    rec["serve_cpu_us_per_step"] + rec["worker_cpu_us_per_step"]
+                )
+                rec["ours_cpu_us_per_step"] = (
+                    rec["natsflow_cpu_us_per_step"] + rec["srv_cpu_us_per_step"]
+                )
+                rec = {k: (rnd(v) if isinstance(v, float) else v) for k, v in rec.items()}
+                emit(rec)
+                records.append(rec)
+            if args.profile:
+                await profile_run(stack, watcher, workflow, args)
+        finally:
+            await watcher.close()
+    return records
+
+
+async def profile_run(
+    stack: Stack, watcher: StatusWatcher, workflow: str, args: argparse.Namespace
+) -> None:
+    """One uncounted repetition with py-spy attached to serve and worker."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    pids = stack.pids()
+    spies = {
+        name: PySpy(pid, out / f"{name}.collapsed.txt")
+        for name in ("serve", "worker")
+        if (pid := pids[name]) is not None
+    }
+    try:
+        await asyncio.sleep(1.0)  # py-spy attaches
+        executions = args.executions * args.profile_scale
+        await run_batch(stack, watcher, workflow, executions, args.concurrency, args.timeout * 5)
+    finally:
+        for spy in spies.values():
+            await spy.stop()
+    for name, spy in spies.items():
+        print(f"\n=== py-spy {name} (pid {pids[name]}): {spy.out}", file=sys.stderr)
+        print(summarize_collapsed(spy.out), file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--executions", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=200, help="start requests in flight")
+    parser.add_argument("--warmup", type=int, default=20, help="executions before measuring")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=120, help="seconds per repetition")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy serve and worker in an extra rep")
+    parser.add_argument(
+        "--profile-scale", type=int, default=3, help="executions x this in the profiled rep"
+    )
+    add_stack_arguments(parser)
+    args = parser.parse_args()
+    options = stack_options(args)
+    emit({"bench": BENCH, "variant": "env", **env_record(options)})
+    records = run_main(lambda: measure(args, options), options.uvloop)
+    if not records:
+        return
+    agg = med_min_max(records)
+    agg.pop("rep", None)
+    summary = {
+        "bench": BENCH,
+        "variant": f"{args.executions} executions x {args.steps} noop steps (aggregate)",
+        "loop": "uvloop" if options.uvloop else "asyncio",
+        "reps": len(records),
+        "steps": args.executions * args.steps,
+        **agg,
+    }
+    emit(summary)
+    s = agg["steps_per_s"]
+    print(
+        f"\nnatsflow steps/s ({summary['loop']}, {args.executions} executions x {args.steps} "
+        f"steps, {len(records)} reps): median {s['med']:.0f}  [min {s['min']:.0f}, "
+        f"max {s['max']:.0f}]\n"
+        f"  wall {agg['wall_s']['med']:.2f}s (start phase {agg['start_phase_s']['med']:.2f}s)"
+        f"  CPU% serve {agg['serve_cpu_pct']['med']:.0f}  worker {agg['worker_cpu_pct']['med']:.0f}"
+        f"  nats-server {agg['srv_cpu_pct']['med']:.0f}  client {agg['client_cpu_pct']['med']:.0f}"
+        f"  other {agg['other_cpu_pct']['med']:.0f}\n"
+        f"  CPU us/step serve {agg['serve_cpu_us_per_step']['med']:.0f}"
+        f"  worker {agg['worker_cpu_us_per_step']['med']:.0f}"
+        f"  nats-server {agg['srv_cpu_us_per_step']['med']:.0f}"
+        f"  (total {agg['ours_cpu_us_per_step']['med']:.0f})",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
