@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -50,9 +52,38 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def main(args: argparse.Namespace) -> None:
+@contextmanager
+def serve_process(url: str, tmp: str, snapshot_every: int) -> Iterator[int]:
+    """``natsflow serve`` as a subprocess; yields its pid, stops it on the way out."""
     natsflow = shutil.which("natsflow", path=os.path.dirname(sys.executable))
     assert natsflow, "natsflow is not installed in this venv (make test installs it)"
+    env = {
+        **os.environ,
+        "NATS_URL": url,
+        "NATSFLOW_HTTP_PORT": "0",
+        "NATSFLOW_WORKERS": "4",
+        "NATSFLOW_SNAPSHOT_EVERY": str(snapshot_every),
+        "NATSFLOW_LOG_LEVEL": "WARNING",
+    }
+    with open(Path(tmp) / "serve.log", "wb") as log:
+        proc = subprocess.Popen(
+            [natsflow, "serve", "--python-module", "actors.examples"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="natsflow-loop-") as tmp:
         server = EmbeddedServer(
             config_file=None,
@@ -61,31 +92,8 @@ async def main(args: argparse.Namespace) -> None:
             log_file=str(Path(tmp) / "server.log"),
         )
         async with server:
-            env = {
-                **os.environ,
-                "NATS_URL": server.url,
-                "NATSFLOW_HTTP_PORT": "0",
-                "NATSFLOW_WORKERS": "4",
-                "NATSFLOW_SNAPSHOT_EVERY": str(args.snapshot_every),
-                "NATSFLOW_LOG_LEVEL": "WARNING",
-            }
-            log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 - closed in finally
-            proc = subprocess.Popen(
-                [natsflow, "serve", "--python-module", "actors.examples"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                await sample(server.url, proc.pid, args)
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                log.close()
+            with serve_process(server.url, tmp, args.snapshot_every) as pid:
+                await sample(server.url, pid, args)
 
 
 async def sample(url: str, pid: int, args: argparse.Namespace) -> None:

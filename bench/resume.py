@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 import nats
 from msgspec.structs import replace
+from nats.aio.client import Client
 
 from actors.store import EventStore
 from events.fold import fold
@@ -81,7 +82,7 @@ async def write_history(store: EventStore, execution: str, events: int, snapshot
     return snapshots
 
 
-async def stream_bytes(nc: nats.NATS) -> int:
+async def stream_bytes(nc: Client) -> int:
     """Bytes in the events stream (executions are written one after another, so a delta
     is one execution's footprint: snapshot, the event it covers, and the tail)."""
     info = await nc.jetstream().stream_info(EVENTS_STREAM)
