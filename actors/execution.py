@@ -116,6 +116,7 @@ class ExecutionActor:
 
     async def _apply(self, message: AnyInbox, *, redelivered: bool) -> None:
         system = self._system
+        fresh = self._state is None  # read (or created) just now, not cached from before
         if self._state is None:
             if isinstance(message, Start) and not redelivered:
                 # A new execution has no history to read: compare-and-set on 0 proves it.
@@ -133,6 +134,12 @@ class ExecutionActor:
             else:
                 workflow = await system.definitions.get(state.workflow, state.version)
             events = react(state, workflow, message, time.time())
+            if not events and not fresh:
+                # A cached state may be stale (another instance appended since): a result
+                # it does not expect must not be acked and dropped before a re-read.
+                await self._activate()
+                fresh = True
+                continue
             if not events:
                 if redelivered:
                     await system.effects.republish(state)
@@ -168,7 +175,11 @@ class ExecutionActor:
         assert self._state is not None
         try:
             self._snapshot_seq = await self._system.store.write_snapshot(
-                self.execution, self._state, self._last_seq, self._snapshot_seq
+                self.execution,
+                self._state,
+                self._last_seq,
+                self._snapshot_seq,
+                archive=self._system.archive,
             )
             self._since_snapshot = 0
             self._system.metrics.snapshots_written.inc()
@@ -190,6 +201,7 @@ class Executor:
         idle_timeout: float = 30.0,
         max_active: int = 10_000,
         snapshot_every: int = 100,
+        archive: bool = False,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -200,6 +212,7 @@ class Executor:
         self.idle_timeout = idle_timeout
         self.max_active = max_active
         self.snapshot_every = snapshot_every
+        self.archive = archive
         self._actors: OrderedDict[str, ExecutionActor] = OrderedDict()
         self._tg: TaskGroup | None = None
 

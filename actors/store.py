@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import anyio
 import orjson
 from msgspec.structs import replace
 from nats.aio.client import Client
@@ -53,12 +52,16 @@ class EventStore:
     async def append(self, execution: str, events: tuple[AnyEvent, ...], expected: int) -> int:
         """Append one batch iff the subject's last sequence is ``expected``; returns the new one."""
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
-        future = await self._js.publish_async(
-            events_subject(execution), encode_batch(events), headers=headers
-        )
+        # Not publish_async: nats-py 2.16 never resolves its future when the server
+        # answers with an API error (APIError.from_error raises inside the reply
+        # callback), so a conflict would surface as a timeout, not ConcurrencyConflict.
         try:
-            with anyio.fail_after(PUBLISH_TIMEOUT):
-                ack = await future
+            ack = await self._js.publish(
+                events_subject(execution),
+                encode_batch(events),
+                headers=headers,
+                timeout=PUBLISH_TIMEOUT,
+            )
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(execution, expected) from None
@@ -66,13 +69,21 @@ class EventStore:
         return int(ack.seq)
 
     async def write_snapshot(
-        self, execution: str, state: ExecutionState, covers: int, expected_snapshot: int
+        self,
+        execution: str,
+        state: ExecutionState,
+        covers: int,
+        expected_snapshot: int,
+        *,
+        archive: bool = False,
     ) -> int:
         """Replace the execution's snapshot (rollup), then drop the events it covers.
 
         The snapshot is written first and the purge keeps the event at ``covers``,
         so a crash between the two leaves a readable history, and appends that
-        compare against ``covers`` still match.
+        compare against ``covers`` still match. With the archive on, only events
+        the archive stream has already copied are dropped (sourcing is
+        asynchronous); the rest go with a later snapshot.
         """
         headers = {
             "Nats-Rollup": "sub",
@@ -84,8 +95,24 @@ class EventStore:
             headers=headers,
             timeout=PUBLISH_TIMEOUT,
         )
-        await self._js.purge_stream(EVENTS_STREAM, subject=events_subject(execution), seq=covers)
+        upto = covers
+        if archive:
+            upto = min(covers, await self._archived_upto(execution) + 1)
+        if upto > 1:
+            await self._js.purge_stream(EVENTS_STREAM, subject=events_subject(execution), seq=upto)
         return int(ack.seq)
+
+    async def _archived_upto(self, execution: str) -> int:
+        """The origin sequence of the execution's last event copied into the archive."""
+        msg = await self._nc.request(
+            f"$JS.API.DIRECT.GET.{ARCHIVE_STREAM}",
+            orjson.dumps({"last_by_subj": events_subject(execution)}),
+            timeout=PUBLISH_TIMEOUT,
+        )
+        source = msg.headers.get("Nats-Stream-Source") if msg.headers else None
+        if not source:  # 404: nothing copied yet
+            return 0
+        return int(source.split()[1])
 
     async def load(self, execution: str, *, use_snapshot: bool = True) -> Loaded:
         """Latest snapshot (if any) plus the events after it, folded."""

@@ -194,7 +194,11 @@ def _completion(
     try:
         finished = bool(evaluate(_unwrap(spec.repeat.until), scope))
     except ExpressionError as exc:
-        return (_final_failure(message.step, message.attempt, str(exc), "expression", now),)
+        return (
+            _final_failure(
+                message.step, message.attempt, str(exc), "expression", now, message.iteration
+            ),
+        )
     if finished:
         return (done,)
     limit = spec.repeat.max_iterations
@@ -206,6 +210,7 @@ def _completion(
                 f"repeat.until still false after max_iterations={limit}",
                 "max_iterations",
                 now,
+                message.iteration,
             ),
         )
     return (
@@ -233,7 +238,7 @@ def _failure(
         and (not policy.on or kind in policy.on)
     )
     if not retry:
-        return (_final_failure(message.step, message.attempt, text, kind, now),)
+        return (_final_failure(message.step, message.attempt, text, kind, now, message.iteration),)
     due = now + backoff(policy, message.attempt, error.retry_after if error else None)
     tid = timer_id(message.step, "retry", message.iteration, message.attempt)
     return (
@@ -250,8 +255,12 @@ def _failure(
     )
 
 
-def _final_failure(key: str, attempt: int, error: str, kind: str, now: float) -> StepAttemptFailed:
-    return StepAttemptFailed(at=now, step=key, attempt=attempt, error=error, kind=kind)
+def _final_failure(
+    key: str, attempt: int, error: str, kind: str, now: float, iteration: int = 0
+) -> StepAttemptFailed:
+    return StepAttemptFailed(
+        at=now, step=key, attempt=attempt, error=error, kind=kind, iteration=iteration
+    )
 
 
 def decide(state: ExecutionState, workflow: Workflow, now: float) -> tuple[AnyEvent, ...]:
@@ -414,7 +423,7 @@ def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="repeat")]
             return begin(1, step.iteration + 1)
     except (ExpressionError, ValueError, TypeError) as exc:
-        return [_final_failure(key, step.attempt, str(exc), "expression", now)]
+        return [_final_failure(key, step.attempt, str(exc), "expression", now, step.iteration)]
     return []
 
 

@@ -141,6 +141,7 @@ async def serve(
                     idle_timeout=config.actor_idle_timeout,
                     max_active=config.max_active_actors,
                     snapshot_every=config.snapshot_every,
+                    archive=config.archive,
                 )
                 await tg.start(executor.run)
                 service = await start_admin_service(nc, admin)
