@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAILBOX_SIZE = 64
 MAX_CONFLICT_RETRIES = 5
+POISON_DELIVERIES = 5
 
 
 class _Passivate:
@@ -106,9 +107,17 @@ class ExecutionActor:
         except NotFound as exc:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
             return
-        except NatsflowError as exc:
+        except (NatsflowError, OSError, TimeoutError) as exc:
+            # NATS unavailable, a conflict storm, a timeout: leave the message unacked.
             log.warning("execution %s: %s; the message will be redelivered", self.execution, exc)
             self._state = None  # re-read on the next message
+            return
+        except Exception:
+            # A bug must not take down every other execution in this process.
+            log.exception(
+                "execution %s: unexpected error; the message will be redelivered", self.execution
+            )
+            self._state = None
             return
         await ack(system.nc, msg)
         if system.snapshot_every and self._since_snapshot >= system.snapshot_every:
