@@ -34,7 +34,7 @@ _SCOPE_ROOTS = ("input", "steps", "item", "loop", "output", "execution")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 _SUBJECT_TOKEN = re.compile(r"[^\s.*>]+|\*|>")
 _UNAVAILABLE = {
-    "item": "item is bound in a for_each step's with, when, key and needs",
+    "item": "item is bound in a for_each step's with, key and needs",
     "loop": "loop is bound in a step with repeat",
     "output": "output is the iteration's output, bound in repeat.until only",
     "steps": "no step has run when it is evaluated",
@@ -219,6 +219,8 @@ def _check_step(
     for_each, repeat = _get(step, "for_each"), _get(step, "repeat")
     if for_each is not None and repeat is not None:
         problems.append(f"{path}: for_each and repeat cannot be combined")
+    if repeat is not None and action == "sleep":
+        problems.append(f"{path}.repeat: a sleep step cannot repeat (use repeat.sleep on the step)")
     retry = step.get("retry")
     if isinstance(retry, dict):
         delay = retry.get("delay", _DEFAULT_RETRY.delay)
@@ -233,7 +235,8 @@ def _check_step(
     owner = (name, upstream)
     _check_templates(step.get("with"), join(path, "with"), with_item, known, owner, problems)
     expressions = [
-        ("when", step.get("when"), with_item),
+        # `when` decides whether the step (or the whole fan-out) runs: no `item` yet.
+        ("when", step.get("when"), roots),
         ("for_each.items", _get(for_each, "items"), roots),
         ("for_each.key", _get(for_each, "key"), with_item),
         ("for_each.needs", _get(for_each, "needs"), with_item),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,21 @@ __all__ = [
 
 Format = Literal["yaml", "toml", "json"]
 FORMATS: dict[str, Format] = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so `on:` stays a key, not True."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def parse_manifest(data: bytes | str, fmt: Format, source: str = "<manifest>") -> Workflow:
@@ -72,7 +88,7 @@ def _decode(data: bytes | str, fmt: Format, source: str) -> Any:
                 text = data.decode() if isinstance(data, bytes) else data
                 return _plain(tomllib.loads(text), source)
             case "yaml":
-                return _plain(yaml.safe_load(data), source)
+                return _plain(yaml.load(data, Loader=_Yaml12Loader), source)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark or exc.context_mark
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

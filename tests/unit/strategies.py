@@ -222,9 +222,11 @@ def dag_workflows(
 ) -> Workflow:
     """A valid workflow of 1..max_steps noop steps ``s0..s{n-1}``, acyclic by construction.
 
-    Each step's ``needs``/``after`` name only earlier steps. Retries are fixed
-    backoff with small delays; ``on_failure`` is drawn. Some steps fan out over
-    a literal list, repeat until ``loop.output.done`` (bounded), or are ``sleep``s.
+    Each step's ``needs``/``after`` name only earlier steps, and its ``with``
+    renders their statuses (and ``item``). Retries are fixed backoff with small
+    delays; ``on_failure`` and a literal ``when`` are drawn. Some steps fan out
+    over a literal list, repeat until ``loop.output.done`` (bounded), or are
+    ``sleep``s. The workflow's output is every step's status.
     """
     size = draw(st.integers(min_value=1, max_value=max_steps))
     steps: dict[str, dict[str, Any]] = {}
@@ -245,20 +247,30 @@ def dag_workflows(
             step["needs"] = deps[:split]
         if deps[split:]:
             step["after"] = deps[split:]
-        kind = draw(st.sampled_from(["plain", "plain", "for_each", "repeat", "sleep"]))
+        kind = draw(st.sampled_from(["plain", "plain", "for_each", "repeat", "repeat", "sleep"]))
+        sleeping_items = kind == "for_each" and draw(st.integers(min_value=0, max_value=3)) == 0
+        if sleep and (kind == "sleep" or sleeping_items):
+            step["action"] = "sleep"
+            step["with"] = {"duration": draw(st.sampled_from(["0s", "500ms", "3s"]))}
+        else:
+            # a task's input shows what its dependencies' statuses were when it was sent
+            step["with"] = {dep: f"${{{{ steps.{dep}.status }}}}" for dep in deps}
         if kind == "for_each" and fan_out:
             step["for_each"] = draw(_for_each())
+            if step["action"] == "noop":
+                step["with"]["item"] = "${{ item }}"
         elif kind == "repeat" and repeat:
             step["repeat"] = {
                 "until": "${{ loop.output.done }}",
-                "max_iterations": draw(st.integers(min_value=1, max_value=3)),
+                "max_iterations": draw(st.integers(min_value=1, max_value=4)),
                 "sleep": draw(st.sampled_from([0, 1])),
             }
-        elif kind == "sleep" and sleep:
-            step["action"] = "sleep"
-            step["with"] = {"duration": draw(st.sampled_from(["0s", "500ms", "3s"]))}
+        when = draw(st.sampled_from([None, None, None, "${{ true }}", "${{ false }}"]))
+        if when is not None:
+            step["when"] = when
         steps[f"s{i}"] = step
-    doc = {"name": "dag", "steps": steps}
+    statuses = {name: f"${{{{ steps.{name}.status }}}}" for name in steps}
+    doc = {"name": "dag", "steps": steps, "output": {"statuses": statuses}}
     return parse_manifest(orjson.dumps(doc), "json", "<dag_workflows>")
 
 

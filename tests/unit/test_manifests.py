@@ -226,7 +226,7 @@ def test_template_syntax_and_scope_names() -> None:
     assert problems_of(doc) == [
         "steps.only.with.a: expression 'input.x + 1': operator '+' is not allowed",
         'steps.only.with.b: "item" is not available here '
-        "(item is bound in a for_each step's with, when, key and needs)",
+        "(item is bound in a for_each step's with, key and needs)",
         'steps.only.with.c: "loop" is not available here (loop is bound in a step with repeat)',
         'steps.only.with.d: unknown name "inputs" (expected one of: input, steps, execution)',
         "steps.only.with.e: expression '${{ steps.only.output': unterminated template: "
@@ -253,10 +253,16 @@ def test_for_each_and_repeat() -> None:
     fan_out = valid(
         one_step(
             for_each={"items": "${{ input.list }}", "key": "${{ item.id }}"},
-            when="${{ item.on }}",
+            when="${{ input.on }}",
         )
     )
     assert fan_out.steps["only"].for_each is not None
+    # `when` decides whether the fan-out happens at all: there is no `item` yet.
+    assert problems_of(
+        one_step(for_each={"items": "${{ input.list }}"}, when="${{ item.on }}")
+    ) == [
+        'steps.only.when: "item" is not available here (item is bound in a for_each step\'s with, key and needs)'
+    ]
     loop = valid(one_step(repeat={"until": "${{ loop.output.done }}", "sleep": "2s"}))
     assert loop.steps["only"].repeat is not None
     assert loop.steps["only"].repeat.sleep == 2.0
