@@ -49,7 +49,6 @@ class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     finished_at: float | None = None
     error: str | None = None
     failed_step: str | None = None
-    output: Any = None
 
 
 def summary_of(state: ExecutionState) -> ExecutionSummary:

@@ -70,16 +70,15 @@ class ExecutionActor:
         system = self._system
         try:
             while True:
+                # Only the wait is timed: handling a message is never cut short by it.
+                item: Msg | _Passivate | None = None
                 with anyio.move_on_after(system.idle_timeout):
                     item = await self._receive.receive()
-                    if isinstance(item, _Passivate):
-                        if await self._passivate():
-                            return
-                        continue
-                    await self._handle(item)
+                if item is None or isinstance(item, _Passivate):
+                    if await self._passivate():
+                        return
                     continue
-                if await self._passivate():
-                    return
+                await self._handle(item)
         finally:
             system.forget(self)
             self._send.close()

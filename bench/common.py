@@ -173,8 +173,8 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             deadline = time.monotonic() + grace
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # a Popen has no awaitable exit
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -565,7 +565,7 @@ class StatusWatcher:
         if waiter is not None and not waiter.done():
             waiter.set_result(done)
 
-    async def wait(self, execution: str, timeout: float = 60) -> Finished:  # noqa: ASYNC109
+    async def wait(self, execution: str, within: float = 60) -> Finished:
         done = self.finished.get(execution)
         if done is not None:
             return done
@@ -574,18 +574,18 @@ class StatusWatcher:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[execution] = waiter
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return await asyncio.wait_for(asyncio.shield(waiter), within)
         except TimeoutError:
-            raise TimeoutError(f"execution {execution} not finished after {timeout}s") from None
+            raise TimeoutError(f"execution {execution} not finished after {within}s") from None
 
     async def wait_all(
         self,
         executions: Sequence[str],
-        timeout: float,  # noqa: ASYNC109
+        within: float,
         alive: Callable[[], None] | None = None,
     ) -> list[Finished]:
         """Wait for all; ``alive`` is called every second (raise there to give up early)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         out: list[Finished] = []
         for execution in executions:
             while True:
@@ -593,7 +593,7 @@ class StatusWatcher:
                 if remaining <= 0:
                     missing = sum(1 for e in executions if e not in self.finished)
                     raise TimeoutError(
-                        f"{missing} of {len(executions)} executions not finished after {timeout}s"
+                        f"{missing} of {len(executions)} executions not finished after {within}s"
                     )
                 try:
                     out.append(await self.wait(execution, min(1.0, remaining)))
@@ -618,19 +618,15 @@ class StatusWatcher:
 # ---------------------------------------------------------------------------
 
 
-class PySpy:
-    """``py-spy record -f raw`` of one process until ``stop()`` (SIGINT makes it write)."""
+class Attached:
+    """A tool attached to one of our processes until ``stop()`` (SIGINT makes it report)."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
-        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not os.path.exists(exe):
-            raise RuntimeError("py-spy not found: .venv/bin/pip install py-spy")
+    def __init__(self, argv: Sequence[str], out: Path) -> None:
         self.out = out
         self.log = out.with_suffix(".log")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [exe, "record", "-p", str(pid), "-f", "raw", "-r", str(rate)]
-                + ["--nonblocking", "-o", str(out)],
+                list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -642,19 +638,113 @@ class PySpy:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             deadline = time.monotonic() + 15
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            while self.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # a Popen has no awaitable exit
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
         _OWNED_PIDS.discard(self.proc.pid)
 
 
+def _tool(name: str, hint: str) -> str:
+    exe = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not os.path.exists(exe):
+        raise RuntimeError(f"{name} not found: {hint}")
+    return exe
+
+
+class PySpy(Attached):
+    """``py-spy record -f raw`` (collapsed stacks). Note: py-spy counts a thread that is
+    runnable but not running (e.g. preempted inside a socket write that woke another
+    process) as active, so syscall-heavy frames look bigger than their CPU share."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+        exe = _tool("py-spy", ".venv/bin/pip install py-spy")
+        argv = [exe, *f"record -p {pid} -f raw -r {rate} --nonblocking -o".split(), str(out)]
+        super().__init__(argv, out)
+
+
+class Strace(Attached):
+    """``strace -c -f``: system call counts of one process (slows it; counts stay valid)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        exe = _tool("strace", "apt-get install strace")
+        super().__init__([exe, "-c", "-f", "-p", str(pid), "-o", str(out)], out)
+
+
+class Perf(Attached):
+    """``perf record -e cpu-clock``: on-CPU samples only (a preempted thread is not
+    sampled), so it shows where CPU goes: interpreter, kernel, C extensions."""
+
+    def __init__(self, pid: int, out: Path, freq: int = 999) -> None:
+        exe = _tool("perf", "apt-get install linux-perf")
+        argv = [exe, *f"record -e cpu-clock -F {freq} -g -p {pid} -o".split(), str(out)]
+        super().__init__(argv, out)
+
+
+def summarize_perf(path: Path, top: int = 20) -> str:
+    """Share of on-CPU samples per shared object and the hottest native symbols."""
+    exe = shutil.which("perf") or "perf"
+    out = []
+    for sort, limit in (("dso", 8), ("dso,sym", top)):
+        proc = subprocess.run(
+            [
+                exe,
+                "report",
+                "-i",
+                str(path),
+                "--stdio",
+                "--no-children",
+                "--sort",
+                sort,
+                "-g",
+                "none",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        rows = [
+            line.rstrip()
+            for line in proc.stdout.splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and "%" in line
+        ]
+        out.append(f"  by {sort}:")
+        out += [f"  {row.strip()}" for row in rows[:limit]]
+    return "\n".join(out)
+
+
+def summarize_strace(path: Path, per: int, top: int = 8) -> str:
+    """The busiest system calls from ``strace -c`` output, with calls per ``per`` units."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        return f"(no strace output: {exc})"
+    rows: list[tuple[int, str]] = []
+    for line in lines:
+        parts = line.split()
+        numeric = len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[3].isdigit()
+        if numeric and parts[-1] != "total":
+            rows.append((int(parts[3]), parts[-1]))
+    rows.sort(reverse=True)
+    total = sum(n for n, _ in rows)
+    out = [f"  {'calls':>8} {'per step':>9}  syscall"]
+    out += [f"  {n:>8} {n / per:>9.2f}  {name}" for n, name in rows[:top]]
+    out.append(f"  {total:>8} {total / per:>9.2f}  (all)")
+    return "\n".join(out)
+
+
+SYSCALL_LEAVES = ("_SelectorSocketTransport.write", "EpollSelector.select", "select (")
+"""Leaf frames that sit in a system call: py-spy counts them while the thread is runnable
+but preempted (a socket write waking nats-server), which perf shows is not CPU."""
+
+
 def summarize_collapsed(path: Path, top: int = 25) -> str:
-    """Top functions by self and by inclusive samples from a collapsed-stack file."""
+    """Top functions by self and inclusive samples from a collapsed-stack file, without
+    the samples whose leaf is a system call (see SYSCALL_LEAVES)."""
     self_counts: dict[str, int] = {}
     incl_counts: dict[str, int] = {}
-    total = 0
+    total = dropped = 0
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
@@ -664,14 +754,21 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [_short(f) for f in stack.split(";")]
+        if frames[-1].startswith(SYSCALL_LEAVES):
+            dropped += count
+            continue
+        total += count
         self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
         for frame in set(frames):
             incl_counts[frame] = incl_counts.get(frame, 0) + count
     if not total:
         return "(no samples)"
-    out = [f"{total} samples (non-idle)", "  self%  function"]
+    out = [
+        f"{total} samples in Python ({dropped} more with a syscall leaf left out: "
+        f"{100 * dropped / (total + dropped):.0f}% of all)",
+        "  self%  function",
+    ]
     out += [
         f"  {100 * n / total:5.1f}  {frame}"
         for frame, n in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]

@@ -13,7 +13,8 @@ steps/s = executions x steps / (last completion seen - first start request sent)
 One JSON line per repetition and one aggregate line (median/min/max) are printed,
 then a short human summary. ``--profile DIR`` runs one extra, uncounted repetition
 with ``py-spy record`` attached to the serve and worker processes and prints the
-hottest functions.
+hottest functions; ``--strace DIR`` one with ``strace -c -f`` (system calls per step);
+``--perf DIR`` one with ``perf record -e cpu-clock`` (on-CPU time by library/symbol).
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ if __package__ in (None, ""):  # run as a script: python bench/steps.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    Attached,
+    Perf,
     PySpy,
     Stack,
     StackOptions,
     StatusWatcher,
+    Strace,
     add_stack_arguments,
     chain_manifest,
     deploy,
@@ -45,6 +49,8 @@ from bench.common import (
     stack_options,
     start,
     summarize_collapsed,
+    summarize_perf,
+    summarize_strace,
 )
 
 BENCH = "natsflow_steps"
@@ -56,7 +62,7 @@ async def run_batch(
     workflow: str,
     executions: int,
     concurrency: int,
-    timeout: float,
+    within: float,
 ) -> dict[str, Any]:
     """Start ``executions`` at once, wait for all; timings relative to the first start."""
     assert stack.nc is not None
@@ -70,7 +76,7 @@ async def run_batch(
     t0 = time.perf_counter()
     ids = await asyncio.gather(*(one(i) for i in range(executions)))
     t_started = time.perf_counter()
-    done = await watcher.wait_all(ids, timeout, alive=stack.check_alive)
+    done = await watcher.wait_all(ids, within, alive=stack.check_alive)
     t_end = max(d.seen for d in done)
     failed = [i for i, d in zip(ids, done, strict=True) if d.status != "completed"]
     if failed:
@@ -129,34 +135,48 @@ async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[
                 emit(rec)
                 records.append(rec)
             if args.profile:
-                await profile_run(stack, watcher, workflow, args)
+                await instrumented_run(stack, watcher, workflow, args, "py-spy")
+            if args.strace:
+                await instrumented_run(stack, watcher, workflow, args, "strace")
+            if args.perf:
+                await instrumented_run(stack, watcher, workflow, args, "perf")
         finally:
             await watcher.close()
     return records
 
 
-async def profile_run(
-    stack: Stack, watcher: StatusWatcher, workflow: str, args: argparse.Namespace
+async def instrumented_run(
+    stack: Stack, watcher: StatusWatcher, workflow: str, args: argparse.Namespace, tool: str
 ) -> None:
-    """One uncounted repetition with py-spy attached to serve and worker."""
-    out = Path(args.profile)
-    out.mkdir(parents=True, exist_ok=True)
+    """One uncounted repetition with py-spy or strace attached to serve and worker."""
+    out = Path({"py-spy": args.profile, "strace": args.strace, "perf": args.perf}[tool])
     pids = stack.pids()
-    spies = {
-        name: PySpy(pid, out / f"{name}.collapsed.txt")
-        for name in ("serve", "worker")
-        if (pid := pids[name]) is not None
-    }
+    attached: dict[str, Attached] = {}
+    for name in ("serve", "worker"):
+        pid = pids[name]
+        if pid is None:
+            continue
+        if tool == "py-spy":
+            attached[name] = PySpy(pid, out / f"{name}.collapsed.txt")
+        elif tool == "perf":
+            attached[name] = Perf(pid, out / f"{name}.perf.data")
+        else:
+            attached[name] = Strace(pid, out / f"{name}.strace.txt")
+    executions = args.executions * (args.profile_scale if tool != "strace" else 1)
     try:
-        await asyncio.sleep(1.0)  # py-spy attaches
-        executions = args.executions * args.profile_scale
+        await asyncio.sleep(1.0)  # the tools attach
         await run_batch(stack, watcher, workflow, executions, args.concurrency, args.timeout * 5)
     finally:
-        for spy in spies.values():
-            await spy.stop()
-    for name, spy in spies.items():
-        print(f"\n=== py-spy {name} (pid {pids[name]}): {spy.out}", file=sys.stderr)
-        print(summarize_collapsed(spy.out), file=sys.stderr)
+        for tool_proc in attached.values():
+            await tool_proc.stop()
+    for name, tool_proc in attached.items():
+        print(f"\n=== {tool} {name} (pid {pids[name]}): {tool_proc.out}", file=sys.stderr)
+        if tool == "py-spy":
+            print(summarize_collapsed(tool_proc.out), file=sys.stderr)
+        elif tool == "perf":
+            print(summarize_perf(tool_proc.out), file=sys.stderr)
+        else:
+            print(summarize_strace(tool_proc.out, executions * args.steps), file=sys.stderr)
 
 
 def main() -> None:
@@ -169,11 +189,20 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120, help="seconds per repetition")
     parser.add_argument("--profile", metavar="DIR", help="py-spy serve and worker in an extra rep")
     parser.add_argument(
+        "--strace", metavar="DIR", help="syscall counts (strace -c) of serve/worker, extra rep"
+    )
+    parser.add_argument(
+        "--perf", metavar="DIR", help="on-CPU samples (perf record) of serve/worker, extra rep"
+    )
+    parser.add_argument(
         "--profile-scale", type=int, default=3, help="executions x this in the profiled rep"
     )
     add_stack_arguments(parser)
     args = parser.parse_args()
     options = stack_options(args)
+    for directory in (args.profile, args.strace, args.perf):
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
     emit({"bench": BENCH, "variant": "env", **env_record(options)})
     records = run_main(lambda: measure(args, options), options.uvloop)
     if not records:

@@ -88,8 +88,9 @@ def check_semantics(doc: dict[str, Any], problems: Problems) -> None:
             _check_step(name, step, set(steps), _upstream(name, deps), problems)
     workflow_roots = {"input", "steps", "execution"}
     _check_templates(doc.get("output"), "output", workflow_roots, set(steps), None, problems)
+    # Rendered before the execution exists: only the input is known.
     _check_templates(
-        doc.get("idempotency_key"), "idempotency_key", {"input", "execution"}, set(), None, problems
+        doc.get("idempotency_key"), "idempotency_key", {"input"}, set(), None, problems
     )
     triggers = doc.get("triggers")
     for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):
@@ -235,8 +236,9 @@ def _check_step(
     owner = (name, upstream)
     _check_templates(step.get("with"), join(path, "with"), with_item, known, owner, problems)
     expressions = [
-        # `when` decides whether the step (or the whole fan-out) runs: no `item` yet.
-        ("when", step.get("when"), roots),
+        # `when` decides whether the step (or the whole fan-out or loop) runs at all:
+        # no `item` or `loop` yet.
+        ("when", step.get("when"), roots - {"loop"}),
         ("for_each.items", _get(for_each, "items"), roots),
         ("for_each.key", _get(for_each, "key"), with_item),
         ("for_each.needs", _get(for_each, "needs"), with_item),
@@ -416,8 +418,14 @@ _WITH: dict[str, dict[str, tuple[bool, Checker]]] = {
         "json": (False, _any),
         "body": (False, _str),
         "expect_status": (False, _status_list),
+        "timeout": (False, _duration),
     },
-    "nats.request": {"subject": (True, _str), "data": (False, _any), "headers": (False, _str_map)},
+    "nats.request": {
+        "subject": (True, _str),
+        "data": (False, _any),
+        "headers": (False, _str_map),
+        "timeout": (False, _duration),
+    },
     "python": {"function": (True, _str), "args": (False, _mapping)},
     "sleep": {"duration": (True, _duration)},
 }

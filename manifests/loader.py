@@ -88,7 +88,9 @@ def _decode(data: bytes | str, fmt: Format, source: str) -> Any:
                 text = data.decode() if isinstance(data, bytes) else data
                 return _plain(tomllib.loads(text), source)
             case "yaml":
-                return _plain(yaml.load(data, Loader=_Yaml12Loader), source)  # a SafeLoader subclass
+                return _plain(
+                    yaml.load(data, Loader=_Yaml12Loader), source
+                )  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         where = exc.problem_mark or exc.context_mark
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

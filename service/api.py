@@ -171,7 +171,11 @@ class Admin:
         return out
 
     async def cancel(self, execution_id: str, reason: str) -> dict[str, Any]:
-        await self.show(execution_id)  # NotFound for an unknown id
+        status = (await self.show(execution_id))["status"]  # NotFound for an unknown id
+        if status != "running":
+            raise NatsflowError(
+                f"execution {execution_id} is {status}: only a running one can be cancelled"
+            )
         await self._js.publish(
             inbox_subject(execution_id), json_encoder.encode(Cancel(reason=reason))
         )

@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run worker actors only")
     w.add_argument("--workers", type=int, help="concurrent tasks")
-    w.add_argument("--http-port", type=int, help="HTTP port for /healthz and /metrics (0: off)")
+    w.add_argument(
+        "--http-port", type=int, help="HTTP port for /healthz and /metrics (default: off)"
+    )
     w.add_argument(
         "--python-module", action="append", default=[], help="module with register(registry)"
     )
@@ -136,6 +138,12 @@ async def _serve(args: argparse.Namespace) -> None:
             overrides["deploy_paths"] = tuple(args.deploy)
     if args.python_module:
         overrides["python_modules"] = tuple(args.python_module)
+    if args.command == "worker":
+        # A worker joins a running natsflow; it never starts a server of its own.
+        if not args.nats_url and not os.environ.get("NATS_URL"):
+            overrides["nats_url"] = DEFAULT_URL
+        if args.http_port is None and not os.environ.get("NATSFLOW_HTTP_PORT"):
+            overrides["http_port"] = 0
     config = load_config(os.environ, **overrides)
     async with anyio.create_task_group() as tg:
         await tg.start(_stop_on_signal, tg.cancel_scope)
@@ -157,19 +165,37 @@ async def _client(args: argparse.Namespace) -> None:
     payload = _prepare(args)  # validate locally first: exit 2 without touching NATS
     url = args.nats_url or os.environ.get("NATS_URL") or DEFAULT_URL
     try:
-        nc = await nats.connect(servers=url.split(","), connect_timeout=3, max_reconnect_attempts=0)
+        # nats-py keeps retrying a first connect; bound it so the CLI answers.
+        with anyio.fail_after(5):
+            nc = await nats.connect(
+                servers=url.split(","),
+                connect_timeout=3,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=_quiet,
+            )
     except Exception as exc:
-        raise CliError(f"cannot connect to NATS at {url}: {exc}", 3) from None
+        reason = str(exc) or "no answer within 5s"
+        raise CliError(f"cannot connect to NATS at {url}: {reason}", 3) from None
     try:
         await _run_verb(nc, args, payload)
     finally:
         await nc.close()
 
 
+async def _quiet(exc: Exception) -> None:
+    """The CLI reports connection errors once, itself, instead of nats-py's tracebacks."""
+
+
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "deploy":
         path = Path(args.file)
-        load_manifest(path)  # raises ManifestError listing every problem
+        if path.suffix not in MANIFEST_SUFFIXES:
+            raise InputError(f"{path}: expected a .yaml, .yml, .toml or .json manifest")
+        try:
+            load_manifest(path)  # raises ManifestError listing every problem
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the manifest: {exc.strerror or exc}") from None
         return {
             "manifest": path.read_text(),
             "format": MANIFEST_SUFFIXES[path.suffix],

@@ -36,7 +36,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     """NATS server or cluster URL(s), comma separated; None starts an embedded server."""
 
     data_dir: str = "./data"
-    """Local state: the embedded server's JetStream store (``nats/``), its log, the read model."""
+    """Local state: the embedded server's JetStream store (``nats/``) and its log."""
 
     nats_port: int = 4222
     """Client port of the embedded nats-server (ignored with ``nats_url``)."""
@@ -66,13 +66,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     """Write a state snapshot (and roll up the history) after this many events."""
 
     archive: bool = False
-    """Keep finished executions' histories in an archive stream instead of deleting them."""
+    """Keep every event in the stream NATSFLOW_ARCHIVE too, so compaction loses no history."""
 
     archive_max_age_days: float = 30
     """How long archived histories are kept, in days."""
 
     python_modules: tuple[str, ...] = ()
-    """Modules imported at start-up to register ``@workflow``s and ``python`` actions."""
+    """Modules imported at start-up whose ``register(registry)`` adds ``python`` callables."""
 
     deploy_paths: tuple[str, ...] = ()
     """Manifest files or directories deployed at start-up."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,7 +53,8 @@ class Engine:
     async def deploy(self, manifest: str | Path, fmt: str = "yaml") -> dict[str, Any]:
         """Deploy manifest text (``fmt``) or a manifest file (format from its suffix)."""
         if isinstance(manifest, Path):
-            text, fmt, source = manifest.read_text(), manifest_format(manifest), str(manifest)
+            text = await anyio.Path(manifest).read_text()
+            fmt, source = manifest_format(manifest), str(manifest)
         else:
             text, source = manifest, "<test>"
         result: dict[str, Any] = await self.call(
@@ -94,45 +94,53 @@ class Engine:
         return result
 
     async def wait_for(
-        self, execution_id: str, statuses: tuple[str, ...], timeout: float
+        self,
+        execution_id: str,
+        statuses: tuple[str, ...],
+        timeout: float,  # noqa: ASYNC109 (the deadline of a poll, named like its callers')
     ) -> dict[str, Any]:
         """Poll ``show`` until the execution's status is one of ``statuses``.
 
         An execution not visible yet (not found) or a moment without any service
         answering (a restart) is waited out until the deadline.
         """
-        deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = None
-        while True:
-            try:
-                last = await self.show(execution_id)
-                if last["status"] in statuses:
-                    return last
-            except CliError as exc:
-                if "not found" not in str(exc) and exc.code != 3:
-                    raise
-            if time.monotonic() > deadline:
-                state = last["status"] if last else "not found"
-                raise AssertionError(
-                    f"execution {execution_id} is {state}, not {statuses}, after {timeout}s: {last}"
-                )
-            await anyio.sleep(0.05)
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    try:
+                        last = await self.show(execution_id)
+                        if last["status"] in statuses:
+                            return last
+                    except CliError as exc:
+                        if "not found" not in str(exc) and exc.code != 3:
+                            raise
+                    await anyio.sleep(0.05)
+        except TimeoutError:
+            state = last["status"] if last else "not found"
+            raise AssertionError(
+                f"execution {execution_id} is {state}, not {statuses}, after {timeout}s: {last}"
+            ) from None
 
-    async def wait_done(self, execution_id: str, timeout: float = 20) -> dict[str, Any]:
+    async def wait_done(
+        self,
+        execution_id: str,
+        timeout: float = 20,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         """Poll ``show`` until the execution is completed, failed or cancelled."""
         return await self.wait_for(execution_id, TERMINAL, timeout)
 
-    async def wait_ready(self, timeout: float = 20) -> None:
+    async def wait_ready(self, within: float = 20) -> None:
         """Poll the admin API until some natsflow service answers."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.call("workflows", {}, within=2)
-                return
-            except CliError:
-                if time.monotonic() > deadline:
-                    raise
-            await anyio.sleep(0.05)
+        with anyio.fail_after(within):
+            while True:
+                try:
+                    await self.call("workflows", {}, within=2)
+                    return
+                except CliError as exc:
+                    if exc.code != 3:
+                        raise
+                await anyio.sleep(0.05)
 
 
 def service_config(server_url: str, **overrides: Any) -> Config:

@@ -8,11 +8,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from nats.aio.client import Client
 
 from service.embedded import EmbeddedServer, free_port
-from tests.integration.harness import Engine, running
+from tests.integration.harness import running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 
@@ -353,9 +352,7 @@ async def test_cancel_ends_a_running_execution(nats_server: EmbeddedServer) -> N
     assert "never" not in shown["steps"]
 
 
-async def test_micro_service_answers_ping_and_info(
-    nats_server: EmbeddedServer, nc: Client
-) -> None:
+async def test_micro_service_answers_ping_and_info(nats_server: EmbeddedServer, nc: Client) -> None:
     async with running(nats_server):
         ping = orjson.loads((await nc.request("$SRV.PING.natsflow", b"", timeout=5)).data)
         info = orjson.loads((await nc.request("$SRV.INFO.natsflow", b"", timeout=5)).data)

@@ -1,0 +1,162 @@
+"""The real ``natsflow`` CLI, run as a subprocess against an in-process service."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from service.embedded import EmbeddedServer
+from tests.integration.harness import Engine, natsflow_script, running
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+
+INVALID = """
+name: half-baked
+steps:
+  a:
+    action: teleport
+    needs: [ghost]
+    retry: {attempts: 0}
+  b:
+    action: shell
+    timeout: soon
+"""
+INVALID_PROBLEMS = (
+    'steps.a.action: unknown action "teleport"',
+    'steps.a.needs: unknown step "ghost"',
+    "steps.a.retry.attempts: expected int >= 1",
+    'steps.b.timeout: invalid duration "soon"',
+    'steps.b.with.argv: required for action "shell"',
+)
+
+FAILING = """
+name: failing
+steps:
+  boom:
+    action: python
+    with: {function: always_fails}
+"""
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.out)
+
+
+async def natsflow(engine: Engine, *args: str) -> Run:
+    """Run ``natsflow ARGS`` against the engine's server; its exit code and output."""
+    env = {**os.environ, "NATS_URL": engine.url, "NATSFLOW_LOG_LEVEL": "WARNING"}
+    with anyio.fail_after(30):
+        done = await anyio.run_process([natsflow_script(), *args], env=env, check=False)
+    return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+async def test_invalid_manifest_exits_2_listing_every_problem(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "half-baked.yaml"
+    manifest.write_text(INVALID)
+    async with running(nats_server) as engine:
+        run = await natsflow(engine, "deploy", str(manifest))
+        listed = await natsflow(engine, "workflows", "--json")
+    assert run.code == 2, run
+    assert str(manifest) in run.err
+    for problem in INVALID_PROBLEMS:
+        assert problem in run.err, f"{problem!r} missing from:\n{run.err}"
+    assert run.out == ""
+    assert listed.code == 0, listed
+    assert "half-baked" not in [w["workflow"] for w in listed.json()]
+
+
+async def test_invalid_input_exits_2(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(EXAMPLES / "hello.yaml")
+        run = await natsflow(engine, "start", "hello", "--input", "{name: Ada}")
+        rows = await engine.ls()
+    assert run.code == 2, run
+    assert "--input: invalid JSON" in run.err
+    assert "{name: Ada}" in run.err
+    assert rows == []
+
+
+async def test_deploy_then_start_and_wait_prints_the_output(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        deployed = await natsflow(engine, "deploy", str(EXAMPLES / "hello.yaml"), "--json")
+        run = await natsflow(engine, "start", "hello", "--input", '{"name":"Ada"}', "--wait")
+    assert deployed.code == 0, deployed
+    assert deployed.json()["workflow"] == "hello"
+    assert run.code == 0, run
+    assert "status     completed" in run.out
+    assert '"greeting": "Hello, Ada!"' in run.out
+
+
+async def test_failing_workflow_with_wait_exits_1(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(FAILING)
+        run = await natsflow(engine, "start", "failing", "--wait", "--json")
+    assert run.code == 1, run
+    shown = run.json()
+    assert shown["status"] == "failed"
+    assert shown["failed_step"] == "boom"
+    assert "always_fails: attempt 1" in shown["error"]
+
+
+async def test_read_verbs_with_and_without_json(nats_server: EmbeddedServer) -> None:
+    # A long idle timeout: no passivation snapshot compacts the history under test.
+    async with running(nats_server, actor_idle_timeout=60) as engine:
+        await engine.deploy(EXAMPLES / "hello.yaml")
+        execution = await engine.start("hello", {"name": "Ada"})
+        await engine.wait_done(execution)
+        verbs = {
+            "show": ["show", execution],
+            "history": ["history", execution],
+            "ls": ["ls", "--workflow", "hello"],
+            "ls_failed": ["ls", "--status", "failed", "--json"],
+        }
+        runs: dict[str, Run] = {}
+        for name, args in verbs.items():  # one at a time: each run is CPU-bound start-up
+            runs[name] = await natsflow(engine, *args)
+            if "--json" not in args:
+                runs[f"{name}_json"] = await natsflow(engine, *args, "--json")
+    assert {name: r.code for name, r in runs.items() if r.code != 0} == {}
+
+    shown = runs["show_json"].json()
+    assert shown["execution_id"] == execution
+    assert shown["status"] == "completed"
+    assert shown["steps"]["greet"]["status"] == "completed"
+    assert f"execution  {execution}" in runs["show"].out
+    assert "status     completed   steps 1/1" in runs["show"].out
+    assert "greet" in runs["show"].out
+
+    events = runs["history_json"].json()["events"]
+    types = [e["type"] for e in events]
+    assert types[0] == "execution_started"
+    assert types[-1] == "execution_completed"
+    assert "step_completed" in types
+    for kind in ("execution_started", "step_scheduled", "step_completed"):
+        assert kind in runs["history"].out
+
+    rows = runs["ls_json"].json()
+    assert [r["execution_id"] for r in rows] == [execution]
+    assert rows[0]["status"] == "completed"
+    assert runs["ls_failed"].json() == []
+    assert execution in runs["ls"].out
+    assert runs["ls"].out.splitlines()[0].split() == ["EXECUTION", "WORKFLOW", "STATUS", "STARTED"]
+
+
+async def test_show_of_an_unknown_execution_fails_clearly(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        run = await natsflow(engine, "show", "hello-nope")
+    assert run.code == 1, run
+    assert "hello-nope" in run.err
+    assert "not found" in run.err
