@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
 
-import anyio
 import msgspec
-from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from events.messages import Task, TimerDue, idempotency_key, json_encoder
 from events.model import (
@@ -28,14 +24,13 @@ from events.model import (
     TimerStarted,
 )
 from service.metrics import Metrics
+from service.publisher import Publisher
 from service.topology import (
     EXECUTIONS_BUCKET,
     inbox_subject,
     task_subject,
     timer_subject,
 )
-
-ACK_TIMEOUT = 10.0
 
 
 class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -71,9 +66,8 @@ def _rfc3339(ts: float) -> str:
 class Effects:
     """Publishes effects pipelined: all sent, then all acks awaited together."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, metrics: Metrics) -> None:
-        self._nc = nc
-        self._js = js
+    def __init__(self, publisher: Publisher, metrics: Metrics) -> None:
+        self._publisher = publisher
         self._metrics = metrics
 
     async def publish(
@@ -82,7 +76,7 @@ class Effects:
         after: ExecutionState,
         events: tuple[AnyEvent, ...],
     ) -> None:
-        pending: list[asyncio.Future[Any]] = []
+        pending: list[asyncio.Future[int]] = []
         execution = after.execution_id
         for event in events:
             if isinstance(event, StepScheduled):
@@ -99,7 +93,7 @@ class Effects:
 
     async def republish(self, state: ExecutionState) -> None:
         """Re-send what may have been lost in a crash between append and publish."""
-        pending: list[asyncio.Future[Any]] = []
+        pending: list[asyncio.Future[int]] = []
         execution = state.execution_id
         for key, step in state.steps.items():
             if step.status == "scheduled":
@@ -109,7 +103,7 @@ class Effects:
         pending.append(await self._summary(state))
         await self._wait(pending)
 
-    async def _task(self, execution: str, event: StepScheduled) -> asyncio.Future[Any]:
+    async def _task(self, execution: str, event: StepScheduled) -> asyncio.Future[int]:
         key = idempotency_key(execution, event.step, event.attempt, event.iteration)
         task = Task(
             execution_id=execution,
@@ -122,31 +116,29 @@ class Effects:
             idempotency_key=key,
             reply_to=inbox_subject(execution),
         )
-        return await self._js.publish_async(
-            task_subject(event.action), json_encoder.encode(task), headers={"Nats-Msg-Id": key}
+        return await self._publisher.send(
+            task_subject(event.action), json_encoder.encode(task), {"Nats-Msg-Id": key}
         )
 
     async def _timer(
         self, execution: str, timer: str, step: str, due: float
-    ) -> asyncio.Future[Any]:
+    ) -> asyncio.Future[int]:
         headers = {
             "Nats-Schedule": f"@at {_rfc3339(due)}",
             "Nats-Schedule-Target": inbox_subject(execution),
             "Nats-Msg-Id": f"timer:{execution}:{timer}",
         }
         body = json_encoder.encode(TimerDue(timer_id=timer, step=step))
-        return await self._js.publish_async(timer_subject(execution, timer), body, headers=headers)
+        return await self._publisher.send(timer_subject(execution, timer), body, headers)
 
-    async def _summary(self, state: ExecutionState) -> asyncio.Future[Any]:
+    async def _summary(self, state: ExecutionState) -> asyncio.Future[int]:
         summary = summary_of(state)
-        return await self._js.publish_async(
+        return await self._publisher.send(
             f"$KV.{EXECUTIONS_BUCKET}.{state.execution_id}", json_encoder.encode(summary)
         )
 
-    async def _wait(self, pending: list[asyncio.Future[Any]]) -> None:
-        if pending:
-            with anyio.fail_after(ACK_TIMEOUT):
-                await asyncio.gather(*pending)
+    async def _wait(self, pending: list[asyncio.Future[int]]) -> None:
+        await self._publisher.wait(pending)
 
     def _count_attempt(
         self, state: ExecutionState, event: StepCompleted | StepAttemptFailed

@@ -34,6 +34,7 @@ from events.messages import AnyInbox, Start, inbox_decoder
 from events.model import INITIAL, ExecutionState
 from service.definitions import Definitions
 from service.metrics import Metrics
+from service.publisher import Publisher
 from service.puller import Puller, ack, num_delivered, terminate
 from service.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
 
@@ -210,13 +211,15 @@ class Executor:
         max_active: int = 10_000,
         snapshot_every: int = 100,
         archive: bool = False,
+        publisher: Publisher | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
         self.definitions = definitions
         self.metrics = metrics
-        self.store = EventStore(nc, js)
-        self.effects = Effects(nc, js, metrics)
+        self.publisher = publisher or Publisher(nc)
+        self.store = EventStore(nc, js, self.publisher)
+        self.effects = Effects(self.publisher, metrics)
         self.idle_timeout = idle_timeout
         self.max_active = max_active
         self.snapshot_every = snapshot_every

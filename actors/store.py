@@ -15,12 +15,12 @@ from msgspec.structs import replace
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
 
 from events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
 from events.errors import ConcurrencyConflict
 from events.fold import fold
 from events.model import INITIAL, AnyEvent, ExecutionState
+from service.publisher import Publisher, PublishError
 from service.topology import ARCHIVE_STREAM, EVENTS_STREAM, events_subject, snapshot_subject
 
 WRONG_LAST_SEQUENCE = 10071
@@ -45,28 +45,24 @@ class Loaded:
 class EventStore:
     """Append, read and snapshot execution histories in NATSFLOW_EVENTS."""
 
-    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+    def __init__(
+        self, nc: Client, js: JetStreamContext, publisher: Publisher | None = None
+    ) -> None:
         self._nc = nc
         self._js = js
+        self._publisher = publisher or Publisher(nc)
 
     async def append(self, execution: str, events: tuple[AnyEvent, ...], expected: int) -> int:
         """Append one batch iff the subject's last sequence is ``expected``; returns the new one."""
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
-        # Not publish_async: nats-py 2.16 never resolves its future when the server
-        # answers with an API error (APIError.from_error raises inside the reply
-        # callback), so a conflict would surface as a timeout, not ConcurrencyConflict.
         try:
-            ack = await self._js.publish(
-                events_subject(execution),
-                encode_batch(events),
-                headers=headers,
-                timeout=PUBLISH_TIMEOUT,
+            return await self._publisher.publish(
+                events_subject(execution), encode_batch(events), headers
             )
-        except APIError as exc:
+        except PublishError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(execution, expected) from None
             raise
-        return int(ack.seq)
 
     async def write_snapshot(
         self,

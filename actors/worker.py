@@ -25,13 +25,13 @@ from actors.actions import ActionContext, ActionRegistry
 from events.errors import StepError
 from events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 from service.metrics import Metrics
+from service.publisher import Publisher
 from service.puller import Puller, ack, in_progress, terminate
 from service.topology import TASKS_STREAM, WORKERS_CONSUMER
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5
-PUBLISH_TIMEOUT = 10.0
 
 
 class WorkerPool:
@@ -46,6 +46,7 @@ class WorkerPool:
         *,
         concurrency: int,
         ack_wait: float,
+        publisher: Publisher | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -53,6 +54,7 @@ class WorkerPool:
         self._metrics = metrics
         self._concurrency = concurrency
         self._ack_wait = ack_wait
+        self._publisher = publisher or Publisher(nc)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -93,11 +95,8 @@ class WorkerPool:
         except (TypeError, msgspec.EncodeError) as exc:
             result = _failed(task, f"output is not serializable: {exc}", "not_serializable", False)
             body = json_encoder.encode(result)
-        await self._js.publish(
-            task.reply_to,
-            body,
-            headers={"Nats-Msg-Id": f"result:{task.idempotency_key}"},
-            timeout=PUBLISH_TIMEOUT,
+        await self._publisher.publish(
+            task.reply_to, body, {"Nats-Msg-Id": f"result:{task.idempotency_key}"}
         )
         await ack(self._nc, msg)
 

@@ -22,6 +22,7 @@ from events.model import ExecutionState, StepState
 from manifests.expressions import render
 from manifests.loader import parse_manifest
 from service.definitions import Definitions
+from service.publisher import Publisher
 from service.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, inbox_subject
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -40,11 +41,18 @@ def new_execution_id(workflow: str, now: float, entropy: bytes) -> str:
 class Admin:
     """Start, read and steer executions; deploy workflows. Shared by every front end."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, definitions: Definitions) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        definitions: Definitions,
+        publisher: Publisher | None = None,
+    ) -> None:
         self._nc = nc
         self._js = js
         self._definitions = definitions
-        self._store = EventStore(nc, js)
+        self._publisher = publisher or Publisher(nc)
+        self._store = EventStore(nc, js, self._publisher)
 
     async def deploy(self, text: str, fmt: str, source: str) -> dict[str, Any]:
         if fmt not in ("yaml", "toml", "json"):
@@ -74,10 +82,10 @@ class Admin:
             start = Start(
                 workflow=workflow, version=version, input=input, idempotency_key=idempotency_key
             )
-            await self._js.publish(
+            await self._publisher.publish(
                 inbox_subject(execution),
                 json_encoder.encode(start),
-                headers={"Nats-Msg-Id": f"start:{execution}"},
+                {"Nats-Msg-Id": f"start:{execution}"},
             )
         return {
             "execution_id": execution,

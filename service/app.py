@@ -25,6 +25,7 @@ from service.definitions import Definitions
 from service.embedded import EmbeddedServer, check_server_version
 from service.http import serve_http
 from service.metrics import Metrics
+from service.publisher import Publisher
 from service.topology import provision
 
 log = logging.getLogger("natsflow")
@@ -128,7 +129,8 @@ async def serve(
             archive_max_age_days=config.archive_max_age_days,
         )
         definitions = Definitions(js)
-        admin = Admin(nc, js, definitions)
+        publisher = Publisher(nc)
+        admin = Admin(nc, js, definitions, publisher)
         service = None
         async with anyio.create_task_group() as tg:
             if actors:
@@ -142,6 +144,7 @@ async def serve(
                     max_active=config.max_active_actors,
                     snapshot_every=config.snapshot_every,
                     archive=config.archive,
+                    publisher=publisher,
                 )
                 await tg.start(executor.run)
                 service = await start_admin_service(nc, admin)

@@ -1,0 +1,116 @@
+"""Pipelined JetStream publishing: send many, await their acks together.
+
+nats-py's ``publish_async`` leaves a future unresolved forever when the server
+answers with an API error (``APIError.from_error`` raises inside its reply
+handler), and its awaited ``publish`` costs twice the CPU. This publisher
+keeps one reply subscription, resolves each future with the stored sequence
+or a ``PublishError`` carrying the server's ``err_code``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+
+import anyio
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from events.errors import NatsflowError
+
+ACK_TIMEOUT = 10.0
+
+
+class PublishError(NatsflowError):
+    """The server refused a publish; ``err_code`` is JetStream's (10071: wrong last sequence)."""
+
+    def __init__(self, subject: str, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"publish to {subject}: {description} (code {code}, err_code {err_code})")
+        self.subject = subject
+        self.code = code
+        self.err_code = err_code
+
+
+class Publisher:
+    """Publishes to streams with acks matched by reply subject; one per connection."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._counter = itertools.count()
+        self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
+        self._sub: Subscription | None = None
+
+    async def _ensure_started(self) -> None:
+        if self._sub is None:
+            self._prefix = self._nc.new_inbox() + "."
+            self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+
+    async def send(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[int]:
+        """Send now; the returned future gives the stream sequence once the server acks."""
+        await self._ensure_started()
+        token = str(next(self._counter))
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[token] = (subject, future)
+        future.add_done_callback(functools.partial(self._forget, token))
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            self._pending.pop(token, None)
+            raise
+        return future
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> int:
+        """Send and wait for the ack; returns the stream sequence."""
+        return (await self.wait([await self.send(subject, payload, headers)]))[0]
+
+    async def wait(self, futures: list[asyncio.Future[int]]) -> list[int]:
+        """Await acks together; a missing ack after ACK_TIMEOUT raises TimeoutError."""
+        if not futures:
+            return []
+        try:
+            with anyio.fail_after(ACK_TIMEOUT):
+                return list(await asyncio.gather(*futures))
+        except BaseException:
+            for future in futures:
+                future.cancel()  # its done-callback forgets it
+            raise
+
+    def _forget(self, token: str, _: asyncio.Future[int]) -> None:
+        self._pending.pop(token, None)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        token = msg.subject[len(self._prefix) :]
+        entry = self._pending.pop(token, None)
+        if entry is None:
+            return
+        subject, future = entry
+        if future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(PublishError(subject, 503, 0, "no stream captures this subject"))
+            return
+        try:
+            body = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            future.set_exception(PublishError(subject, 0, 0, f"unreadable ack {msg.data[:100]!r}"))
+            return
+        error = body.get("error")
+        if error:
+            future.set_exception(
+                PublishError(
+                    subject,
+                    int(error.get("code", 0)),
+                    int(error.get("err_code", 0)),
+                    str(error.get("description", "")),
+                )
+            )
+        else:
+            future.set_result(int(body["seq"]))
