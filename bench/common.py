@@ -15,7 +15,9 @@ as the raw benchmark does. Everything started here is stopped on exit,
 exception, Ctrl-C or SIGTERM: the async clean-up terminates each process by its
 id (SIGKILL after a grace period) and a synchronous last resort in ``run_main``
 kills whatever an interrupted clean-up left behind. The natsflow processes also
-get ``PR_SET_PDEATHSIG`` so they die with the benchmark even on SIGKILL.
+get ``PR_SET_PDEATHSIG`` so they die with the benchmark even on SIGKILL (the
+nats-server, started by ``EmbeddedServer``, does not: after a SIGKILL of the
+benchmark stop it by the pid in ``ps``; its store is under /tmp/natsflow-bench-*).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,11 +210,13 @@ class Stack:
         port = free_port()
         while port == 4222:
             port = free_port()
+        self.monitor_port = free_port()
         self.server = EmbeddedServer(
             config_file=None,
             port=port,
             store_dir=str(self.dir / "jetstream"),
             log_file=str(self.dir / "nats-server.log"),
+            extra_args=["-m", str(self.monitor_port)],  # /varz, /connz: message counts
         )
         self.serve: Child | None = None
         self.worker: Child | None = None
@@ -363,6 +368,35 @@ class Stack:
     def meter(self) -> Meter:
         return Meter(self.pids())
 
+    def _monitor(self, path: str) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.monitor_port}/{path}"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            body: dict[str, Any] = orjson.loads(reply.read())
+        return body
+
+    async def message_counts(self) -> dict[str, float]:
+        """Messages into and out of nats-server, in all and per connection.
+
+        Connections are told apart by their order: this client connects first, then
+        ``natsflow serve``, then ``natsflow worker`` (one connection each); any
+        further connection counts as ``other``.
+        """
+        varz, connz = await asyncio.gather(
+            asyncio.to_thread(self._monitor, "varz"),
+            asyncio.to_thread(self._monitor, "connz?sort=cid&limit=1000"),
+        )
+        out: dict[str, float] = {
+            "srv_in_msgs": float(varz["in_msgs"]),
+            "srv_out_msgs": float(varz["out_msgs"]),
+        }
+        names = ("client", "serve", "worker")
+        for index, conn in enumerate(connz.get("connections") or []):
+            name = names[index] if index < len(names) else "other"
+            for key in ("in_msgs", "out_msgs"):  # as the server sees it: in = client sent
+                field = f"{name}_{'sent' if key == 'in_msgs' else 'received'}_msgs"
+                out[field] = out.get(field, 0.0) + float(conn.get(key, 0))
+        return out
+
 
 # ---------------------------------------------------------------------------
 # measuring
@@ -439,10 +473,14 @@ def rnd(x: float) -> float:
 def med_min_max(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """For every numeric key of the runs: median, min and max."""
     rows = list(runs)
-    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float)})
+
+    def numeric(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    keys = sorted({k for r in rows for k, v in r.items() if numeric(v)})
     out: dict[str, dict[str, float]] = {}
     for k in keys:
-        vals = [float(r[k]) for r in rows if isinstance(r.get(k), int | float)]
+        vals = [float(r[k]) for r in rows if numeric(r.get(k))]
         out[k] = {
             "med": rnd(statistics.median(vals)),
             "min": rnd(min(vals)),

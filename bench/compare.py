@@ -219,7 +219,8 @@ def main() -> None:
             for r in raw + steps + lat:
                 f.write(json.dumps(r) + "\n")
     loop = "uvloop" if args.uvloop else "asyncio"
-    print(f"\n## natsflow vs raw nats-py + JetStream ({loop}, same session)\n", flush=True)
+    source = f"raw figures from {args.raw_jsonl}" if args.raw_jsonl else "same session"
+    print(f"\n## natsflow vs raw nats-py + JetStream ({loop}, {source})\n", flush=True)
     print(table(raw, steps, lat), flush=True)
 
 

@@ -186,7 +186,8 @@ def main() -> None:
             f" ms | start reply p50 {r['start_rtt_p50_ms']:.2f} ms"
             f" | CPU us/exec serve {r['serve_cpu_us_per_execution']:.0f}"
             f" worker {r['worker_cpu_us_per_execution']:.0f}"
-            f" nats-server {r['srv_cpu_us_per_execution']:.0f}",
+            f" nats-server {r['srv_cpu_us_per_execution']:.0f}"
+            f" | other CPU {r['other_cpu_pct']:.0f}%",
             flush=True,
         )
     if len(records) == 2:

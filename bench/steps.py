@@ -54,6 +54,8 @@ from bench.common import (
 )
 
 BENCH = "natsflow_steps"
+OTHER_OK_PCT = 25.0
+"""CPU% (of one core) of other processes above which a repetition counts as contaminated."""
 
 
 async def run_batch(
@@ -104,13 +106,22 @@ async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[
                 await run_batch(
                     stack, watcher, workflow, args.warmup, args.concurrency, args.timeout
                 )
-            for rep in range(args.reps):
+            clean: list[dict[str, Any]] = []
+            dirty: list[dict[str, Any]] = []
+            # Like the raw benchmark: a repetition during which other processes used more
+            # than OTHER_OK_PCT CPU is repeated (at most 2 x reps attempts in all); the
+            # least contaminated ones fill up if clean ones are missing.
+            for rep in range(2 * args.reps):
+                if len(clean) >= args.reps:
+                    break
                 waited = await quiet_gate(args.gate_wait)
+                counts0 = await stack.message_counts()
                 meter = stack.meter().start()
                 batch = await run_batch(
                     stack, watcher, workflow, args.executions, args.concurrency, args.timeout
                 )
                 m = meter.stop(t_end=batch["t_end"])
+                counts1 = await stack.message_counts()
                 rate = steps_total / m["wall_s"]
                 rec: dict[str, Any] = {
                     "bench": BENCH,
@@ -131,9 +142,14 @@ async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[
                 rec["ours_cpu_us_per_step"] = (
                     rec["natsflow_cpu_us_per_step"] + rec["srv_cpu_us_per_step"]
                 )
+                for key, value in counts1.items():  # NATS messages per step (both ways)
+                    rec[f"{key}_per_step"] = (value - counts0.get(key, 0.0)) / steps_total
+                rec["contaminated"] = m["other_cpu_pct"] > OTHER_OK_PCT
                 rec = {k: (rnd(v) if isinstance(v, float) else v) for k, v in rec.items()}
                 emit(rec)
-                records.append(rec)
+                (dirty if rec["contaminated"] else clean).append(rec)
+            dirty.sort(key=lambda r: float(r["other_cpu_pct"]))
+            records = clean + dirty[: max(0, args.reps - len(clean))]
             if args.profile:
                 await instrumented_run(stack, watcher, workflow, args, "py-spy")
             if args.strace:
@@ -152,9 +168,9 @@ async def instrumented_run(
     out = Path({"py-spy": args.profile, "strace": args.strace, "perf": args.perf}[tool])
     pids = stack.pids()
     attached: dict[str, Attached] = {}
-    for name in ("serve", "worker"):
+    for name in ("serve", "worker", "srv"):
         pid = pids[name]
-        if pid is None:
+        if pid is None or (name == "srv" and tool != "perf"):  # nats-server: perf only
             continue
         if tool == "py-spy":
             attached[name] = PySpy(pid, out / f"{name}.collapsed.txt")
@@ -214,6 +230,7 @@ def main() -> None:
         "variant": f"{args.executions} executions x {args.steps} noop steps (aggregate)",
         "loop": "uvloop" if options.uvloop else "asyncio",
         "reps": len(records),
+        "contaminated_reps_used": sum(1 for r in records if r["contaminated"]),
         "steps": args.executions * args.steps,
         **agg,
     }
@@ -230,7 +247,17 @@ def main() -> None:
         f"  CPU us/step serve {agg['serve_cpu_us_per_step']['med']:.0f}"
         f"  worker {agg['worker_cpu_us_per_step']['med']:.0f}"
         f"  nats-server {agg['srv_cpu_us_per_step']['med']:.0f}"
-        f"  (total {agg['ours_cpu_us_per_step']['med']:.0f})",
+        f"  (total {agg['ours_cpu_us_per_step']['med']:.0f})\n"
+        f"  NATS messages/step: into nats-server {agg['srv_in_msgs_per_step']['med']:.1f},"
+        f" out {agg['srv_out_msgs_per_step']['med']:.1f}; sent/received by serve "
+        f"{agg['serve_sent_msgs_per_step']['med']:.1f}/"
+        f"{agg['serve_received_msgs_per_step']['med']:.1f}, worker "
+        f"{agg['worker_sent_msgs_per_step']['med']:.1f}/"
+        f"{agg['worker_received_msgs_per_step']['med']:.1f}, client "
+        f"{agg['client_sent_msgs_per_step']['med']:.1f}/"
+        f"{agg['client_received_msgs_per_step']['med']:.1f}\n"
+        f"  repetitions with other CPU > {OTHER_OK_PCT:.0f}% used: "
+        f"{summary['contaminated_reps_used']} of {len(records)}",
         flush=True,
     )
 

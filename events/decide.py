@@ -278,7 +278,14 @@ def decide(state: ExecutionState, workflow: Workflow, now: float) -> tuple[AnyEv
         for event in round_events:
             state = evolve(state, event)
         out.extend(round_events)
+        if all(type(event) in _UNLOCKS_NOTHING for event in round_events):
+            break  # dispatches and timers change no step's outcome: no further round can act
     return tuple(out)
+
+
+_UNLOCKS_NOTHING = (StepScheduled, TimerStarted)
+# Statuses a decision round has nothing to do for: waiting on a worker or a timer, or done.
+_AT_REST = frozenset({"scheduled", "waiting", "completed", "skipped"})
 
 
 def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list[AnyEvent]:
@@ -288,6 +295,8 @@ def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list
         step = state.steps.get(name)
         if step is None:
             out.extend(_start_if_ready(state, name, spec, scope, now))
+        elif step.status in _AT_REST:
+            continue
         elif step.status == "failed" and spec.on_failure == "fail":
             return [ExecutionFailed(at=now, error=f"step {name} failed: {step.error}", step=name)]
         elif step.status == "fanned_out":
