@@ -81,7 +81,7 @@ class Effects:
         for event in events:
             if isinstance(event, StepScheduled):
                 pending.append(await self._task(execution, event))
-                self._metrics.steps_dispatched.labels(action=event.action).inc()
+                self._metrics.child(self._metrics.steps_dispatched, event.action).inc()
             elif isinstance(event, TimerStarted):
                 pending.append(await self._timer(execution, event.timer_id, event.step, event.due))
             elif isinstance(event, StepCompleted | StepAttemptFailed):
@@ -153,7 +153,7 @@ class Effects:
                 )
         else:
             outcome = "retrying" if event.retry_at is not None else "failed"
-        self._metrics.step_attempts.labels(action=action, outcome=outcome).inc()
+        self._metrics.child(self._metrics.step_attempts, action, outcome).inc()
 
     def _count_execution(self, before: ExecutionState, after: ExecutionState) -> None:
         if before.status == "pending":

@@ -101,7 +101,7 @@ class ExecutionActor:
         except msgspec.DecodeError as exc:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
             return
-        system.metrics.inbox_messages.labels(kind=type(message).__name__.lower()).inc()
+        system.metrics.child(system.metrics.inbox_messages, type(message).__name__.lower()).inc()
         try:
             await self._apply(message, redelivered=num_delivered(msg) > 1)
         except NotFound as exc:

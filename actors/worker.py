@@ -26,7 +26,7 @@ from events.errors import StepError
 from events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 from service.metrics import Metrics
 from service.publisher import Publisher
-from service.puller import Puller, ack, in_progress, terminate
+from service.puller import Puller, ack, terminate
 from service.topology import TASKS_STREAM, WORKERS_CONSUMER
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,14 @@ class WorkerPool:
         self._concurrency = concurrency
         self._ack_wait = ack_wait
         self._publisher = publisher or Publisher(nc)
+        self._in_flight: dict[str, float] = {}  # ack subject -> start, of attempts running
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         send, receive = anyio.create_memory_object_stream[Msg](0)
         async with send, receive, anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_alive, name="worker in-progress acks")
             for index in range(self._concurrency):
                 tg.start_soon(self._slot, receive.clone(), name=f"worker slot {index}")
             # At most `concurrency` tasks are pulled ahead, so none waits out its ack_wait.
@@ -123,13 +125,12 @@ class WorkerPool:
             nc=self._nc,
         )
         started = time.perf_counter()
+        self._in_flight[msg.reply] = started
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_alive, msg)
-                result = await self._invoke(task, ctx)
-                tg.cancel_scope.cancel()
+            result = await self._invoke(task, ctx)
         finally:
-            self._metrics.step_duration.labels(action=task.action).observe(
+            self._in_flight.pop(msg.reply, None)
+            self._metrics.child(self._metrics.step_duration, task.action).observe(
                 time.perf_counter() - started
             )
         return result
@@ -139,8 +140,11 @@ class WorkerPool:
         try:
             action = self._registry.get(task.action)
             params: dict[str, Any] = task.input if isinstance(task.input, dict) else {}
-            with anyio.fail_after(task.timeout):
+            if task.timeout is None:
                 output = await action(ctx, params)
+            else:
+                with anyio.fail_after(task.timeout):
+                    output = await action(ctx, params)
         except TimeoutError:
             return _failed(
                 task, f"step {task.step} timed out after {task.timeout}s", "timeout", True
@@ -154,10 +158,15 @@ class WorkerPool:
             step=task.step, attempt=task.attempt, iteration=task.iteration, ok=True, output=output
         )
 
-    async def _keep_alive(self, msg: Msg) -> None:
+    async def _keep_alive(self) -> None:
+        """Tell the server, for every attempt running longer than a third of ack_wait,
+        that it is still in progress: one loop for the pool, nothing per fast task."""
+        period = self._ack_wait / 3
         while True:
-            await anyio.sleep(self._ack_wait / 3)
-            await in_progress(self._nc, msg)
+            await anyio.sleep(period)
+            due = time.perf_counter() - period
+            for reply in [r for r, started in self._in_flight.items() if started <= due]:
+                await self._nc.publish(reply, b"+WPI")
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
         log.error("dead letter (task): %s", error)

@@ -12,7 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import orjson
+from anyio.abc import TaskGroup
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -118,12 +120,34 @@ async def _error(
     await request.respond_error(code, message.splitlines()[0][:500], data=body)
 
 
-async def start_admin_service(nc: Client, admin: Admin) -> Service:
-    """Register ``natsflow.api.*`` (queue group: any instance may answer)."""
+def _concurrently(
+    handler: Callable[[Request], Awaitable[None]], tg: TaskGroup, limiter: anyio.CapacityLimiter
+) -> Callable[[Request], Awaitable[None]]:
+    """nats-py calls a subscription's handler one request at a time; answer many at once."""
+
+    async def limited(request: Request) -> None:
+        async with limiter:
+            await handler(request)
+
+    async def spawn(request: Request) -> None:
+        tg.start_soon(limited, request)
+
+    return spawn
+
+
+async def start_admin_service(
+    nc: Client, admin: Admin, tg: TaskGroup, *, concurrency: int = 256
+) -> Service:
+    """Register ``natsflow.api.*`` (queue group: any instance may answer).
+
+    Requests are handled in ``tg``, at most ``concurrency`` at a time.
+    """
     service = await add_service(
         nc, name="natsflow", version=VERSION, description="natsflow admin API"
     )
     group = service.add_group(name=API_PREFIX)
+    limiter = anyio.CapacityLimiter(concurrency)
     for name, endpoint in endpoints(admin).items():
-        await group.add_endpoint(name=name, handler=_handler(endpoint))
+        handler = _concurrently(_handler(endpoint), tg, limiter)
+        await group.add_endpoint(name=name, handler=handler)
     return service

@@ -133,6 +133,7 @@ async def serve(
         admin = Admin(nc, js, definitions, publisher)
         service = None
         async with anyio.create_task_group() as tg:
+            await tg.start(definitions.follow_latest)
             if actors:
                 await deploy_all(admin, config.deploy_paths)
                 executor = Executor(
@@ -147,7 +148,7 @@ async def serve(
                     publisher=publisher,
                 )
                 await tg.start(executor.run)
-                service = await start_admin_service(nc, admin)
+                service = await start_admin_service(nc, admin, tg)
             if config.workers:
                 pool = WorkerPool(
                     nc,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
@@ -28,6 +29,8 @@ class Definitions:
         self._js = js
         self._kv: KeyValue | None = None
         self._cache: dict[tuple[str, str], Workflow] = {}
+        # name -> latest version, kept fresh by `follow_latest` (deploys on any instance)
+        self._latest: dict[str, str] = {}
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -50,9 +53,34 @@ class Definitions:
             created = False
         await kv.put(f"{workflow.name}.latest", version.encode())
         self._cache[(workflow.name, version)] = workflow
+        self._latest[workflow.name] = version
         return version, created
 
+    async def follow_latest(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep the latest-version cache current by watching ``*.latest`` (until cancelled)."""
+        kv = await self._bucket()
+        watcher = await kv.watch("*.latest")
+        task_status.started()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue  # the end of the initial values
+                name = entry.key[: -len(".latest")]
+                if entry.value:
+                    self._latest[name] = entry.value.decode()
+                else:
+                    self._latest.pop(name, None)
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
     async def latest(self, name: str) -> tuple[str, Workflow]:
+        """The version new executions of ``name`` pin, and its definition."""
+        version = self._latest.get(name)
+        if version is not None:
+            return version, await self.get(name, version)
         kv = await self._bucket()
         try:
             entry = await kv.get(f"{name}.latest")

@@ -6,6 +6,8 @@ queries only names from ``Metrics.sample_names()`` (a test checks it).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -37,11 +39,15 @@ _SUFFIXES = {
 }
 
 
+_Labelled = Counter | Histogram | Gauge
+
+
 class Metrics:
     """natsflow's metrics in a private ``CollectorRegistry``; ``render()`` exposes them."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
 
         # Executions.
@@ -143,6 +149,14 @@ class Metrics:
             "Step tasks this process's workers are running now.",
             registry=r,
         )
+
+    def child(self, metric: _Labelled, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: the lookup is measurable on the hot path."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> bytes:
         """Return every metric in the Prometheus text format (``CONTENT_TYPE``)."""

@@ -13,7 +13,6 @@ import asyncio
 import functools
 import itertools
 
-import anyio
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -76,7 +75,9 @@ class Publisher:
         if not futures:
             return []
         try:
-            with anyio.fail_after(ACK_TIMEOUT):
+            async with asyncio.timeout(ACK_TIMEOUT):
+                if len(futures) == 1:
+                    return [await futures[0]]
                 return list(await asyncio.gather(*futures))
         except BaseException:
             for future in futures:
