@@ -75,8 +75,11 @@ class SideEffects:
                 await anyio.sleep(0.02)
 
 
-def service_env(server: EmbeddedServer, data_dir: Path) -> dict[str, str]:
+def service_env(
+    server: EmbeddedServer, data_dir: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {
+        **(extra or {}),
         **os.environ,
         "NATS_URL": server.url,
         "NATSFLOW_HTTP_PORT": "0",
@@ -88,12 +91,14 @@ def service_env(server: EmbeddedServer, data_dir: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serve_process(server: EmbeddedServer, tmp_path: Path) -> AsyncIterator[Process]:
+async def serve_process(
+    server: EmbeddedServer, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Process]:
     """``natsflow serve`` as a subprocess (log appended to ``serve.log``); stopped on exit."""
     with (tmp_path / "serve.log").open("ab") as log:
         process = await anyio.open_process(
             [natsflow_script(), "serve"],
-            env=service_env(server, tmp_path / "data"),
+            env=service_env(server, tmp_path / "data", extra_env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -127,9 +132,16 @@ async def completed_steps(engine: Engine, execution: str) -> set[str]:
     return {key for key, step in loaded.state.steps.items() if step.status == "completed"}
 
 
-async def completions(engine: Engine, execution: str) -> Counter[str]:
-    events = await engine.history(execution)
-    return Counter(e["step"] for e in events if e["type"] == "step_completed")
+async def completions(engine: Engine, execution: str, archive: bool = False) -> Counter[str]:
+    """How often each step completed; from the archive when snapshots compact the stream
+    (it is filled asynchronously: wait, with a deadline, until it has the end)."""
+    with anyio.fail_after(20):
+        while True:
+            history = await engine.call("history", {"execution_id": execution, "all": archive})
+            events = history["events"]
+            if not archive or any(e["type"] == "execution_completed" for e in events):
+                return Counter(e["step"] for e in events if e["type"] == "step_completed")
+            await anyio.sleep(0.1)
 
 
 async def test_kill_9_mid_step_resumes_without_rerunning_finished_steps(
@@ -163,12 +175,19 @@ async def test_kill_9_mid_step_resumes_without_rerunning_finished_steps(
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-async def test_kill_9_at_random_moments(nats_server: EmbeddedServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("snapshot_every", [100, 2], ids=["default", "snapshot-every-2"])
+async def test_kill_9_at_random_moments(
+    nats_server: EmbeddedServer, tmp_path: Path, snapshot_every: int
+) -> None:
+    """Kill at random moments; with snapshots every 2 events, the kills land between
+    appends, snapshots and purges too (the archive keeps the full trail to check)."""
+    env = {"NATSFLOW_SNAPSHOT_EVERY": str(snapshot_every), "NATSFLOW_ARCHIVE": "1"}
+    archive = True
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)
     steps = [f"s{i}" for i in range(1, 7)]
     async with connect(nats_server.url) as engine, contextlib.AsyncExitStack() as stack:
-        process = await stack.enter_async_context(serve_process(nats_server, tmp_path))
+        process = await stack.enter_async_context(serve_process(nats_server, tmp_path, env))
         await engine.wait_ready()
         await engine.deploy(chain("quick", ["0.1"] * len(steps)))
         for run in range(20):
@@ -179,10 +198,10 @@ async def test_kill_9_at_random_moments(nats_server: EmbeddedServer, tmp_path: P
             await kill_9(process, effects)
             before = await completed_steps(engine, execution)
             starts_before = effects.starts()
-            process = await stack.enter_async_context(serve_process(nats_server, tmp_path))
+            process = await stack.enter_async_context(serve_process(nats_server, tmp_path, env))
             shown = await engine.wait_done(execution, timeout=30)
             starts = effects.starts()
-            completed = await completions(engine, execution)
+            completed = await completions(engine, execution, archive)
             context = f"seed {seed}, run {run}, kill after {delay:.3f}s, completed {before}"
             assert shown["status"] == "completed", context
             for step in before:
