@@ -62,6 +62,7 @@ class ExecutionActor:
         self._last_seq = 0
         self._snapshot_seq = 0
         self._since_snapshot = 0
+        self.last_active = time.monotonic()
 
     @property
     def mailbox(self) -> MemoryObjectSendStream[Msg | _Passivate]:
@@ -71,15 +72,16 @@ class ExecutionActor:
         system = self._system
         try:
             while True:
-                # Only the wait is timed: handling a message is never cut short by it.
-                item: Msg | _Passivate | None = None
-                with anyio.move_on_after(system.idle_timeout):
-                    item = await self._receive.receive()
-                if item is None or isinstance(item, _Passivate):
+                # No timeout scope per message: the executor's sweep sends _Passivate to
+                # actors idle for idle_timeout (and to the oldest when over max_active).
+                item = await self._receive.receive()
+                if isinstance(item, _Passivate):
                     if await self._passivate():
                         return
                     continue
+                self.last_active = time.monotonic()
                 await self._handle(item)
+                self.last_active = time.monotonic()
         finally:
             system.forget(self)
             self._send.close()
@@ -238,7 +240,17 @@ class Executor:
             self._tg = tg
             puller = Puller(self.nc, INBOX_STREAM, ACTORS_CONSUMER, self._route, batch=512)
             await tg.start(puller.run)
+            tg.start_soon(self._sweep_idle, name="passivate idle actors")
             task_status.started()
+
+    async def _sweep_idle(self) -> None:
+        """Ask actors idle for ``idle_timeout`` to passivate (snapshot and leave memory)."""
+        while True:
+            await anyio.sleep(max(0.05, self.idle_timeout / 4))
+            idle_since = time.monotonic() - self.idle_timeout
+            for actor in [a for a in self._actors.values() if a.last_active <= idle_since]:
+                with contextlib.suppress(anyio.WouldBlock):  # busy: not idle after all
+                    actor.mailbox.send_nowait(_Passivate())
 
     async def _route(self, msg: Msg) -> None:
         execution = execution_from_subject(msg.subject)

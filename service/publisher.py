@@ -10,6 +10,7 @@ or a ``PublishError`` carrying the server's ``err_code``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 
@@ -42,6 +43,9 @@ class Publisher:
         self._counter = itertools.count()
         self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
         self._sub: Subscription | None = None
+        # Futures by send time, swept once a second: cheaper than a timeout scope per wait.
+        self._sent: collections.deque[tuple[float, asyncio.Future[int]]] = collections.deque()
+        self._sweeping = False
 
     async def _ensure_started(self) -> None:
         if self._sub is None:
@@ -57,6 +61,11 @@ class Publisher:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[token] = (subject, future)
         future.add_done_callback(functools.partial(self._forget, token))
+        loop = asyncio.get_running_loop()
+        self._sent.append((loop.time(), future))
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(1.0, self._sweep, loop)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
@@ -71,18 +80,30 @@ class Publisher:
         return (await self.wait([await self.send(subject, payload, headers)]))[0]
 
     async def wait(self, futures: list[asyncio.Future[int]]) -> list[int]:
-        """Await acks together; a missing ack after ACK_TIMEOUT raises TimeoutError."""
+        """Await acks together; an ack missing after ACK_TIMEOUT raises TimeoutError."""
         if not futures:
             return []
         try:
-            async with asyncio.timeout(ACK_TIMEOUT):
-                if len(futures) == 1:
-                    return [await futures[0]]
-                return list(await asyncio.gather(*futures))
+            if len(futures) == 1:
+                return [await futures[0]]
+            return list(await asyncio.gather(*futures))
         except BaseException:
             for future in futures:
                 future.cancel()  # its done-callback forgets it
             raise
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the futures whose ack is overdue; runs while anything is outstanding."""
+        expired = loop.time() - ACK_TIMEOUT
+        sent = self._sent
+        while sent and (sent[0][1].done() or sent[0][0] <= expired):
+            _, future = sent.popleft()
+            if not future.done():
+                future.set_exception(TimeoutError(f"no ack within {ACK_TIMEOUT}s"))
+        if sent:
+            loop.call_later(1.0, self._sweep, loop)
+        else:
+            self._sweeping = False
 
     def _forget(self, token: str, _: asyncio.Future[int]) -> None:
         self._pending.pop(token, None)
