@@ -133,7 +133,8 @@ async def sample(url: str, pid: int, args: argparse.Namespace) -> None:
                 next_report += args.every
             if events >= args.events:
                 break
-        await request(nc, "cancel", {"execution_id": execution, "reason": "bench done"})
+        if show["status"] == "running":
+            await request(nc, "cancel", {"execution_id": execution, "reason": "bench done"})
         first, last = rows[0], rows[-1]
         print(
             f"\nafter {last['events']} events: NATSFLOW_EVENTS holds {last['events_stream_bytes']} bytes"
