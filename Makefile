@@ -28,10 +28,12 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
 
+# Benchmarks (minutes; not part of make test). compare.py runs the raw
+# reference from ../shared/bench beside natsflow in the same session.
 bench: $(STAMP)
-	$(BIN)/python bench/steps.py
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/resume.py
+	$(BIN)/python bench/loop.py --events 100000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache data
