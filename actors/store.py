@@ -26,6 +26,7 @@ from service.topology import ARCHIVE_STREAM, EVENTS_STREAM, events_subject, snap
 WRONG_LAST_SEQUENCE = 10071
 PUBLISH_TIMEOUT = 10.0
 READ_BATCH = 2000
+MAX_LOAD_ATTEMPTS = 5
 
 
 class Loaded:
@@ -111,7 +112,22 @@ class EventStore:
         return int(source.split()[1])
 
     async def load(self, execution: str, *, use_snapshot: bool = True) -> Loaded:
-        """Latest snapshot (if any) plus the events after it, folded."""
+        """Latest snapshot (if any) plus the events after it, folded.
+
+        Another instance may write a newer snapshot and purge the events it covers
+        while this one reads the tail; the tail would then have a gap. So the
+        snapshot is looked up again afterwards, and the read repeated if it moved.
+        """
+        for _ in range(MAX_LOAD_ATTEMPTS):
+            loaded = await self._load_once(execution, use_snapshot)
+            if not use_snapshot:
+                return loaded
+            latest = await self._last_message(snapshot_subject(execution))
+            if (latest[0] if latest else 0) == loaded.snapshot_seq:
+                return loaded
+        raise ConcurrencyConflict(execution, loaded.last_seq)
+
+    async def _load_once(self, execution: str, use_snapshot: bool) -> Loaded:
         state = replace(INITIAL, execution_id=execution)
         start, snapshot_seq = 1, 0
         if use_snapshot:
