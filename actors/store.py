@@ -86,18 +86,20 @@ class EventStore:
             "Nats-Rollup": "sub",
             "Nats-Expected-Last-Subject-Sequence": str(expected_snapshot),
         }
-        ack = await self._js.publish(
-            snapshot_subject(execution),
-            encode_snapshot(state, covers),
-            headers=headers,
-            timeout=PUBLISH_TIMEOUT,
-        )
+        try:
+            snapshot_seq = await self._publisher.publish(
+                snapshot_subject(execution), encode_snapshot(state, covers), headers
+            )
+        except PublishError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:  # a newer snapshot exists: keep it
+                raise ConcurrencyConflict(execution, expected_snapshot) from None
+            raise
         upto = covers
         if archive:
             upto = min(covers, await self._archived_upto(execution) + 1)
         if upto > 1:
             await self._js.purge_stream(EVENTS_STREAM, subject=events_subject(execution), seq=upto)
-        return int(ack.seq)
+        return snapshot_seq
 
     async def _archived_upto(self, execution: str) -> int:
         """The origin sequence of the execution's last event copied into the archive."""
