@@ -150,14 +150,6 @@ class Admin:
         rows.sort(key=lambda r: r.started_at or 0.0, reverse=True)
         return [msgspec.to_builtins(r) for r in rows[:limit]]
 
-    async def summary(self, execution_id: str) -> ExecutionSummary | None:
-        kv = await self._js.key_value(EXECUTIONS_BUCKET)
-        try:
-            entry = await kv.get(execution_id)
-        except Exception:
-            return None
-        return msgspec.json.decode(entry.value or b"{}", type=ExecutionSummary)
-
     async def _summaries(self) -> builtins.list[ExecutionSummary]:
         """Every summary in one batched direct get (ADR-31 multi_last), not a get per key."""
         request = orjson.dumps({"multi_last": [f"$KV.{EXECUTIONS_BUCKET}.>"], "batch": 100000})

@@ -107,22 +107,10 @@ async def ack(nc: Client, msg: Msg) -> None:
         await nc.publish(msg.reply, b"+ACK")
 
 
-async def in_progress(nc: Client, msg: Msg) -> None:
-    """Tell the server a long task is still being worked on (resets ack_wait)."""
-    if msg.reply:
-        await nc.publish(msg.reply, b"+WPI")
-
-
 async def terminate(nc: Client, msg: Msg) -> None:
     """Stop redelivery of a message that can never be processed (after dead-lettering it)."""
     if msg.reply:
         await nc.publish(msg.reply, b"+TERM")
-
-
-async def nak(nc: Client, msg: Msg, delay: float | None = None) -> None:
-    if msg.reply:
-        body = b"-NAK" if delay is None else b"-NAK " + orjson.dumps({"delay": int(delay * 1e9)})
-        await nc.publish(msg.reply, body)
 
 
 def num_delivered(msg: Msg) -> int:
