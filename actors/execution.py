@@ -117,12 +117,15 @@ class ExecutionActor:
             log.warning("execution %s: %s; the message will be redelivered", self.execution, exc)
             self._state = None  # re-read on the next message
             return
-        except Exception:
-            # A bug must not take down every other execution in this process.
-            log.exception(
-                "execution %s: unexpected error; the message will be redelivered", self.execution
-            )
+        except Exception as exc:
+            # A bug must not take down every other execution in this process; a message
+            # that keeps failing goes to the dead letters instead of looping forever.
             self._state = None
+            if num_delivered(msg) >= POISON_DELIVERIES:
+                error = f"execution {self.execution}: {type(exc).__name__}: {exc}"
+                await system.dead_letter(msg, "inbox", error)
+            else:
+                log.exception("execution %s: unexpected error; will retry", self.execution)
             return
         await ack(system.nc, msg)
         if system.snapshot_every and self._since_snapshot >= system.snapshot_every:
