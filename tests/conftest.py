@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
+from hypothesis import settings
 from nats.aio.client import Client
 
 from service.embedded import EmbeddedServer, free_port
+
+# CI replays the same examples every run (a property failure there is reproducible);
+# locally hypothesis explores new ones each time.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
