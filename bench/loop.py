@@ -27,7 +27,7 @@ import anyio
 import nats
 
 from service.cli import request
-from service.embedded import EmbeddedServer, free_port
+from service.embedded import scratch_server
 from service.topology import EVENTS_STREAM
 
 MANIFEST = """
@@ -85,12 +85,7 @@ def serve_process(url: str, tmp: str, snapshot_every: int) -> Iterator[int]:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="natsflow-loop-") as tmp:
-        server = EmbeddedServer(
-            config_file=None,
-            port=free_port(),
-            store_dir=str(Path(tmp) / "js"),
-            log_file=str(Path(tmp) / "server.log"),
-        )
+        server = scratch_server(tmp)
         async with server:
             with serve_process(server.url, tmp, args.snapshot_every) as pid:
                 await sample(server.url, pid, args)

@@ -20,7 +20,6 @@ import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import anyio
 import nats
@@ -37,7 +36,7 @@ from events.model import (
     StepCompleted,
     StepScheduled,
 )
-from service.embedded import EmbeddedServer, free_port
+from service.embedded import scratch_server
 from service.topology import EVENTS_STREAM, provision
 
 
@@ -96,12 +95,7 @@ async def stream_bytes(nc: Client) -> int:
 async def main(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="natsflow-resume-") as tmp:
-        server = EmbeddedServer(
-            config_file=None,
-            port=free_port(),
-            store_dir=str(Path(tmp) / "js"),
-            log_file=str(Path(tmp) / "server.log"),
-        )
+        server = scratch_server(tmp)
         async with server:
             nc = await nats.connect(server.url)
             js = nc.jetstream(timeout=30)

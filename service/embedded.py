@@ -63,6 +63,16 @@ def free_port() -> int:
         return port
 
 
+def scratch_server(directory: str | os.PathLike[str]) -> EmbeddedServer:
+    """A throw-away server for tests and benchmarks: free port, store and log in ``directory``."""
+    return EmbeddedServer(
+        config_file=None,
+        port=free_port(),
+        store_dir=os.path.join(directory, "jetstream"),
+        log_file=os.path.join(directory, "nats-server.log"),
+    )
+
+
 class EmbeddedServer:
     """A nats-server child process with JetStream, listening on 127.0.0.1.
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 from nats.aio.client import Client
 
-from service.embedded import EmbeddedServer, free_port
+from service.embedded import EmbeddedServer, scratch_server
 
 # CI replays the same examples every run (a property failure there is reproducible);
 # locally hypothesis explores new ones each time.
@@ -23,12 +23,7 @@ if os.environ.get("CI"):
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
     """A JetStream-enabled nats-server on a free port, its store under ``tmp_path``."""
-    server = EmbeddedServer(
-        config_file=None,
-        port=free_port(),
-        store_dir=str(tmp_path / "jetstream"),
-        log_file=str(tmp_path / "nats-server.log"),
-    )
+    server = scratch_server(tmp_path)
     async with server:
         yield server
 
