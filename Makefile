@@ -24,7 +24,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -m "not slow" -q
 
-# Crash, soak and long property runs (kill -9, hundreds of restarts).
+# The slow crash runs: kill -9 of the service at random moments (about 2 minutes).
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
 
