@@ -19,13 +19,13 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 from msgspec.structs import replace
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from actors.effects import Effects
+from actors.mailbox import Mailbox
 from actors.store import EventStore
 from events.decide import react
 from events.errors import ConcurrencyConflict, NatsflowError, NotFound
@@ -55,9 +55,7 @@ class ExecutionActor:
     def __init__(self, execution: str, system: Executor) -> None:
         self.execution = execution
         self._system = system
-        self._send, self._receive = anyio.create_memory_object_stream[Msg | _Passivate](
-            MAILBOX_SIZE
-        )
+        self._mailbox: Mailbox[Msg | _Passivate] = Mailbox(MAILBOX_SIZE)
         self._state: ExecutionState | None = None
         self._last_seq = 0
         self._snapshot_seq = 0
@@ -65,8 +63,8 @@ class ExecutionActor:
         self.last_active = time.monotonic()
 
     @property
-    def mailbox(self) -> MemoryObjectSendStream[Msg | _Passivate]:
-        return self._send
+    def mailbox(self) -> Mailbox[Msg | _Passivate]:
+        return self._mailbox
 
     async def run(self) -> None:
         system = self._system
@@ -74,10 +72,8 @@ class ExecutionActor:
             while True:
                 # No timeout scope per message: the executor's sweep sends _Passivate to
                 # actors idle for idle_timeout (and to the oldest when over max_active).
-                try:  # no checkpoint when a message is waiting: fewer loop turns, bigger writes
-                    item = self._receive.receive_nowait()
-                except anyio.WouldBlock:
-                    item = await self._receive.receive()
+                # A waiting message is taken without yielding to the loop (bigger writes).
+                item = await self._mailbox.receive()
                 if isinstance(item, _Passivate):
                     if await self._passivate():
                         return
@@ -87,14 +83,12 @@ class ExecutionActor:
                 self.last_active = time.monotonic()
         finally:
             system.forget(self)
-            self._send.close()
-            self._receive.close()
 
     async def _passivate(self) -> bool:
         """Snapshot (if anything is new), then leave; stays if messages arrived meanwhile."""
         if self._state is not None and self._since_snapshot > 0 and self._system.snapshot_every:
             await self._snapshot()
-        if self._receive.statistics().current_buffer_used:
+        if len(self._mailbox):
             return False
         self._system.forget(self)  # before any further await: no message can be routed here now
         return True
