@@ -1,9 +1,10 @@
-"""A bounded mailbox for one actor: a deque and at most one waiting reader.
+"""A bounded mailbox: a deque, waiting readers and writers as plain futures.
 
 anyio's memory object streams create an Event for every wait; an execution
 actor waits once per step, and in profiles that was a tenth of the service's
 CPU. This keeps the same contract (bounded, back-pressure on a full mailbox,
 ``*_nowait`` variants raising ``anyio.WouldBlock``) with one future per wait.
+It serves one actor, or a pool of worker slots reading from one mailbox.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ T = TypeVar("T")
 
 
 class Mailbox(Generic[T]):
-    """FIFO of at most ``size`` items with one reader (the actor) and any writers."""
+    """FIFO of at most ``size`` items; any number of readers and writers."""
 
     def __init__(self, size: int) -> None:
         self._items: deque[T] = deque()
         self._size = size
-        self._reader: asyncio.Future[None] | None = None
+        self._readers: deque[asyncio.Future[None]] = deque()
         self._writers: deque[asyncio.Future[None]] = deque()
 
     def __len__(self) -> int:
@@ -34,16 +35,19 @@ class Mailbox(Generic[T]):
         if len(self._items) >= self._size:
             raise anyio.WouldBlock
         self._items.append(item)
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
+        _wake_one(self._readers)
 
     async def send(self, item: T) -> None:
         """Add ``item``, waiting while the mailbox is full (back-pressure)."""
         while len(self._items) >= self._size:
             space: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._writers.append(space)
-            await space
+            try:
+                await space
+            except BaseException:
+                if space.done() and not space.cancelled() and len(self._items) < self._size:
+                    _wake_one(self._writers)  # pass on a wake-up this writer cannot use
+                raise
         self.send_nowait(item)
 
     def receive_nowait(self) -> T:
@@ -51,19 +55,26 @@ class Mailbox(Generic[T]):
         if not self._items:
             raise anyio.WouldBlock
         item = self._items.popleft()
-        while self._writers:
-            writer = self._writers.popleft()
-            if not writer.done():
-                writer.set_result(None)
-                break
+        _wake_one(self._writers)
         return item
 
     async def receive(self) -> T:
         """Take the oldest item, waiting for one."""
-        while not self._items:
-            self._reader = asyncio.get_running_loop().create_future()
+        while not self._items:  # another reader may take the item this one was woken for
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._readers.append(ready)
             try:
-                await self._reader
-            finally:
-                self._reader = None
+                await ready
+            except BaseException:
+                if ready.done() and not ready.cancelled() and self._items:
+                    _wake_one(self._readers)  # pass on a wake-up this reader cannot use
+                raise
         return self.receive_nowait()
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return

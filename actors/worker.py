@@ -16,12 +16,12 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from actors.actions import ActionContext, ActionRegistry
+from actors.mailbox import Mailbox
 from events.errors import StepError
 from events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 from service.metrics import Metrics
@@ -55,49 +55,45 @@ class WorkerPool:
         self._concurrency = concurrency
         self._ack_wait = ack_wait
         self._publisher = publisher or Publisher(nc)
-        self._in_flight: dict[str, float] = {}  # ack subject -> start, of attempts running
+        # ack subject -> when it was handed over, for every task taken and not yet acked
+        self._in_flight: dict[str, float] = {}
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        send, receive = anyio.create_memory_object_stream[Msg](0)
-        async with send, receive, anyio.create_task_group() as tg:
+        # Slots take tasks from one mailbox; the puller blocks while it is full, so at
+        # most about 2 x `concurrency` tasks are pulled ahead, and the in-progress loop
+        # covers those waiting in the mailbox as well as those running.
+        mailbox: Mailbox[Msg] = Mailbox(self._concurrency)
+
+        async def hand_over(msg: Msg) -> None:
+            if msg.reply:
+                self._in_flight[msg.reply] = time.perf_counter()
+            await mailbox.send(msg)
+
+        async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_alive, name="worker in-progress acks")
             for index in range(self._concurrency):
-                tg.start_soon(self._slot, receive.clone(), name=f"worker slot {index}")
-
-            # At most `concurrency` tasks are pulled ahead, so none waits out its ack_wait.
-            async def hand_over(msg: Msg) -> None:
-                try:  # to an idle slot without a checkpoint
-                    send.send_nowait(msg)
-                except anyio.WouldBlock:
-                    await send.send(msg)
-
+                tg.start_soon(self._slot, mailbox, name=f"worker slot {index}")
             puller = Puller(
                 self._nc, TASKS_STREAM, WORKERS_CONSUMER, hand_over, batch=self._concurrency
             )
             await tg.start(puller.run)
             task_status.started()
 
-    async def _slot(self, receive: MemoryObjectReceiveStream[Msg]) -> None:
-        async with receive:
-            while True:
-                try:
-                    try:  # take a waiting task without a checkpoint (fewer loop turns)
-                        msg = receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        msg = await receive.receive()
-                except anyio.EndOfStream:
-                    return
-                self._metrics.worker_tasks_in_flight.inc()
-                try:
-                    await self._run_task(msg)
-                except Exception:
-                    log.exception(
-                        "task on %s failed in the runtime; it will be redelivered", msg.subject
-                    )
-                finally:
-                    self._metrics.worker_tasks_in_flight.dec()
+    async def _slot(self, mailbox: Mailbox[Msg]) -> None:
+        while True:
+            msg = await mailbox.receive()
+            self._metrics.worker_tasks_in_flight.inc()
+            try:
+                await self._run_task(msg)
+            except Exception:
+                log.exception(
+                    "task on %s failed in the runtime; it will be redelivered", msg.subject
+                )
+            finally:
+                self._metrics.worker_tasks_in_flight.dec()
+                self._in_flight.pop(msg.reply or "", None)
 
     async def _run_task(self, msg: Msg) -> None:
         try:
@@ -105,7 +101,7 @@ class WorkerPool:
         except msgspec.DecodeError as exc:
             await self._dead_letter(msg, f"invalid task message on {msg.subject}: {exc}")
             return
-        result = await self._attempt(task, msg)
+        result = await self._attempt(task)
         try:
             body = json_encoder.encode(result)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -116,7 +112,7 @@ class WorkerPool:
         )
         await ack(self._nc, msg)
 
-    async def _attempt(self, task: Task, msg: Msg) -> Result:
+    async def _attempt(self, task: Task) -> Result:
         last_progress = 0.0
 
         async def report_progress(text: str) -> None:
@@ -139,11 +135,9 @@ class WorkerPool:
             nc=self._nc,
         )
         started = time.perf_counter()
-        self._in_flight[msg.reply] = started
         try:
             result = await self._invoke(task, ctx)
         finally:
-            self._in_flight.pop(msg.reply, None)
             self._metrics.child(self._metrics.step_duration, task.action).observe(
                 time.perf_counter() - started
             )

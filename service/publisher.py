@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import itertools
 
 import orjson
@@ -44,7 +43,7 @@ class Publisher:
         self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
         self._sub: Subscription | None = None
         # Futures by send time, swept once a second: cheaper than a timeout scope per wait.
-        self._sent: collections.deque[tuple[float, asyncio.Future[int]]] = collections.deque()
+        self._sent: collections.deque[tuple[float, str, asyncio.Future[int]]] = collections.deque()
         self._sweeping = False
 
     async def _ensure_started(self) -> None:
@@ -58,11 +57,10 @@ class Publisher:
         """Send now; the returned future gives the stream sequence once the server acks."""
         await self._ensure_started()
         token = str(next(self._counter))
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[token] = (subject, future)
-        future.add_done_callback(functools.partial(self._forget, token))
         loop = asyncio.get_running_loop()
-        self._sent.append((loop.time(), future))
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending[token] = (subject, future)
+        self._sent.append((loop.time(), token, future))
         if not self._sweeping:
             self._sweeping = True
             loop.call_later(1.0, self._sweep, loop)
@@ -89,24 +87,22 @@ class Publisher:
             return list(await asyncio.gather(*futures))
         except BaseException:
             for future in futures:
-                future.cancel()  # its done-callback forgets it
+                future.cancel()  # the sweep forgets it
             raise
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the futures whose ack is overdue; runs while anything is outstanding."""
         expired = loop.time() - ACK_TIMEOUT
         sent = self._sent
-        while sent and (sent[0][1].done() or sent[0][0] <= expired):
-            _, future = sent.popleft()
+        while sent and (sent[0][2].done() or sent[0][0] <= expired):
+            _, token, future = sent.popleft()
+            self._pending.pop(token, None)  # answered, cancelled by its waiter, or overdue
             if not future.done():
                 future.set_exception(TimeoutError(f"no ack within {ACK_TIMEOUT}s"))
         if sent:
             loop.call_later(1.0, self._sweep, loop)
         else:
             self._sweeping = False
-
-    def _forget(self, token: str, _: asyncio.Future[int]) -> None:
-        self._pending.pop(token, None)
 
     async def _on_ack(self, msg: Msg) -> None:
         token = msg.subject[len(self._prefix) :]
