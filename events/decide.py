@@ -345,7 +345,7 @@ def _start_if_ready(
             return [StepSkipped(at=now, step=name, reason=f"when is false: {spec.when}")]
         if spec.for_each is not None:
             return [_fan_out(name, spec, scope.base(), now)]
-        return _begin(name, spec, fresh, scope.for_step(fresh), now, attempt=1, iteration=0)
+        return _begin(name, spec, fresh, scope, now, attempt=1, iteration=0)
     except (ExpressionError, ValueError, TypeError) as exc:
         return [_final_failure(name, 0, str(exc), "expression", now)]
 
@@ -384,14 +384,15 @@ def _begin(
     key: str,
     spec: Step,
     step: StepState,
-    scope: Mapping[str, Any],
+    scope: _Scope,
     now: float,
     *,
     attempt: int,
     iteration: int,
 ) -> list[AnyEvent]:
     """Dispatch an attempt, or start the durable timer of a ``sleep`` step."""
-    params = render(spec.with_, scope) if spec.with_ else {}
+    # The scope is built only when there is something to render.
+    params = render(spec.with_, scope.for_step(step, iteration)) if spec.with_ else {}
     if spec.action == "sleep":
         seconds = parse_duration(params.get("duration", 0))
         tid = timer_id(key, "sleep", iteration, attempt)
@@ -413,8 +414,7 @@ def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -
     """Move a started step (or fan-out child) on when a timer or loop allows it."""
 
     def begin(attempt: int, iteration: int) -> list[AnyEvent]:
-        step_scope = scope.for_step(step, iteration)
-        return _begin(key, spec, step, step_scope, now, attempt=attempt, iteration=iteration)
+        return _begin(key, spec, step, scope, now, attempt=attempt, iteration=iteration)
 
     try:
         if step.status == "ready":
@@ -453,9 +453,7 @@ def _advance_fan_out(
             elif all(d.status == "completed" for d in deps) and (limit is None or running < limit):
                 running += 1
                 try:
-                    out.extend(
-                        _begin(key, spec, child, scope.for_step(child), now, attempt=1, iteration=0)
-                    )
+                    out.extend(_begin(key, spec, child, scope, now, attempt=1, iteration=0))
                 except (ExpressionError, ValueError, TypeError) as exc:
                     out.append(_final_failure(key, 0, str(exc), "expression", now))
         else:
