@@ -18,6 +18,7 @@ from actors.actions import ActionRegistry, builtin_registry
 from actors.execution import Executor
 from actors.worker import WorkerPool
 from events.errors import InputError, ManifestError
+from manifests.loader import FORMATS
 from service.admin import start_admin_service
 from service.api import Admin
 from service.config import Config
@@ -30,7 +31,7 @@ from service.topology import provision
 
 log = logging.getLogger("natsflow")
 
-MANIFEST_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
+MANIFEST_SUFFIXES = FORMATS  # file suffix -> manifest format
 
 
 @asynccontextmanager
