@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import msgspec
 
@@ -20,7 +21,6 @@ from events.model import (
     StepAttemptFailed,
     StepCompleted,
     StepScheduled,
-    StepState,
     TimerStarted,
 )
 from service.metrics import Metrics
@@ -80,7 +80,17 @@ class Effects:
         execution = after.execution_id
         for event in events:
             if isinstance(event, StepScheduled):
-                pending.append(await self._task(execution, event))
+                pending.append(
+                    await self._task(
+                        execution,
+                        event.step,
+                        event.attempt,
+                        event.iteration,
+                        event.action,
+                        event.input,
+                        event.timeout,
+                    )
+                )
                 self._metrics.child(self._metrics.steps_dispatched, event.action).inc()
             elif isinstance(event, TimerStarted):
                 pending.append(await self._timer(execution, event.timer_id, event.step, event.due))
@@ -89,7 +99,7 @@ class Effects:
         if before.status != after.status:
             pending.append(await self._summary(after))
             self._count_execution(before, after)
-        await self._wait(pending)
+        await self._publisher.wait(pending)
 
     async def republish(self, state: ExecutionState) -> None:
         """Re-send what may have been lost in a crash between append and publish."""
@@ -97,27 +107,46 @@ class Effects:
         execution = state.execution_id
         for key, step in state.steps.items():
             if step.status == "scheduled":
-                pending.append(await self._task(execution, _rescheduled(key, step)))
+                pending.append(
+                    await self._task(
+                        execution,
+                        key,
+                        step.attempt,
+                        step.iteration,
+                        step.action,
+                        step.input,
+                        step.timeout,
+                    )
+                )
             elif step.status == "waiting" and step.timer_id and step.due is not None:
                 pending.append(await self._timer(execution, step.timer_id, key, step.due))
         pending.append(await self._summary(state))
-        await self._wait(pending)
+        await self._publisher.wait(pending)
 
-    async def _task(self, execution: str, event: StepScheduled) -> asyncio.Future[int]:
-        key = idempotency_key(execution, event.step, event.attempt, event.iteration)
+    async def _task(
+        self,
+        execution: str,
+        step: str,
+        attempt: int,
+        iteration: int,
+        action: str,
+        params: Any,
+        step_timeout: float | None,
+    ) -> asyncio.Future[int]:
+        key = idempotency_key(execution, step, attempt, iteration)
         task = Task(
             execution_id=execution,
-            step=event.step,
-            attempt=event.attempt,
-            iteration=event.iteration,
-            action=event.action,
-            input=event.input,
-            timeout=event.timeout,
+            step=step,
+            attempt=attempt,
+            iteration=iteration,
+            action=action,
+            input=params,
+            timeout=step_timeout,
             idempotency_key=key,
             reply_to=inbox_subject(execution),
         )
         return await self._publisher.send(
-            task_subject(event.action), json_encoder.encode(task), {"Nats-Msg-Id": key}
+            task_subject(action), json_encoder.encode(task), {"Nats-Msg-Id": key}
         )
 
     async def _timer(
@@ -137,9 +166,6 @@ class Effects:
             f"$KV.{EXECUTIONS_BUCKET}.{state.execution_id}", json_encoder.encode(summary)
         )
 
-    async def _wait(self, pending: list[asyncio.Future[int]]) -> None:
-        await self._publisher.wait(pending)
-
     def _count_attempt(
         self, state: ExecutionState, event: StepCompleted | StepAttemptFailed
     ) -> None:
@@ -147,10 +173,6 @@ class Effects:
         action = step.action if step and step.action else "other"
         if isinstance(event, StepCompleted):
             outcome = "completed"
-            if step and step.started_at is not None and event.final:
-                self._metrics.step_duration.labels(action=action).observe(
-                    event.at - step.started_at
-                )
         else:
             outcome = "retrying" if event.retry_at is not None else "failed"
         self._metrics.child(self._metrics.step_attempts, action, outcome).inc()
@@ -166,15 +188,3 @@ class Effects:
                 self._metrics.execution_duration.labels(workflow=after.workflow).observe(
                     after.finished_at - after.started_at
                 )
-
-
-def _rescheduled(key: str, step: StepState) -> StepScheduled:
-    return StepScheduled(
-        at=step.started_at or 0.0,
-        step=key,
-        attempt=step.attempt,
-        iteration=step.iteration,
-        action=step.action,
-        input=step.input,
-        timeout=step.timeout,
-    )

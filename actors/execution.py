@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
 
 import anyio
 import msgspec
@@ -24,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from actors.deadletter import dead_letter
 from actors.effects import Effects
 from actors.mailbox import Mailbox
 from actors.store import EventStore
@@ -35,7 +35,7 @@ from events.model import INITIAL, ExecutionState
 from service.definitions import Definitions
 from service.metrics import Metrics
 from service.publisher import Publisher
-from service.puller import Puller, ack, num_delivered, terminate
+from service.puller import Puller, ack, num_delivered
 from service.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
 
 log = logging.getLogger(__name__)
@@ -278,12 +278,4 @@ class Executor:
             self.metrics.active_actors.set(len(self._actors))
 
     async def dead_letter(self, msg: Msg, reason: str, error: str) -> None:
-        """Keep what cannot be processed where an operator sees it, then stop redelivery."""
-        log.error("dead letter (%s): %s", reason, error)
-        headers: dict[str, Any] = {
-            "Natsflow-Error": error[:1000],
-            "Natsflow-Original-Subject": msg.subject,
-        }
-        await self.js.publish(f"natsflow.dlq.{reason}", msg.data, headers=headers)
-        self.metrics.dead_letters.labels(reason=reason).inc()
-        await terminate(self.nc, msg)
+        await dead_letter(self.nc, self.publisher, self.metrics, msg, reason, error)

@@ -105,15 +105,9 @@ class EventStore:
 
     async def _archived_upto(self, execution: str) -> int:
         """The origin sequence of the execution's last event copied into the archive."""
-        msg = await self._nc.request(
-            f"$JS.API.DIRECT.GET.{ARCHIVE_STREAM}",
-            orjson.dumps({"last_by_subj": events_subject(execution)}),
-            timeout=PUBLISH_TIMEOUT,
-        )
-        source = msg.headers.get("Nats-Stream-Source") if msg.headers else None
-        if not source:  # 404: nothing copied yet
-            return 0
-        return int(source.split()[1])
+        msg = await self._last(ARCHIVE_STREAM, events_subject(execution))
+        source = msg.headers.get("Nats-Stream-Source") if msg and msg.headers else None
+        return int(source.split()[1]) if source else 0
 
     async def load(self, execution: str, *, use_snapshot: bool = True) -> Loaded:
         """Latest snapshot (if any) plus the events after it, folded.
@@ -209,14 +203,21 @@ class EventStore:
         return batch
 
     async def _last_message(self, subject: str) -> tuple[int, bytes] | None:
+        msg = await self._last(EVENTS_STREAM, subject)
+        if msg is None:
+            return None
+        assert msg.headers is not None
+        return int(msg.headers["Nats-Sequence"]), msg.data
+
+    async def _last(self, stream: str, subject: str) -> Msg | None:
+        """The last message on ``subject`` in ``stream`` (direct get), or None."""
         request = orjson.dumps({"last_by_subj": subject})
         msg = await self._nc.request(
-            f"$JS.API.DIRECT.GET.{EVENTS_STREAM}", request, timeout=PUBLISH_TIMEOUT
+            f"$JS.API.DIRECT.GET.{stream}", request, timeout=PUBLISH_TIMEOUT
         )
         status = msg.headers.get("Status") if msg.headers else None
         if status == "404":
             return None
         if status is not None:
-            raise RuntimeError(f"direct get last {subject}: status {status}")
-        assert msg.headers is not None
-        return int(msg.headers["Nats-Sequence"]), msg.data
+            raise RuntimeError(f"direct get last {subject} on {stream}: status {status}")
+        return msg

@@ -21,12 +21,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from actors.actions import ActionContext, ActionRegistry
+from actors.deadletter import dead_letter
 from actors.mailbox import Mailbox
 from events.errors import StepError
 from events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 from service.metrics import Metrics
 from service.publisher import Publisher
-from service.puller import Puller, ack, terminate
+from service.puller import Puller, ack
 from service.topology import TASKS_STREAM, WORKERS_CONSUMER
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class WorkerPool:
         try:
             task = task_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
-            await self._dead_letter(msg, f"invalid task message on {msg.subject}: {exc}")
+            error = f"invalid task message on {msg.subject}: {exc}"
+            await dead_letter(self._nc, self._publisher, self._metrics, msg, "task", error)
             return
         result = await self._attempt(task)
         try:
@@ -175,13 +177,6 @@ class WorkerPool:
             due = time.perf_counter() - period
             for reply in [r for r, started in self._in_flight.items() if started <= due]:
                 await self._nc.publish(reply, b"+WPI")
-
-    async def _dead_letter(self, msg: Msg, error: str) -> None:
-        log.error("dead letter (task): %s", error)
-        headers = {"Natsflow-Error": error[:1000], "Natsflow-Original-Subject": msg.subject}
-        await self._js.publish("natsflow.dlq.task", msg.data, headers=headers)
-        self._metrics.dead_letters.labels(reason="task").inc()
-        await terminate(self._nc, msg)
 
 
 def _failed(

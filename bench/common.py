@@ -883,8 +883,7 @@ def run_main(main: Callable[[], Coroutine[Any, Any, T]], uvloop: bool) -> T:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)  # POSIX, like natsflow
         return await main()
 
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None

@@ -238,8 +238,7 @@ async def request(nc: Client, verb: str, payload: dict[str, Any], within: float 
 
 
 async def _run_verb(nc: Client, args: argparse.Namespace, payload: dict[str, Any]) -> None:
-    verb = {"ls": "ls", "workflows": "workflows"}.get(args.command, args.command)
-    result = await request(nc, verb, payload)
+    result = await request(nc, args.command, payload)
     if args.command == "start" and args.wait:
         final = await wait_for_end(nc, result["execution_id"], args.timeout or None)
         _print(args, final, _render_show)

@@ -1,0 +1,26 @@
+"""Dead letters: what cannot be processed is kept where an operator sees it."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from service.metrics import Metrics
+from service.publisher import Publisher
+from service.puller import terminate
+from service.topology import dlq_subject
+
+log = logging.getLogger(__name__)
+
+
+async def dead_letter(
+    nc: Client, publisher: Publisher, metrics: Metrics, msg: Msg, reason: str, error: str
+) -> None:
+    """Copy ``msg`` to ``natsflow.dlq.<reason>`` with the error, then stop its redelivery."""
+    log.error("dead letter (%s): %s", reason, error)
+    headers = {"Natsflow-Error": error[:1000], "Natsflow-Original-Subject": msg.subject}
+    await publisher.publish(dlq_subject(reason), msg.data, headers)
+    metrics.child(metrics.dead_letters, reason).inc()
+    await terminate(nc, msg)
