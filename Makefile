@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/natsflow serve --deploy manifests/examples --python-module actors.examples
+	$(BIN)/natsflow serve --deploy manifests/examples --python-module natsflow.actors.examples
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,10 +7,10 @@ import logging
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from service.metrics import Metrics
-from service.publisher import Publisher
-from service.puller import terminate
-from service.topology import dlq_subject
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.puller import terminate
+from natsflow.actors.jetstream.topology import dlq_subject
+from natsflow.actors.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,16 @@ from typing import Any
 
 import msgspec
 
-from events.messages import Task, TimerDue, idempotency_key, json_encoder
-from events.model import (
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.topology import (
+    EXECUTIONS_BUCKET,
+    inbox_subject,
+    task_subject,
+    timer_subject,
+)
+from natsflow.actors.metrics import Metrics
+from natsflow.events.messages import Task, TimerDue, idempotency_key, json_encoder
+from natsflow.events.model import (
     TERMINAL_EXECUTION,
     AnyEvent,
     ExecutionState,
@@ -22,14 +30,6 @@ from events.model import (
     StepCompleted,
     StepScheduled,
     TimerStarted,
-)
-from service.metrics import Metrics
-from service.publisher import Publisher
-from service.topology import (
-    EXECUTIONS_BUCKET,
-    inbox_subject,
-    task_subject,
-    timer_subject,
 )
 
 

@@ -1,11 +1,11 @@
-"""Python callables the example manifests use (``--python-module actors.examples``)."""
+"""Python callables the example manifests use (``--python-module natsflow.actors.examples``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from actors.actions import ActionContext, ActionRegistry
-from events.errors import RetryableStepError
+from natsflow.actors.actions import ActionContext, ActionRegistry
+from natsflow.events.errors import RetryableStepError
 
 
 def flaky_third_time(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -23,20 +23,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from actors.deadletter import dead_letter
-from actors.effects import Effects
-from actors.mailbox import Mailbox
-from actors.store import EventStore
-from events.decide import react
-from events.errors import ConcurrencyConflict, NatsflowError, NotFound
-from events.fold import fold
-from events.messages import AnyInbox, Start, inbox_decoder
-from events.model import INITIAL, ExecutionState
-from service.definitions import Definitions
-from service.metrics import Metrics
-from service.publisher import Publisher
-from service.puller import Puller, ack, num_delivered
-from service.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
+from natsflow.actors.deadletter import dead_letter
+from natsflow.actors.effects import Effects
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.puller import Puller, ack, num_delivered
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
+from natsflow.actors.mailbox import Mailbox
+from natsflow.actors.metrics import Metrics
+from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound
+from natsflow.events.fold import fold
+from natsflow.events.messages import AnyInbox, Start, inbox_decoder
+from natsflow.events.model import INITIAL, ExecutionState
+from natsflow.manifests.decider import react
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from actors.actions import ActionContext, ActionRegistry
-from actors.deadletter import dead_letter
-from actors.mailbox import Mailbox
-from events.errors import StepError
-from events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
-from service.metrics import Metrics
-from service.publisher import Publisher
-from service.puller import Puller, ack
-from service.topology import TASKS_STREAM, WORKERS_CONSUMER
+from natsflow.actors.actions import ActionContext, ActionRegistry
+from natsflow.actors.deadletter import dead_letter
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.puller import Puller, ack
+from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
+from natsflow.actors.mailbox import Mailbox
+from natsflow.actors.metrics import Metrics
+from natsflow.events.errors import StepError
+from natsflow.events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 
 log = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ import orjson
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from service.cli import request
-from service.embedded import EmbeddedServer, free_port
-from service.topology import EXECUTIONS_BUCKET, TASKS_STREAM, WORKERS_CONSUMER
+from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET, TASKS_STREAM, WORKERS_CONSUMER
+from natsflow.service.cli import request
+from natsflow.service.embedded import EmbeddedServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLK = os.sysconf("SC_CLK_TCK")
@@ -61,8 +61,10 @@ T = TypeVar("T")
 # Launch ``natsflow`` from the running interpreter. Without --uvloop the child is
 # kept on the default asyncio loop (the CLI picks uvloop whenever it is importable),
 # so that it matches the raw benchmark's "asyncio" suite.
-_LAUNCH_UVLOOP = "from service.cli import main; main()"
-_LAUNCH_ASYNCIO = "import sys; sys.modules['uvloop'] = None; from service.cli import main; main()"
+_LAUNCH_UVLOOP = "from natsflow.service.cli import main; main()"
+_LAUNCH_ASYNCIO = (
+    "import sys; sys.modules['uvloop'] = None; from natsflow.service.cli import main; main()"
+)
 
 # ---------------------------------------------------------------------------
 # processes: CPU accounting and last-resort clean-up

@@ -26,9 +26,9 @@ from pathlib import Path
 import anyio
 import nats
 
-from service.cli import request
-from service.embedded import scratch_server
-from service.topology import EVENTS_STREAM
+from natsflow.actors.jetstream.topology import EVENTS_STREAM
+from natsflow.service.cli import request
+from natsflow.service.embedded import scratch_server
 
 MANIFEST = """
 name: loop-bench
@@ -67,7 +67,7 @@ def serve_process(url: str, tmp: str, snapshot_every: int) -> Iterator[int]:
     }
     with open(Path(tmp) / "serve.log", "wb") as log:
         proc = subprocess.Popen(
-            [natsflow, "serve", "--python-module", "actors.examples"],
+            [natsflow, "serve", "--python-module", "natsflow.actors.examples"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

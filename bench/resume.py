@@ -26,9 +26,10 @@ import nats
 from msgspec.structs import replace
 from nats.aio.client import Client
 
-from actors.store import EventStore
-from events.fold import fold
-from events.model import (
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import EVENTS_STREAM, provision
+from natsflow.events.fold import fold
+from natsflow.events.model import (
     INITIAL,
     AnyEvent,
     ExecutionStarted,
@@ -36,8 +37,7 @@ from events.model import (
     StepCompleted,
     StepScheduled,
 )
-from service.embedded import scratch_server
-from service.topology import EVENTS_STREAM, provision
+from natsflow.service.embedded import scratch_server
 
 
 def decision(iteration: int, now: float) -> tuple[AnyEvent, ...]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from events.errors import SnapshotSchemaError
-from events.model import AnyEvent, ExecutionState
+from natsflow.events.errors import SnapshotSchemaError
+from natsflow.events.model import AnyEvent, ExecutionState
 
 # Bump when ExecutionState changes in a way an older snapshot cannot be decoded
 # into; add an upcaster from the previous version to UPCASTERS.

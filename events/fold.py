@@ -7,7 +7,7 @@ from typing import assert_never
 
 from msgspec.structs import replace
 
-from events.model import (
+from natsflow.events.model import (
     INITIAL,
     AnyEvent,
     AttemptRecord,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from events.model import Attempt, Count
+from natsflow.events.model import Attempt, Count
 
 
 class Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):

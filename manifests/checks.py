@@ -13,15 +13,15 @@ from typing import Any, get_args
 
 import orjson
 
-from manifests.durations import DURATION_HINT, parse_duration
-from manifests.expressions import (
+from natsflow.manifests.durations import DURATION_HINT, parse_duration
+from natsflow.manifests.expressions import (
     is_template,
     parse_check,
     referenced_names,
     referenced_steps,
     single_template,
 )
-from manifests.schema import BUILTIN_ACTIONS, RetryPolicy, StepName
+from natsflow.manifests.schema import BUILTIN_ACTIONS, RetryPolicy, StepName
 
 __all__ = ["check_semantics", "join", "show"]
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from events.errors import ExpressionError
+from natsflow.events.errors import ExpressionError
 
 __all__ = [
     "evaluate",

@@ -18,10 +18,10 @@ import msgspec
 import orjson
 import yaml
 
-from events.errors import ManifestError
-from manifests.durations import format_duration, parse_duration
-from manifests.schema import Workflow
-from manifests.validate import validate_document
+from natsflow.events.errors import ManifestError
+from natsflow.manifests.durations import format_duration, parse_duration
+from natsflow.manifests.schema import Workflow
+from natsflow.manifests.validate import validate_document
 
 __all__ = [
     "decode_workflow",

@@ -16,10 +16,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 import msgspec
 import msgspec.inspect as mi
 
-from events.errors import ManifestError
-from manifests.checks import check_semantics, join, show
-from manifests.durations import DURATION_HINT, parse_duration
-from manifests.schema import PositiveSeconds, Seconds, Workflow
+from natsflow.events.errors import ManifestError
+from natsflow.manifests.checks import check_semantics, join, show
+from natsflow.manifests.durations import DURATION_HINT, parse_duration
+from natsflow.manifests.schema import PositiveSeconds, Seconds, Workflow
 
 __all__ = ["check_struct", "check_value", "validate_document"]
 

@@ -20,9 +20,9 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from events.errors import InputError, ManifestError, NatsflowError, NotFound
-from service.api import Admin
-from service.topology import API_PREFIX
+from natsflow.actors.jetstream.topology import API_PREFIX
+from natsflow.events.errors import InputError, ManifestError, NatsflowError, NotFound
+from natsflow.service.api import Admin
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,21 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
-from actors.effects import ExecutionSummary
-from actors.store import EventStore
-from events.errors import InputError, NatsflowError, NotFound
-from events.messages import Cancel, Start, json_encoder
-from events.model import ExecutionState, StepState
-from manifests.expressions import render
-from manifests.loader import parse_manifest
-from service.definitions import Definitions
-from service.publisher import Publisher
-from service.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, inbox_subject
+from natsflow.actors.effects import ExecutionSummary
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import (
+    ARCHIVE_STREAM,
+    EXECUTIONS_BUCKET,
+    IDEMPOTENCY_BUCKET,
+    inbox_subject,
+)
+from natsflow.events.errors import InputError, NatsflowError, NotFound
+from natsflow.events.messages import Cancel, Start, json_encoder
+from natsflow.events.model import ExecutionState, StepState
+from natsflow.manifests.expressions import render
+from natsflow.manifests.loader import parse_manifest
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 

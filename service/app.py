@@ -14,20 +14,20 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from actors.actions import ActionRegistry, builtin_registry
-from actors.execution import Executor
-from actors.worker import WorkerPool
-from events.errors import InputError, ManifestError
-from manifests.loader import FORMATS
-from service.admin import start_admin_service
-from service.api import Admin
-from service.config import Config
-from service.definitions import Definitions
-from service.embedded import EmbeddedServer, check_server_version
-from service.http import serve_http
-from service.metrics import Metrics
-from service.publisher import Publisher
-from service.topology import provision
+from natsflow.actors.actions import ActionRegistry, builtin_registry
+from natsflow.actors.execution import Executor
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.topology import provision
+from natsflow.actors.metrics import Metrics
+from natsflow.actors.worker import WorkerPool
+from natsflow.events.errors import InputError, ManifestError
+from natsflow.manifests.loader import FORMATS
+from natsflow.service.admin import start_admin_service
+from natsflow.service.api import Admin
+from natsflow.service.config import Config
+from natsflow.service.embedded import EmbeddedServer, check_server_version
+from natsflow.service.http import serve_http
 
 log = logging.getLogger("natsflow")
 

@@ -23,11 +23,11 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from events.errors import InputError, ManifestError
-from manifests.loader import load_manifest
-from service.app import MANIFEST_SUFFIXES, serve
-from service.config import load_config
-from service.topology import API_PREFIX, EXECUTIONS_BUCKET
+from natsflow.actors.jetstream.topology import API_PREFIX, EXECUTIONS_BUCKET
+from natsflow.events.errors import InputError, ManifestError
+from natsflow.manifests.loader import load_manifest
+from natsflow.service.app import MANIFEST_SUFFIXES, serve
+from natsflow.service.config import load_config
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 TERMINAL = ("completed", "failed", "cancelled")

@@ -15,13 +15,14 @@ from typing import Any
 
 import msgspec
 
-from events.errors import InputError
+from natsflow.events.errors import InputError
 
 __all__ = ["DEFAULT_NATS_CONFIG", "ENV_VARS", "Config", "load_config"]
 
 
 def _repo_nats_conf() -> str | None:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nats.conf")
+    # resolve(): the package folder links to the repository's top-level folders.
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "nats.conf")
     return path if os.path.isfile(path) else None
 
 

@@ -21,7 +21,7 @@ from typing import BinaryIO, Protocol
 import anyio
 from anyio.abc import Process
 
-from events.errors import NatsflowError
+from natsflow.events.errors import NatsflowError
 
 __all__ = [
     "MIN_SERVER_VERSION",

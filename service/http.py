@@ -28,8 +28,8 @@ import orjson
 from aiohttp import web
 from anyio.abc import TaskStatus
 
-from events.errors import InputError, NatsflowError, NotFound
-from service.metrics import CONTENT_TYPE, Metrics
+from natsflow.actors.metrics import CONTENT_TYPE, Metrics
+from natsflow.events.errors import InputError, NatsflowError, NotFound
 
 __all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIST_LIMIT", "ExecutionApi", "make_app", "serve_http"]
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 from nats.aio.client import Client
 
-from service.embedded import EmbeddedServer, scratch_server
+from natsflow.service.embedded import EmbeddedServer, scratch_server
 
 # CI replays the same examples every run (a property failure there is reproducible);
 # locally hypothesis explores new ones each time.

@@ -6,17 +6,17 @@ An action is ``async def action(ctx: ActionContext, params: dict) -> output``;
 `RetryableStepError` otherwise, with a short stable ``kind``.
 """
 
-from actors.actions._context import IDEMPOTENCY_HEADER
-from actors.actions._http import http
-from actors.actions._nats import (
+from natsflow.actors.actions._context import IDEMPOTENCY_HEADER
+from natsflow.actors.actions._http import http
+from natsflow.actors.actions._nats import (
     ERROR_HEADER,
     ERROR_KIND_HEADER,
     ERROR_RETRYABLE_HEADER,
     nats_request,
 )
-from actors.actions._python import python_action
-from actors.actions._shell import PROGRESS_PREFIX, shell
-from actors.actions.base import (
+from natsflow.actors.actions._python import python_action
+from natsflow.actors.actions._shell import PROGRESS_PREFIX, shell
+from natsflow.actors.actions.base import (
     Action,
     ActionContext,
     ActionRegistry,

@@ -9,7 +9,7 @@ from typing import Any, TypeAlias, TypeVar
 import msgspec
 from nats.aio.client import Client as NatsClient
 
-from events.errors import TerminalStepError
+from natsflow.events.errors import TerminalStepError
 
 __all__ = [
     "IDEMPOTENCY_HEADER",

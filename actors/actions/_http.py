@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import aiohttp
 import msgspec
 
-from actors.actions._context import ActionContext, convert_params, with_idempotency_key
-from events.errors import RetryableStepError, TerminalStepError
+from natsflow.actors.actions._context import ActionContext, convert_params, with_idempotency_key
+from natsflow.events.errors import RetryableStepError, TerminalStepError
 
 # Statuses worth retrying even though they are 4xx: the server asks to come back.
 _RETRYABLE_4XX = frozenset({408, 429})

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import msgspec
 import nats.errors
 
-from actors.actions._context import ActionContext, convert_params, with_idempotency_key
-from events.errors import RetryableStepError, StepError, TerminalStepError
+from natsflow.actors.actions._context import ActionContext, convert_params, with_idempotency_key
+from natsflow.events.errors import RetryableStepError, StepError, TerminalStepError
 
 #: Reply header: the responder failed with this message.
 ERROR_HEADER = "Natsflow-Error"

@@ -10,8 +10,8 @@ from typing import Any
 import anyio.to_thread
 import msgspec
 
-from actors.actions._context import Action, ActionContext, PythonFunction, convert_params
-from events.errors import RetryableStepError, StepError, TerminalStepError
+from natsflow.actors.actions._context import Action, ActionContext, PythonFunction, convert_params
+from natsflow.events.errors import RetryableStepError, StepError, TerminalStepError
 
 
 class _PythonParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -13,8 +13,8 @@ import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
-from actors.actions._context import ActionContext, convert_params
-from events.errors import RetryableStepError, TerminalStepError
+from natsflow.actors.actions._context import ActionContext, convert_params
+from natsflow.events.errors import RetryableStepError, TerminalStepError
 
 PROGRESS_PREFIX = "[PROGRESS]"
 

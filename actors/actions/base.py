@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.actions._context import Action, ActionContext, PythonFunction
-from actors.actions._http import http
-from actors.actions._nats import nats_request
-from actors.actions._python import python_action
-from actors.actions._shell import shell
-from events.errors import TerminalStepError
+from natsflow.actors.actions._context import Action, ActionContext, PythonFunction
+from natsflow.actors.actions._http import http
+from natsflow.actors.actions._nats import nats_request
+from natsflow.actors.actions._python import python_action
+from natsflow.actors.actions._shell import shell
+from natsflow.events.errors import TerminalStepError
 
 __all__ = [
     "Action",

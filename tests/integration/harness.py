@@ -20,13 +20,13 @@ import anyio
 import nats
 from nats.aio.client import Client
 
-from service.app import serve
-from service.cli import CliError, request
-from service.config import Config
-from service.embedded import EmbeddedServer
+from natsflow.service.app import serve
+from natsflow.service.cli import CliError, request
+from natsflow.service.config import Config
+from natsflow.service.embedded import EmbeddedServer
 
 TERMINAL = ("completed", "failed", "cancelled")
-PYTHON_MODULES = ("actors.examples",)
+PYTHON_MODULES = ("natsflow.actors.examples",)
 
 
 def natsflow_script() -> str:

@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from actors.actions import (
+from natsflow.actors.actions import (
     ERROR_HEADER,
     ERROR_KIND_HEADER,
     ERROR_RETRYABLE_HEADER,
@@ -24,7 +24,7 @@ from actors.actions import (
     ActionContext,
     builtin_registry,
 )
-from events.errors import RetryableStepError, TerminalStepError
+from natsflow.events.errors import RetryableStepError, TerminalStepError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import anyio
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from service.embedded import EmbeddedServer
-from service.topology import DLQ_STREAM, inbox_subject, task_subject
+from natsflow.actors.jetstream.topology import DLQ_STREAM, inbox_subject, task_subject
+from natsflow.service.embedded import EmbeddedServer
 from tests.integration.harness import running
 
 HELLO = Path(__file__).parents[2] / "manifests" / "examples" / "hello.yaml"

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import orjson
 
-from service.embedded import EmbeddedServer
+from natsflow.service.embedded import EmbeddedServer
 from tests.integration.harness import Engine, natsflow_script, running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"

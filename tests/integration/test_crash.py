@@ -23,8 +23,8 @@ import anyio
 import pytest
 from anyio.abc import Process
 
-from actors.store import EventStore
-from service.embedded import EmbeddedServer
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.service.embedded import EmbeddedServer
 from tests.integration.harness import Engine, connect, natsflow_script
 
 SCRIPT = (

@@ -13,9 +13,9 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from events.errors import NatsflowError
-from service.config import DEFAULT_NATS_CONFIG
-from service.embedded import (
+from natsflow.events.errors import NatsflowError
+from natsflow.service.config import DEFAULT_NATS_CONFIG
+from natsflow.service.embedded import (
     EmbeddedServer,
     _hint,
     check_server_version,

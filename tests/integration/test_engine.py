@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 from nats.aio.client import Client
 
-from service.embedded import EmbeddedServer, free_port
+from natsflow.service.embedded import EmbeddedServer, free_port
 from tests.integration.harness import running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"

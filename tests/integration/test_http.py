@@ -11,9 +11,9 @@ import anyio
 import pytest
 from aiohttp import web
 
-from events.errors import ConcurrencyConflict, InputError, NotFound
-from service.http import ExecutionApi, make_app, serve_http
-from service.metrics import Metrics
+from natsflow.actors.metrics import Metrics
+from natsflow.events.errors import ConcurrencyConflict, InputError, NotFound
+from natsflow.service.http import ExecutionApi, make_app, serve_http
 
 
 @dataclass

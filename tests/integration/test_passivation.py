@@ -7,7 +7,7 @@ import re
 import aiohttp
 import anyio
 
-from service.embedded import EmbeddedServer, free_port
+from natsflow.service.embedded import EmbeddedServer, free_port
 from tests.integration.harness import running
 
 NAPS = """

@@ -6,7 +6,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import api
 
-from service.publisher import Publisher, PublishError
+from natsflow.actors.jetstream.publisher import Publisher, PublishError
 
 
 async def test_acks_errors_and_missing_streams_all_resolve(nc: Client) -> None:

@@ -11,15 +11,20 @@ import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client
 
-from actors.store import EventStore
-from events.codec import STATE_SCHEMA_VERSION, Snapshot
-from events.errors import SnapshotSchemaError
-from events.fold import fold
-from events.messages import TimerDue, json_encoder
-from events.model import INITIAL, ExecutionStarted, TimerStarted
-from service.cli import CliError
-from service.embedded import EmbeddedServer
-from service.topology import EVENTS_STREAM, events_subject, inbox_subject, snapshot_subject
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import (
+    EVENTS_STREAM,
+    events_subject,
+    inbox_subject,
+    snapshot_subject,
+)
+from natsflow.events.codec import STATE_SCHEMA_VERSION, Snapshot
+from natsflow.events.errors import SnapshotSchemaError
+from natsflow.events.fold import fold
+from natsflow.events.messages import TimerDue, json_encoder
+from natsflow.events.model import INITIAL, ExecutionStarted, TimerStarted
+from natsflow.service.cli import CliError
+from natsflow.service.embedded import EmbeddedServer
 from tests.integration.harness import Engine, running
 
 LOOP = """
@@ -151,7 +156,7 @@ async def test_a_snapshot_of_the_previous_schema_is_upgraded_on_activation(
 
 
 async def test_a_snapshot_from_newer_code_is_refused_not_misread(nc: Client) -> None:
-    from service.topology import provision
+    from natsflow.actors.jetstream.topology import provision
 
     js = nc.jetstream()
     await provision(js, ack_wait=5)

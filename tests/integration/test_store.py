@@ -7,11 +7,11 @@ import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client
 
-from actors.store import EventStore
-from events.errors import ConcurrencyConflict
-from events.fold import fold
-from events.model import INITIAL, AnyEvent, ExecutionStarted, StepScheduled
-from service.topology import provision
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import provision
+from natsflow.events.errors import ConcurrencyConflict
+from natsflow.events.fold import fold
+from natsflow.events.model import INITIAL, AnyEvent, ExecutionStarted, StepScheduled
 
 
 async def test_two_deciders_racing_on_one_execution_only_one_appends(nc: Client) -> None:

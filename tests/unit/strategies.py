@@ -12,10 +12,9 @@ from typing import Any, get_args
 import orjson
 from hypothesis import strategies as st
 
-from events.decide import react
-from events.fold import fold
-from events.messages import AnyInbox, ErrorInfo, Progress, Result, Start, TimerDue
-from events.model import (
+from natsflow.events.fold import fold
+from natsflow.events.messages import AnyInbox, ErrorInfo, Progress, Result, Start, TimerDue
+from natsflow.events.model import (
     AnyEvent,
     ExecutionCancelled,
     ExecutionCompleted,
@@ -31,8 +30,9 @@ from events.model import (
     TimerFired,
     TimerStarted,
 )
-from manifests.loader import parse_manifest
-from manifests.schema import Workflow
+from natsflow.manifests.decider import react
+from natsflow.manifests.loader import parse_manifest
+from natsflow.manifests.schema import Workflow
 
 __all__ = [
     "EVENT_STRATEGIES",

@@ -17,15 +17,15 @@ import anyio
 import pytest
 from aiohttp import web
 
-import actors.actions
-from actors.actions import (
+import natsflow.actors.actions
+from natsflow.actors.actions import (
     IDEMPOTENCY_HEADER,
     ActionContext,
     ActionRegistry,
     builtin_registry,
 )
-from actors.actions import _shell as shell_module
-from events.errors import RetryableStepError, StepError, TerminalStepError
+from natsflow.actors.actions import _shell as shell_module
+from natsflow.events.errors import RetryableStepError, StepError, TerminalStepError
 
 PY = sys.executable
 
@@ -75,7 +75,7 @@ async def wait_dead(pid: int, within: float = 5.0) -> None:
 
 
 def test_public_names() -> None:
-    assert sorted(actors.actions.__all__) == sorted(
+    assert sorted(natsflow.actors.actions.__all__) == sorted(
         [
             "ERROR_HEADER",
             "ERROR_KIND_HEADER",

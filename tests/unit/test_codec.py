@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.codec import (
+from natsflow.events.codec import (
     STATE_SCHEMA_VERSION,
     UPCASTERS,
     Snapshot,
@@ -18,9 +18,9 @@ from events.codec import (
     encode_batch,
     encode_snapshot,
 )
-from events.errors import SnapshotSchemaError
-from events.fold import fold
-from events.messages import (
+from natsflow.events.errors import SnapshotSchemaError
+from natsflow.events.fold import fold
+from natsflow.events.messages import (
     AnyInbox,
     Cancel,
     ErrorInfo,
@@ -33,7 +33,7 @@ from events.messages import (
     json_encoder,
     task_decoder,
 )
-from events.model import AnyEvent, AttemptRecord, ExecutionState, StepSkipped, StepState
+from natsflow.events.model import AnyEvent, AttemptRecord, ExecutionState, StepSkipped, StepState
 from tests.unit.strategies import (
     EVENT_STRATEGIES,
     Run,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from events.errors import InputError
-from service.config import DEFAULT_NATS_CONFIG, ENV_VARS, Config, load_config
+from natsflow.events.errors import InputError
+from natsflow.service.config import DEFAULT_NATS_CONFIG, ENV_VARS, Config, load_config
 
 
 def test_defaults_without_environment() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.metrics import Metrics
+from natsflow.actors.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "service" / "grafana" / "natsflow-dashboard.json"
 NAME = re.compile(r"natsflow_[a-z_]+")

@@ -15,11 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
-from events.decide import backoff, base_name, decide, react
-from events.fold import evolve, fold
-from events.messages import AnyInbox, Cancel, ErrorInfo, Progress, Result, TimerDue
-from events.model import (
+from natsflow.events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
+from natsflow.events.fold import evolve, fold
+from natsflow.events.messages import AnyInbox, Cancel, ErrorInfo, Progress, Result, TimerDue
+from natsflow.events.model import (
     TERMINAL_STEP,
     AnyEvent,
     ExecutionCancelled,
@@ -37,8 +36,9 @@ from events.model import (
     TimerFired,
     TimerStarted,
 )
-from manifests.loader import parse_manifest
-from manifests.schema import RetryPolicy, Step, Workflow
+from natsflow.manifests.decider import backoff, base_name, decide, react
+from natsflow.manifests.loader import parse_manifest
+from natsflow.manifests.schema import RetryPolicy, Step, Workflow
 from tests.unit.strategies import Run, dag_workflows, next_message
 
 SETTINGS = settings(max_examples=150, deadline=None)

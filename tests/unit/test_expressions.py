@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.errors import ExpressionError
-from manifests.expressions import (
+from natsflow.events.errors import ExpressionError
+from natsflow.manifests.expressions import (
     evaluate,
     is_template,
     parse_check,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors.mailbox import Mailbox
+from natsflow.actors.mailbox import Mailbox
 
 
 async def test_fifo_bounded_and_back_pressure() -> None:

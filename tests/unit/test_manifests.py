@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.errors import ManifestError
-from manifests.loader import (
+from natsflow.events.errors import ManifestError
+from natsflow.manifests.loader import (
     decode_workflow,
     encode_workflow,
     format_duration,
@@ -22,7 +22,7 @@ from manifests.loader import (
     parse_duration,
     parse_manifest,
 )
-from manifests.schema import Workflow
+from natsflow.manifests.schema import Workflow
 
 EXAMPLES_DIR = Path(__file__).parents[2] / "manifests" / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))

@@ -18,12 +18,17 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
-from events.errors import ConcurrencyConflict
-from events.fold import fold
-from events.model import INITIAL, AnyEvent, ExecutionState
-from service.publisher import Publisher, PublishError
-from service.topology import ARCHIVE_STREAM, EVENTS_STREAM, events_subject, snapshot_subject
+from natsflow.actors.jetstream.publisher import Publisher, PublishError
+from natsflow.actors.jetstream.topology import (
+    ARCHIVE_STREAM,
+    EVENTS_STREAM,
+    events_subject,
+    snapshot_subject,
+)
+from natsflow.events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
+from natsflow.events.errors import ConcurrencyConflict
+from natsflow.events.fold import fold
+from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
 
 WRONG_LAST_SEQUENCE = 10071
 PUBLISH_TIMEOUT = 10.0

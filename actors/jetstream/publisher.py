@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from events.errors import NatsflowError
+from natsflow.events.errors import NatsflowError
 
 ACK_TIMEOUT = 10.0
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from events.errors import ExpressionError
-from events.fold import evolve, fold
-from events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
-from events.model import (
+from natsflow.events.errors import ExpressionError
+from natsflow.events.fold import evolve, fold
+from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
+from natsflow.events.model import (
     TERMINAL_STEP,
     AnyEvent,
     ExecutionCancelled,
@@ -32,9 +32,9 @@ from events.model import (
     TimerFired,
     TimerStarted,
 )
-from manifests.expressions import evaluate, render
-from manifests.loader import parse_duration
-from manifests.schema import RetryPolicy, Step, Workflow
+from natsflow.manifests.expressions import evaluate, render
+from natsflow.manifests.loader import parse_duration
+from natsflow.manifests.schema import RetryPolicy, Step, Workflow
 
 
 def base_name(key: str) -> str:

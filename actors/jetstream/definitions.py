@@ -16,10 +16,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from events.errors import NotFound
-from manifests.loader import manifest_version
-from manifests.schema import Deployed, Workflow
-from service.topology import WORKFLOWS_BUCKET
+from natsflow.actors.jetstream.topology import WORKFLOWS_BUCKET
+from natsflow.events.errors import NotFound
+from natsflow.manifests.loader import manifest_version
+from natsflow.manifests.schema import Deployed, Workflow
 
 
 class Definitions:
