@@ -81,3 +81,35 @@ class SnapshotSchemaError(NatsflowError):
         super().__init__(f"execution {execution}: snapshot schema v{version}: {reason}")
         self.execution = execution
         self.version = version
+
+
+class Conflict(NatsflowError):
+    """The request contradicts the current state (cancel a finished execution, ...): 409."""
+
+
+class Unavailable(NatsflowError):
+    """NATS is unreachable or did not answer in time: retry later (503).
+
+    Raised by the JetStream adapter, the only code that sees NATS's own errors.
+    """
+
+
+class NondeterminismError(NatsflowError):
+    """Replaying a recorded history with this code decided something else.
+
+    ``expected`` is what the code decides now, ``recorded`` what the history
+    holds, at ``step`` of ``execution`` (``position`` counts decisions from 0).
+    """
+
+    def __init__(
+        self, execution: str, step: str | None, expected: str, recorded: str, position: int
+    ) -> None:
+        super().__init__(
+            f"execution {execution}: nondeterminism at decision {position}"
+            f" (step {step or '-'}): the code decides {expected}, the history recorded {recorded}"
+        )
+        self.execution = execution
+        self.step = step
+        self.expected = expected
+        self.recorded = recorded
+        self.position = position
