@@ -24,7 +24,7 @@ async def eventually(
     failure is raised as an ``AssertionError`` that says how long was waited.
     """
     last: BaseException | None = None
-    not_yet = (AssertionError, *ignoring)
+    not_yet: tuple[type[BaseException], ...] = (AssertionError, *ignoring)
     with anyio.move_on_after(within):
         while True:
             try:
