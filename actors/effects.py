@@ -11,8 +11,6 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-import msgspec
-
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import (
     EXECUTIONS_BUCKET,
@@ -31,32 +29,7 @@ from natsflow.events.model import (
     StepScheduled,
     TimerStarted,
 )
-
-
-class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The row ``ls`` shows, kept in the KV bucket ``natsflow_executions``."""
-
-    execution_id: str
-    workflow: str
-    version: str
-    status: str
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: str | None = None
-    failed_step: str | None = None
-
-
-def summary_of(state: ExecutionState) -> ExecutionSummary:
-    return ExecutionSummary(
-        execution_id=state.execution_id,
-        workflow=state.workflow,
-        version=state.version,
-        status=state.status,
-        started_at=state.started_at,
-        finished_at=state.finished_at,
-        error=state.error,
-        failed_step=state.failed_step,
-    )
+from natsflow.events.views import summary_of
 
 
 def _rfc3339(ts: float) -> str:

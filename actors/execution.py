@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from natsflow.actors.deadletter import dead_letter
+from natsflow.actors.deciders import Deciders
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
@@ -33,10 +34,8 @@ from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, ex
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound
-from natsflow.events.fold import fold
 from natsflow.events.messages import AnyInbox, Start, inbox_decoder
 from natsflow.events.model import INITIAL, ExecutionState
-from natsflow.manifests.decider import react
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +138,13 @@ class ExecutionActor:
             state = self._state
             assert state is not None
             if isinstance(message, Start) and state.status == "pending":
-                workflow = await system.definitions.get(message.workflow, message.version)
+                decider = await system.deciders.get(message.workflow, message.version)
             elif state.status == "pending":
                 return  # nothing started here: a stray message for an unknown execution
             else:
-                workflow = await system.definitions.get(state.workflow, state.version)
-            events = react(state, workflow, message, time.time())
+                decider = await system.deciders.get(state.workflow, state.version)
+            decision = decider.react(state, message, time.time())
+            events = decision.events
             if not events and not fresh:
                 # A cached state may be stale (another instance appended since): a result
                 # it does not expect must not be acked and dropped before a re-read.
@@ -164,7 +164,7 @@ class ExecutionActor:
                 await self._activate()
                 continue
             system.metrics.decisions.inc()
-            new_state = fold(events, state)
+            new_state = decision.state
             self._state, self._last_seq = new_state, seq
             self._since_snapshot += len(events)
             await system.effects.publish(state, new_state, events)
@@ -218,6 +218,7 @@ class Executor:
         self.nc = nc
         self.js = js
         self.definitions = definitions
+        self.deciders = Deciders(definitions)
         self.metrics = metrics
         self.publisher = publisher or Publisher(nc)
         self.store = EventStore(nc, js, self.publisher)

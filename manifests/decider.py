@@ -1,9 +1,10 @@
-"""The decision function: what an execution does next, as a pure function.
+"""The manifest decider: what a DAG execution does next, as a pure function.
 
-``react(state, workflow, message, now)`` turns one inbox message into the
-events to append: the message's own facts (a result, a timer) followed by the
-decisions they unlock. ``decide(state, workflow, now)`` gives the decisions
-alone. Time comes in as an argument; nothing here does I/O.
+``ManifestDecider(workflow).react(state, message, now)`` turns one inbox
+message into a ``Decision``: the events to append (the message's own facts, a
+result or a timer, followed by the decisions they unlock) and the state after
+them, folded once as the decisions are made. Time comes in as an argument;
+nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from natsflow.events.decider import Decision
 from natsflow.events.errors import ExpressionError
 from natsflow.events.fold import evolve, fold
 from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
@@ -93,19 +95,30 @@ class _Scope:
         return scope
 
 
-def react(
-    state: ExecutionState, workflow: Workflow, message: AnyInbox, now: float
-) -> tuple[AnyEvent, ...]:
-    """Events for one inbox message: its facts, then the decisions they unlock.
+class ManifestDecider:
+    """The decider of one manifest workflow version (see ``natsflow.events.decider``)."""
+
+    __slots__ = ("workflow",)
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+
+    def react(self, state: ExecutionState, message: AnyInbox, now: float) -> Decision:
+        return react(state, self.workflow, message, now)
+
+
+def react(state: ExecutionState, workflow: Workflow, message: AnyInbox, now: float) -> Decision:
+    """Events for one inbox message (its facts, then the decisions they unlock), and the
+    state after them.
 
     A message that changes nothing (a duplicate, a stale attempt's result, a
     message for a finished execution) gives no events.
     """
     facts = _facts(state, workflow, message, now)
     if not facts:
-        return ()
-    after = fold(facts, state)
-    return (*facts, *decide(after, workflow, now))
+        return Decision((), state)
+    decision = decide(fold(facts, state), workflow, now)
+    return Decision((*facts, *decision.events), decision.state)
 
 
 def _facts(
@@ -263,8 +276,8 @@ def _final_failure(
     )
 
 
-def decide(state: ExecutionState, workflow: Workflow, now: float) -> tuple[AnyEvent, ...]:
-    """Every decision the state allows now, until nothing more follows."""
+def decide(state: ExecutionState, workflow: Workflow, now: float) -> Decision:
+    """Every decision the state allows now, until nothing more follows, and the state after."""
     out: list[AnyEvent] = []
     # Each round settles at least one step, so the bound is never reached in practice.
     # It is recomputed each round: a fan-out adds steps (a chain of skipped items
@@ -280,7 +293,7 @@ def decide(state: ExecutionState, workflow: Workflow, now: float) -> tuple[AnyEv
         out.extend(round_events)
         if all(type(event) in _UNLOCKS_NOTHING for event in round_events):
             break  # dispatches and timers change no step's outcome: no further round can act
-    return tuple(out)
+    return Decision(tuple(out), state)
 
 
 _UNLOCKS_NOTHING = (StepScheduled, TimerStarted)

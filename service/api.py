@@ -14,7 +14,6 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
-from natsflow.actors.effects import ExecutionSummary
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.store import EventStore
@@ -27,6 +26,7 @@ from natsflow.actors.jetstream.topology import (
 from natsflow.events.errors import InputError, NatsflowError, NotFound
 from natsflow.events.messages import Cancel, Start, json_encoder
 from natsflow.events.model import ExecutionState, StepState
+from natsflow.events.views import ExecutionSummary
 from natsflow.manifests.expressions import render
 from natsflow.manifests.loader import parse_manifest
 

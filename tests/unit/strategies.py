@@ -315,8 +315,11 @@ class Run:
     def apply(self, message: AnyInbox) -> tuple[AnyEvent, ...]:
         """React to ``message`` at ``now``, fold, and track the tasks and timers it gave."""
         self.messages += 1
-        events = react(self.state, self.workflow, message, self.now)
-        self.state = fold(events, self.state)
+        decision = react(self.state, self.workflow, message, self.now)
+        events = decision.events
+        # The decider folds as it decides: its state must be the fold of its events.
+        assert decision.state == fold(events, self.state)
+        self.state = decision.state
         if events:
             self.batches.append(events)
         for event in events:

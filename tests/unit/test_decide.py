@@ -196,7 +196,7 @@ def check_final(run: Run, *, cancelled: bool = False) -> None:
     """The run ended, nothing is left to decide, and the step statuses add up."""
     s, wf = run.state, run.workflow
     assert s.status in (("cancelled",) if cancelled else ("completed", "failed"))
-    assert decide(s, wf, run.now) == ()
+    assert decide(s, wf, run.now).events == ()
     assert not run.tasks
     assert not run.timers
     if s.status == "failed":
@@ -285,9 +285,9 @@ def check_message(
     wf, after = run.workflow, run.state
     assert decode_batch(encode_batch(events)) == events
     # idempotent: the same message again, right after, changes nothing
-    assert react(after, wf, message, run.now) == (), f"re-delivered {message!r}"
+    assert react(after, wf, message, run.now).events == (), f"re-delivered {message!r}"
     # react already took every decision the new state allows
-    assert decide(after, wf, run.now) == ()
+    assert decide(after, wf, run.now).events == ()
     running = before.status == "running"
     if run.last_kind == "stale":
         assert events == (), f"stale {message!r} gave {events!r}"
@@ -686,7 +686,7 @@ def test_cancel_ends_the_execution_and_later_results_are_ignored() -> None:
     assert fire(run, "a") == ()
     assert run.apply(Progress(step="b", attempt=1, message="50%")) == ()
     assert run.apply(Cancel()) == ()
-    assert decide(run.state, wf, run.now) == ()
+    assert decide(run.state, wf, run.now).events == ()
 
 
 def test_progress_is_recorded_once() -> None:
