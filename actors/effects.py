@@ -1,17 +1,21 @@
-"""What an appended batch makes happen outside: tasks, durable timers, summaries.
+"""Carrying out commands: tasks, durable timers and summaries, pipelined.
 
-Every effect is derived from events already appended, and every publish
-carries a ``Nats-Msg-Id`` derived from the event, so publishing the same
-effect twice (after a crash, on redelivery) stores it once.
+Commands come from pure code (``natsflow.events.commands``), from a fresh
+decision or from the state when a message is redelivered; this is the one
+place they turn into messages, in one ``match``. Every publish carries a
+``Nats-Msg-Id`` derived from the command (or is a KV put), so carrying out the
+same command twice (after a crash, on redelivery) stores it once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from typing import Any
+from typing import assert_never
+
+from nats.js import JetStreamContext
 
 from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.timers import cancel_timer, schedule_headers
 from natsflow.actors.jetstream.topology import (
     EXECUTIONS_BUCKET,
     inbox_subject,
@@ -19,6 +23,13 @@ from natsflow.actors.jetstream.topology import (
     timer_subject,
 )
 from natsflow.actors.metrics import Metrics
+from natsflow.events.commands import (
+    AnyCommand,
+    CancelTimer,
+    DispatchTask,
+    StartTimer,
+    WriteSummary,
+)
 from natsflow.events.messages import Task, TimerDue, idempotency_key, json_encoder
 from natsflow.events.model import (
     TERMINAL_EXECUTION,
@@ -27,117 +38,78 @@ from natsflow.events.model import (
     StepAttemptFailed,
     StepCompleted,
     StepScheduled,
-    TimerStarted,
 )
-from natsflow.events.views import summary_of
-
-
-def _rfc3339(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Effects:
-    """Publishes effects pipelined: all sent, then all acks awaited together."""
+    """Carries out commands: every message sent first, then all acks awaited together."""
 
-    def __init__(self, publisher: Publisher, metrics: Metrics) -> None:
+    def __init__(self, publisher: Publisher, js: JetStreamContext, metrics: Metrics) -> None:
         self._publisher = publisher
+        self._js = js
         self._metrics = metrics
 
-    async def publish(
-        self,
-        before: ExecutionState,
-        after: ExecutionState,
-        events: tuple[AnyEvent, ...],
-    ) -> None:
+    async def carry_out(self, commands: tuple[AnyCommand, ...]) -> None:
         pending: list[asyncio.Future[int]] = []
-        execution = after.execution_id
-        for event in events:
-            if isinstance(event, StepScheduled):
-                pending.append(
-                    await self._task(
-                        execution,
-                        event.step,
-                        event.attempt,
-                        event.iteration,
-                        event.action,
-                        event.input,
-                        event.timeout,
-                    )
-                )
-                self._metrics.child(self._metrics.steps_dispatched, event.action).inc()
-            elif isinstance(event, TimerStarted):
-                pending.append(await self._timer(execution, event.timer_id, event.step, event.due))
-            elif isinstance(event, StepCompleted | StepAttemptFailed):
-                self._count_attempt(after, event)
-        if before.status != after.status:
-            pending.append(await self._summary(after))
-            self._count_execution(before, after)
+        cancels: list[CancelTimer] = []
+        for command in commands:
+            match command:
+                case DispatchTask():
+                    pending.append(await self._task(command))
+                case StartTimer():
+                    pending.append(await self._timer(command))
+                case CancelTimer():
+                    cancels.append(command)  # after the acks: a timer set in this batch is stored
+                case WriteSummary():
+                    pending.append(await self._summary(command))
+                case _:
+                    assert_never(command)
         await self._publisher.wait(pending)
+        for cancel in cancels:
+            await cancel_timer(self._js, cancel.execution_id, cancel.timer_id)
 
-    async def republish(self, state: ExecutionState) -> None:
-        """Re-send what may have been lost in a crash between append and publish."""
-        pending: list[asyncio.Future[int]] = []
-        execution = state.execution_id
-        for key, step in state.steps.items():
-            if step.status == "scheduled":
-                pending.append(
-                    await self._task(
-                        execution,
-                        key,
-                        step.attempt,
-                        step.iteration,
-                        step.action,
-                        step.input,
-                        step.timeout,
-                    )
-                )
-            elif step.status == "waiting" and step.timer_id and step.due is not None:
-                pending.append(await self._timer(execution, step.timer_id, key, step.due))
-        pending.append(await self._summary(state))
-        await self._publisher.wait(pending)
-
-    async def _task(
-        self,
-        execution: str,
-        step: str,
-        attempt: int,
-        iteration: int,
-        action: str,
-        params: Any,
-        step_timeout: float | None,
-    ) -> asyncio.Future[int]:
-        key = idempotency_key(execution, step, attempt, iteration)
+    async def _task(self, command: DispatchTask) -> asyncio.Future[int]:
+        execution = command.execution_id
+        key = idempotency_key(execution, command.step, command.attempt, command.iteration)
         task = Task(
             execution_id=execution,
-            step=step,
-            attempt=attempt,
-            iteration=iteration,
-            action=action,
-            input=params,
-            timeout=step_timeout,
+            step=command.step,
+            attempt=command.attempt,
+            iteration=command.iteration,
+            action=command.action,
+            input=command.input,
+            timeout=command.timeout,
             idempotency_key=key,
             reply_to=inbox_subject(execution),
         )
         return await self._publisher.send(
-            task_subject(action), json_encoder.encode(task), {"Nats-Msg-Id": key}
+            task_subject(command.action), json_encoder.encode(task), {"Nats-Msg-Id": key}
         )
 
-    async def _timer(
-        self, execution: str, timer: str, step: str, due: float
-    ) -> asyncio.Future[int]:
-        headers = {
-            "Nats-Schedule": f"@at {_rfc3339(due)}",
-            "Nats-Schedule-Target": inbox_subject(execution),
-            "Nats-Msg-Id": f"timer:{execution}:{timer}",
-        }
-        body = json_encoder.encode(TimerDue(timer_id=timer, step=step))
+    async def _timer(self, command: StartTimer) -> asyncio.Future[int]:
+        execution, timer = command.execution_id, command.timer_id
+        body = json_encoder.encode(TimerDue(timer_id=timer, step=command.step))
+        headers = schedule_headers(execution, timer, command.due)
         return await self._publisher.send(timer_subject(execution, timer), body, headers)
 
-    async def _summary(self, state: ExecutionState) -> asyncio.Future[int]:
-        summary = summary_of(state)
+    async def _summary(self, command: WriteSummary) -> asyncio.Future[int]:
         return await self._publisher.send(
-            f"$KV.{EXECUTIONS_BUCKET}.{state.execution_id}", json_encoder.encode(summary)
+            f"$KV.{EXECUTIONS_BUCKET}.{command.execution_id}",
+            json_encoder.encode(command.summary),
         )
+
+    def count(
+        self, before: ExecutionState, after: ExecutionState, events: tuple[AnyEvent, ...]
+    ) -> None:
+        """Metrics of a fresh decision: dispatches, attempt outcomes, executions."""
+        metrics = self._metrics
+        for event in events:
+            if isinstance(event, StepScheduled):
+                metrics.child(metrics.steps_dispatched, event.action).inc()
+            elif isinstance(event, StepCompleted | StepAttemptFailed):
+                self._count_attempt(after, event)
+        if before.status != after.status:
+            self._count_execution(before, after)
 
     def _count_attempt(
         self, state: ExecutionState, event: StepCompleted | StepAttemptFailed

@@ -1,11 +1,12 @@
 """Execution actors: one per active execution, fed by one shared durable consumer.
 
-Handling one inbox message is: receive -> react (evolve + decide, pure) ->
-append the batch with a compare-and-set -> publish its effects (tasks, timers,
-the execution's summary) with their acks awaited together -> ack the message.
-A crash anywhere before the ack redelivers the message; the actor then finds
-nothing new to append and re-publishes the effects still pending, which carry
-``Nats-Msg-Id`` so the server drops the copies.
+Handling one inbox message is: receive -> decide (the workflow's ``Decider``,
+pure: the events and the state after them) -> append the batch with a
+compare-and-set -> carry out its commands (tasks, timers, the execution's
+summary; pure ``commands_for``) with their acks awaited together -> ack the
+message. A crash anywhere before the ack redelivers the message; the actor then
+finds nothing new to append and carries out ``pending_commands(state)`` again,
+which carry ``Nats-Msg-Id`` so the server drops the copies.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
+from natsflow.events.commands import commands_for, pending_commands
 from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound
 from natsflow.events.messages import AnyInbox, Start, inbox_decoder
 from natsflow.events.model import INITIAL, ExecutionState
@@ -153,7 +155,7 @@ class ExecutionActor:
                 continue
             if not events:
                 if redelivered:
-                    await system.effects.republish(state)
+                    await system.effects.carry_out(pending_commands(state))
                 return
             try:
                 started = time.perf_counter()
@@ -167,7 +169,8 @@ class ExecutionActor:
             new_state = decision.state
             self._state, self._last_seq = new_state, seq
             self._since_snapshot += len(events)
-            await system.effects.publish(state, new_state, events)
+            system.effects.count(state, new_state, events)
+            await system.effects.carry_out(commands_for(state, new_state, events))
             return
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
@@ -222,7 +225,7 @@ class Executor:
         self.metrics = metrics
         self.publisher = publisher or Publisher(nc)
         self.store = EventStore(nc, js, self.publisher)
-        self.effects = Effects(self.publisher, metrics)
+        self.effects = Effects(self.publisher, js, metrics)
         self.idle_timeout = idle_timeout
         self.max_active = max_active
         self.snapshot_every = snapshot_every

@@ -1,0 +1,169 @@
+"""Effects as data: what a decision needs done outside, derived by pure code.
+
+The actor carries commands out with one ``match`` (``natsflow.actors.effects``),
+so a command nobody carries out is a type error. They come from two places:
+
+- ``commands_for(before, after, events)``: a fresh decision's effects;
+- ``pending_commands(state)``: everything a decided state may still need,
+  re-sent when a message is redelivered after a crash between the append and
+  the effects. Every command is idempotent where it is carried out (tasks and
+  timers carry a ``Nats-Msg-Id``, a summary is a KV put, a cancelled timer
+  stays cancelled), so sending one twice does no harm.
+
+Subjects are not known here (they belong to the JetStream adapter): commands
+name the execution, step and timer, and the actor turns them into messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_never
+
+import msgspec
+
+from natsflow.events.model import (
+    TERMINAL_EXECUTION,
+    AnyEvent,
+    Attempt,
+    Count,
+    ExecutionCancelled,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionState,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFannedOut,
+    StepProgressed,
+    StepScheduled,
+    StepSkipped,
+    TimerFired,
+    TimerStarted,
+)
+from natsflow.events.views import ExecutionSummary, summary_of
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="command"):
+    """Base of every command; all name the execution they act for."""
+
+    execution_id: str
+
+
+class DispatchTask(Command, frozen=True, tag="dispatch_task"):
+    """Send one attempt of a step to the workers of ``action``."""
+
+    step: str
+    attempt: Attempt
+    action: str
+    iteration: Count = 0
+    input: Any = None
+    timeout: float | None = None
+
+
+class StartTimer(Command, frozen=True, tag="start_timer"):
+    """Schedule a durable wake-up (a message schedule) into the execution's inbox."""
+
+    timer_id: str
+    step: str
+    due: float
+
+
+class CancelTimer(Command, frozen=True, tag="cancel_timer"):
+    """Drop a scheduled wake-up nobody waits for any more (the execution ended)."""
+
+    timer_id: str
+
+
+class WriteSummary(Command, frozen=True, tag="write_summary"):
+    """Store the execution's ``ls`` row."""
+
+    summary: ExecutionSummary
+
+
+AnyCommand = DispatchTask | StartTimer | CancelTimer | WriteSummary
+
+
+def commands_for(
+    before: ExecutionState, after: ExecutionState, events: tuple[AnyEvent, ...]
+) -> tuple[AnyCommand, ...]:
+    """The effects of appending ``events``, which took ``before`` to ``after``."""
+    out: list[AnyCommand] = []
+    execution = after.execution_id
+    for event in events:
+        match event:
+            case StepScheduled():
+                out.append(
+                    DispatchTask(
+                        execution_id=execution,
+                        step=event.step,
+                        attempt=event.attempt,
+                        iteration=event.iteration,
+                        action=event.action,
+                        input=event.input,
+                        timeout=event.timeout,
+                    )
+                )
+            case TimerStarted():
+                out.append(
+                    StartTimer(
+                        execution_id=execution,
+                        timer_id=event.timer_id,
+                        step=event.step,
+                        due=event.due,
+                    )
+                )
+            case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
+                out.extend(_cancel_timers(after))
+            case (
+                ExecutionStarted()
+                | StepProgressed()
+                | StepCompleted()
+                | StepAttemptFailed()
+                | StepSkipped()
+                | StepFannedOut()
+                | TimerFired()
+            ):
+                pass  # facts and outcomes: nothing to do outside beyond the summary below
+            case _:
+                assert_never(event)
+    if before.status != after.status:
+        out.append(WriteSummary(execution_id=execution, summary=summary_of(after)))
+    return tuple(out)
+
+
+def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
+    """Everything ``state`` may still need done outside: tasks out, timers set, its summary."""
+    out: list[AnyCommand] = []
+    execution = state.execution_id
+    if state.status in TERMINAL_EXECUTION:
+        out.extend(_cancel_timers(state))
+    elif state.status == "running":
+        for key, step in state.steps.items():
+            if step.status == "scheduled":
+                out.append(
+                    DispatchTask(
+                        execution_id=execution,
+                        step=key,
+                        attempt=step.attempt,
+                        iteration=step.iteration,
+                        action=step.action,
+                        input=step.input,
+                        timeout=step.timeout,
+                    )
+                )
+            elif step.status == "waiting" and step.timer_id and step.due is not None:
+                out.append(
+                    StartTimer(
+                        execution_id=execution, timer_id=step.timer_id, step=key, due=step.due
+                    )
+                )
+    if state.status != "pending":
+        out.append(WriteSummary(execution_id=execution, summary=summary_of(state)))
+    return tuple(out)
+
+
+def _cancel_timers(state: ExecutionState) -> list[AnyCommand]:
+    return [
+        CancelTimer(execution_id=state.execution_id, timer_id=step.timer_id)
+        for step in state.steps.values()
+        if step.status == "waiting" and step.timer_id
+    ]

@@ -1,0 +1,1 @@
+"""Golden histories of the example workflows (see ``tests.histories.golden``)."""

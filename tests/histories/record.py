@@ -1,0 +1,261 @@
+"""Record the golden histories of the example workflows.
+
+    .venv/bin/python -m tests.histories.record            # (re)write tests/histories/*.json
+    .venv/bin/python -m tests.histories.record --check    # exit 1 if a file would change
+    .venv/bin/python -m tests.histories.record dag        # only some workflows
+
+Each example manifest (``manifests/examples/*.yaml``) runs once in a simulated
+actor: the real ``ManifestDecider`` decides, on a simulated clock that starts
+at ``T0`` and moves only from one delivery to the next, and the commands of
+each decision (``natsflow.events.commands``) are carried out as the actor
+would: a task runs the REAL built-in action (``noop``, ``shell`` as a child
+process, ``python`` with the examples' callables from
+``natsflow.actors.examples``) and its result comes back ``DURATIONS[action]``
+later; a timer's ``TimerDue`` comes back at its due time; a cancelled timer
+never fires. Every message goes through its JSON codec first, as from the wire.
+
+Some deliveries change nothing, so that replay covers them too: the first
+task's result arrives twice, so do its progress report (the examples print no
+``[PROGRESS]`` lines, so it is the one a worker may send) and the first timer
+that fires; a retried attempt's result comes again after its retry has
+started; once the execution has ended, its ``Start`` comes again and a
+``Cancel`` comes too late.
+
+The same code records the same bytes (``--check`` proves it). Re-record only
+when the decisions are meant to change (an example changed, a new decision
+rule) and say so in the commit: a history that no longer replays is what
+these files are for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, assert_never
+
+import anyio
+import msgspec
+from msgspec.structs import replace
+
+from natsflow.actors import examples
+from natsflow.actors.actions import ActionContext, ActionRegistry, builtin_registry
+from natsflow.events.commands import (
+    CancelTimer,
+    DispatchTask,
+    StartTimer,
+    WriteSummary,
+    commands_for,
+)
+from natsflow.events.errors import StepError
+from natsflow.events.messages import (
+    AnyInbox,
+    Cancel,
+    ErrorInfo,
+    Progress,
+    Result,
+    Start,
+    TimerDue,
+    idempotency_key,
+    inbox_decoder,
+    json_encoder,
+)
+from natsflow.events.model import INITIAL, TERMINAL_EXECUTION, TimerStarted
+from natsflow.events.replay import RecordedDecision, replay
+from natsflow.manifests.decider import ManifestDecider
+from natsflow.manifests.loader import encode_workflow, load_manifest, manifest_version
+from natsflow.manifests.schema import Workflow
+from tests.histories.golden import EXAMPLES, FORMAT, History, encode, path_of
+
+T0 = 1767225600.0  # 2026-01-01T00:00:00Z: a fixed clock, so every run records the same file
+# The input each example is started with.
+INPUTS: dict[str, Any] = {
+    "hello": {"name": "Ada"},
+    "dag": {},
+    "paginate": {"pages": 3},
+    "sync-orchestrator": {},
+}
+# How long an attempt takes on the simulated clock, by action.
+DURATIONS = {"noop": 0.01, "python": 0.05, "shell": 0.25}
+# The gap between a delivery and its repeat, and before the late ones after the end.
+AGAIN = 0.001
+LATE = 1.0
+
+
+class Simulation:
+    """One execution: the decider, its agenda of deliveries, and what it decided."""
+
+    def __init__(self, workflow: Workflow, registry: ActionRegistry, execution_id: str) -> None:
+        self.decider = ManifestDecider(workflow)
+        self.registry = registry
+        self.state = replace(INITIAL, execution_id=execution_id)
+        self.decisions: list[RecordedDecision] = []
+        self._agenda: list[tuple[float, int, AnyInbox]] = []
+        self._sequence = 0
+        self._cancelled: set[str] = set()
+        self._repeated: set[str] = set()  # which no-op deliveries were added already
+
+    def deliver(self, at: float, message: AnyInbox) -> None:
+        self._sequence += 1  # ties go in the order they were sent
+        heapq.heappush(self._agenda, (at, self._sequence, message))
+
+    async def run(self, start: Start) -> None:
+        self.deliver(T0, start)
+        while self._agenda:
+            now, _, message = heapq.heappop(self._agenda)
+            if isinstance(message, TimerDue) and message.timer_id in self._cancelled:
+                continue
+            await self._handle(now, message)
+
+    async def _handle(self, now: float, sent: AnyInbox) -> None:
+        message = inbox_decoder.decode(json_encoder.encode(sent))  # as it comes off the wire
+        before = self.state
+        decision = self.decider.react(before, message, now)
+        self.decisions.append(RecordedDecision(message=message, now=now, events=decision.events))
+        self.state = decision.state
+        for command in commands_for(before, decision.state, decision.events):
+            match command:
+                case DispatchTask():
+                    await self._dispatch(now, command)
+                case StartTimer():
+                    self.deliver(
+                        command.due, TimerDue(timer_id=command.timer_id, step=command.step)
+                    )
+                case CancelTimer():
+                    self._cancelled.add(command.timer_id)
+                case WriteSummary():
+                    pass  # the ls row: nothing the execution hears back
+                case _:
+                    assert_never(command)
+        self._repeat(now, message, decision.events != (), before.status)
+
+    def _once(self, what: str) -> bool:
+        first = what not in self._repeated
+        self._repeated.add(what)
+        return first
+
+    def _repeat(self, now: float, message: AnyInbox, changed: bool, before: str) -> None:
+        """Schedule the deliveries that change nothing (see the module docstring)."""
+        match message:
+            case Result() if changed and self._once("result"):
+                self.deliver(now + AGAIN, message)
+            case TimerDue() if changed and self._once("timer"):
+                self.deliver(now + AGAIN, message)
+            case Progress() if changed and self._once("progress"):
+                self.deliver(now + AGAIN, message)
+        if isinstance(message, Result) and not message.ok and self._once("failed result"):
+            retry = [e for e in self.decisions[-1].events if isinstance(e, TimerStarted)]
+            if retry:  # once the retry's next attempt is out, this one is stale
+                self.deliver(retry[0].due + AGAIN, message)
+        if before not in TERMINAL_EXECUTION and self.state.status in TERMINAL_EXECUTION:
+            start = self.decisions[0].message
+            self.deliver(now + LATE, start)
+            self.deliver(now + 2 * LATE, Cancel(reason="too late: it has ended"))
+
+    async def _dispatch(self, now: float, task: DispatchTask) -> None:
+        reports: list[str] = []
+
+        async def report_progress(text: str) -> None:
+            reports.append(text)
+
+        if self._once("task"):
+            reports.append(f"working on {task.step}")
+        result = await attempt(self.registry, task, report_progress)
+        took = DURATIONS.get(task.action, 0.1)
+        for text in reports:
+            progress = Progress(
+                step=task.step, attempt=task.attempt, iteration=task.iteration, message=text
+            )
+            self.deliver(now + took / 2, progress)
+        self.deliver(now + took, result)
+
+
+async def attempt(
+    registry: ActionRegistry, task: DispatchTask, report_progress: Callable[[str], Awaitable[None]]
+) -> Result:
+    """Run one attempt with the real action, every failure as a Result (as a worker does)."""
+    ctx = ActionContext(
+        execution_id=task.execution_id,
+        step=task.step,
+        attempt=task.attempt,
+        idempotency_key=idempotency_key(task.execution_id, task.step, task.attempt, task.iteration),
+        report_progress=report_progress,
+    )
+    params: dict[str, Any] = task.input if isinstance(task.input, dict) else {}
+    error: ErrorInfo
+    try:
+        action = registry.get(task.action)
+        with anyio.fail_after(task.timeout):
+            output = await action(ctx, params)
+    except TimeoutError:
+        error = ErrorInfo(message=f"step {task.step} timed out", kind="timeout")
+    except StepError as exc:
+        retry_after = getattr(exc, "retry_after", None)
+        error = ErrorInfo(
+            message=exc.message, kind=exc.kind, retryable=exc.retryable, retry_after=retry_after
+        )
+    else:
+        return Result(
+            step=task.step, attempt=task.attempt, iteration=task.iteration, ok=True, output=output
+        )
+    return Result(
+        step=task.step, attempt=task.attempt, iteration=task.iteration, ok=False, error=error
+    )
+
+
+async def record(workflow: Workflow) -> History:
+    """Run ``workflow`` in a simulation and return its history, checked by a replay."""
+    registry = builtin_registry()
+    examples.register(registry)
+    execution_id = f"{workflow.name}-golden"
+    version = manifest_version(workflow)
+    simulation = Simulation(workflow, registry, execution_id)
+    await simulation.run(
+        Start(workflow=workflow.name, version=version, input=INPUTS.get(workflow.name))
+    )
+    state = simulation.state
+    if state.status != "completed":
+        raise RuntimeError(f"{workflow.name}: the recorded execution ended {state.status}")
+    if replay(simulation.decider, execution_id, simulation.decisions) != state:
+        raise RuntimeError(f"{workflow.name}: the recording does not replay to its own state")
+    return History(
+        format=FORMAT,
+        workflow=workflow.name,
+        version=version,
+        manifest=msgspec.Raw(encode_workflow(workflow)),
+        execution_id=execution_id,
+        decisions=tuple(simulation.decisions),
+        final_state=state,
+    )
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.histories.record", description=__doc__)
+    parser.add_argument("workflows", nargs="*", help="example names (default: all)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 on a change")
+    args = parser.parse_args(argv)
+    manifests = {path.stem: path for path in sorted(EXAMPLES.glob("*.yaml"))}
+    unknown = set(args.workflows) - set(manifests)
+    if unknown:
+        parser.error(
+            f"no example called {', '.join(sorted(unknown))}; known: {', '.join(manifests)}"
+        )
+    changed = 0
+    for name in args.workflows or manifests:
+        history = await record(load_manifest(manifests[name]))
+        path = path_of(history.workflow)
+        data = encode(history)
+        old = path.read_bytes() if path.exists() else None
+        verdict = "unchanged" if old == data else ("new" if old is None else "changed")
+        changed += verdict != "unchanged"
+        print(
+            f"{path.relative_to(EXAMPLES.parents[1])}: {len(history.decisions)} decisions, {verdict}"
+        )
+        if not args.check and verdict != "unchanged":
+            path.write_bytes(data)
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, sys.argv[1:]))
