@@ -50,118 +50,25 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
     state = replace(state, events=state.events + 1, updated_at=event.at)
     match event:
         case ExecutionStarted():
-            return replace(
-                state,
-                execution_id=event.execution_id,
-                workflow=event.workflow,
-                version=event.version,
-                input=event.input,
-                idempotency_key=event.idempotency_key,
-                status="running",
-                started_at=event.at,
-            )
+            return _on_execution_started(state, event)
         case StepScheduled():
-            step = _step(state, event.step)
-            # A new iteration starts a fresh attempt list: memory stays flat in long loops.
-            history = step.attempts if event.iteration == step.iteration else ()
-            return _with_step(
-                state,
-                event.step,
-                replace(
-                    step,
-                    status="scheduled",
-                    action=event.action,
-                    attempt=event.attempt,
-                    iteration=event.iteration,
-                    input=event.input,
-                    timeout=event.timeout,
-                    progress=None,
-                    timer_id=None,
-                    due=None,
-                    started_at=step.started_at if step.started_at is not None else event.at,
-                    attempts=(*history, AttemptRecord(attempt=event.attempt, started_at=event.at)),
-                ),
-            )
+            return _on_step_scheduled(state, event)
         case StepProgressed():
-            step = _step(state, event.step)
-            return _with_step(state, event.step, replace(step, progress=event.message))
+            return _with_step(
+                state, event.step, replace(_step(state, event.step), progress=event.message)
+            )
         case StepCompleted():
-            step = _step(state, event.step)
-            attempts = _close_attempt(step, event.at)
-            if not event.final:
-                return _with_step(
-                    state,
-                    event.step,
-                    replace(step, status="looping", output=event.output, attempts=attempts),
-                )
-            return _with_step(
-                state,
-                event.step,
-                replace(
-                    step,
-                    status="completed",
-                    output=event.output,
-                    error=None,
-                    kind=None,
-                    finished_at=event.at,
-                    attempts=attempts,
-                    started_at=step.started_at if step.started_at is not None else event.at,
-                ),
-            )
+            return _on_step_completed(state, event)
         case StepAttemptFailed():
-            step = _step(state, event.step)
-            attempts = _close_attempt(step, event.at, event.error, event.kind)
-            if event.retry_at is not None:
-                status_fields = {"status": "waiting", "due": event.retry_at}
-            else:
-                status_fields = {"status": "failed", "finished_at": event.at}
-            return _with_step(
-                state,
-                event.step,
-                replace(
-                    step, error=event.error, kind=event.kind, attempts=attempts, **status_fields
-                ),
-            )
+            return _on_step_attempt_failed(state, event)
         case StepSkipped():
-            step = _step(state, event.step)
-            return _with_step(
-                state,
-                event.step,
-                replace(step, status="skipped", error=event.reason, finished_at=event.at),
-            )
+            return _on_step_skipped(state, event)
         case StepFannedOut():
-            parent = replace(
-                _step(state, event.step),
-                status="fanned_out" if event.keys else "completed",
-                output=None if event.keys else [],
-                children=event.keys,
-                started_at=event.at,
-                finished_at=None if event.keys else event.at,
-            )
-            steps = {**state.steps, event.step: parent}
-            for key, item, needs in zip(event.keys, event.items, event.needs, strict=True):
-                steps[key] = StepState(
-                    status="pending", parent=event.step, item=item, item_needs=needs
-                )
-            return replace(state, steps=steps)
+            return _on_step_fanned_out(state, event)
         case TimerStarted():
-            step = _step(state, event.step)
-            return _with_step(
-                state,
-                event.step,
-                replace(
-                    step,
-                    status="waiting",
-                    timer_id=event.timer_id,
-                    due=event.due,
-                    started_at=step.started_at if step.started_at is not None else event.at,
-                ),
-            )
+            return _on_timer_started(state, event)
         case TimerFired():
-            step = _step(state, event.step)
-            if step.timer_id != event.timer_id:
-                return state
-            return _with_step(state, event.step, replace(step, status="ready", timer_id=None))
+            return _on_timer_fired(state, event)
         case ExecutionCompleted():
             return replace(state, status="completed", output=event.output, finished_at=event.at)
         case ExecutionFailed():
@@ -178,6 +85,121 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
             )
         case _:
             assert_never(event)
+
+
+def _on_execution_started(state: ExecutionState, event: ExecutionStarted) -> ExecutionState:
+    return replace(
+        state,
+        execution_id=event.execution_id,
+        workflow=event.workflow,
+        version=event.version,
+        input=event.input,
+        idempotency_key=event.idempotency_key,
+        status="running",
+        started_at=event.at,
+    )
+
+
+def _on_step_scheduled(state: ExecutionState, event: StepScheduled) -> ExecutionState:
+    step = _step(state, event.step)
+    # A new iteration starts a fresh attempt list: memory stays flat in long loops.
+    history = step.attempts if event.iteration == step.iteration else ()
+    return _with_step(
+        state,
+        event.step,
+        replace(
+            step,
+            status="scheduled",
+            action=event.action,
+            attempt=event.attempt,
+            iteration=event.iteration,
+            input=event.input,
+            timeout=event.timeout,
+            progress=None,
+            timer_id=None,
+            due=None,
+            started_at=step.started_at if step.started_at is not None else event.at,
+            attempts=(*history, AttemptRecord(attempt=event.attempt, started_at=event.at)),
+        ),
+    )
+
+
+def _on_step_completed(state: ExecutionState, event: StepCompleted) -> ExecutionState:
+    step = _step(state, event.step)
+    attempts = _close_attempt(step, event.at)
+    if not event.final:
+        return _with_step(
+            state,
+            event.step,
+            replace(step, status="looping", output=event.output, attempts=attempts),
+        )
+    return _with_step(
+        state,
+        event.step,
+        replace(
+            step,
+            status="completed",
+            output=event.output,
+            error=None,
+            kind=None,
+            finished_at=event.at,
+            attempts=attempts,
+            started_at=step.started_at if step.started_at is not None else event.at,
+        ),
+    )
+
+
+def _on_step_attempt_failed(state: ExecutionState, event: StepAttemptFailed) -> ExecutionState:
+    step = _step(state, event.step)
+    attempts = _close_attempt(step, event.at, event.error, event.kind)
+    step = replace(step, error=event.error, kind=event.kind, attempts=attempts)
+    if event.retry_at is not None:
+        return _with_step(state, event.step, replace(step, status="waiting", due=event.retry_at))
+    return _with_step(state, event.step, replace(step, status="failed", finished_at=event.at))
+
+
+def _on_step_skipped(state: ExecutionState, event: StepSkipped) -> ExecutionState:
+    step = replace(
+        _step(state, event.step), status="skipped", error=event.reason, finished_at=event.at
+    )
+    return _with_step(state, event.step, step)
+
+
+def _on_step_fanned_out(state: ExecutionState, event: StepFannedOut) -> ExecutionState:
+    parent = replace(
+        _step(state, event.step),
+        status="fanned_out" if event.keys else "completed",
+        output=None if event.keys else [],
+        children=event.keys,
+        started_at=event.at,
+        finished_at=None if event.keys else event.at,
+    )
+    steps = {**state.steps, event.step: parent}
+    for key, item, needs in zip(event.keys, event.items, event.needs, strict=True):
+        steps[key] = StepState(status="pending", parent=event.step, item=item, item_needs=needs)
+    return replace(state, steps=steps)
+
+
+def _on_timer_started(state: ExecutionState, event: TimerStarted) -> ExecutionState:
+    step = _step(state, event.step)
+    return _with_step(
+        state,
+        event.step,
+        replace(
+            step,
+            status="waiting",
+            timer_id=event.timer_id,
+            due=event.due,
+            started_at=step.started_at if step.started_at is not None else event.at,
+        ),
+    )
+
+
+def _on_timer_fired(state: ExecutionState, event: TimerFired) -> ExecutionState:
+    step = _step(state, event.step)
+    if step.timer_id != event.timer_id:
+        return state
+    return _with_step(state, event.step, replace(step, status="ready", timer_id=None))
 
 
 def fold(events: Iterable[AnyEvent], state: ExecutionState = INITIAL) -> ExecutionState:
