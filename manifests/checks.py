@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, get_args
 
-import orjson
-
-from natsflow.manifests.durations import DURATION_HINT, parse_duration
+from natsflow.manifests.actions import ACTIONS
 from natsflow.manifests.expressions import (
     is_template,
     parse_check,
@@ -21,17 +19,14 @@ from natsflow.manifests.expressions import (
     referenced_steps,
     single_template,
 )
-from natsflow.manifests.schema import BUILTIN_ACTIONS, RetryPolicy, StepName
+from natsflow.manifests.schema import RetryPolicy, StepName
+from natsflow.manifests.structure import Problems, join, show
 
-__all__ = ["check_semantics", "join", "show"]
-
-Problems = list[str]
-Checker = Callable[[Any, str, Problems], Any]
+__all__ = ["check_semantics"]
 
 _DEFAULT_RETRY = RetryPolicy()
 _STEP_NAME = re.compile(get_args(StepName)[1].pattern)
 _SCOPE_ROOTS = ("input", "steps", "item", "loop", "output", "execution")
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 _SUBJECT_TOKEN = re.compile(r"[^\s.*>]+|\*|>")
 _UNAVAILABLE = {
     "item": "item is bound in a for_each step's with, key and needs",
@@ -39,20 +34,6 @@ _UNAVAILABLE = {
     "output": "output is the iteration's output, bound in repeat.until only",
     "steps": "no step has run when it is evaluated",
 }
-
-
-def show(value: Any) -> str:
-    """A short JSON rendering of a manifest value for a problem message."""
-    try:
-        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def join(path: str, key: object) -> str:
-    """``path.key``, or just ``key`` at the top level."""
-    return f"{path}.{key}" if path else str(key)
 
 
 def _names(value: Any) -> list[str]:
@@ -70,8 +51,9 @@ def _get(mapping: Any, key: str) -> Any:
 def check_semantics(doc: dict[str, Any], problems: Problems) -> None:
     """Check references, cycles, actions, ``with`` keys, templates and triggers.
 
-    ``doc`` is the output of the structural pass; literal durations in a sleep
-    step's ``with.duration`` are replaced by seconds in place.
+    ``doc`` is the output of the structural pass; each step's ``with`` is checked
+    against its action's params struct (``manifests.actions``) and replaced in
+    place by its normalized form (literal durations in seconds).
     """
     raw_steps = doc.get("steps")
     steps = (
@@ -209,19 +191,22 @@ def _check_step(
 ) -> None:
     path = join("steps", name)
     action = step.get("action")
-    if isinstance(action, str) and action not in BUILTIN_ACTIONS:
-        expected = ", ".join(BUILTIN_ACTIONS)
+    spec = ACTIONS.get(action) if isinstance(action, str) else None
+    if isinstance(action, str) and spec is None:
+        expected = ", ".join(ACTIONS)
         problems.append(
             f"{path}.action: unknown action {show(action)} (expected one of: {expected})"
         )
     with_ = step.get("with", {})
-    if isinstance(action, str) and action in _WITH and isinstance(with_, dict):
-        step["with"] = _check_with(action, with_, f"{path}.with", problems)
+    if spec is not None and isinstance(with_, dict):
+        step["with"] = spec.check(with_, f"{path}.with", problems, templates=True)
     for_each, repeat = _get(step, "for_each"), _get(step, "repeat")
     if for_each is not None and repeat is not None:
         problems.append(f"{path}: for_each and repeat cannot be combined")
-    if repeat is not None and action == "sleep":
-        problems.append(f"{path}.repeat: a sleep step cannot repeat (use repeat.sleep on the step)")
+    if repeat is not None and spec is not None and spec.runs == "engine":
+        problems.append(
+            f"{path}.repeat: a {action} step cannot repeat (use repeat.sleep on the step)"
+        )
     retry = step.get("retry")
     if isinstance(retry, dict):
         delay = retry.get("delay", _DEFAULT_RETRY.delay)
@@ -302,133 +287,6 @@ def _strings_at(value: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from _strings_at(item, f"{path}[{i}]")
-
-
-# --- per-action ``with`` -----------------------------------------------------
-
-
-def _check_with(
-    action: str, with_: dict[str, Any], path: str, problems: Problems
-) -> dict[str, Any]:
-    """Check ``with`` against the action's keys; return it with durations in seconds."""
-    spec = _WITH[action]
-    out = dict(with_)
-    for key, value in with_.items():
-        if key not in spec:
-            expected = ", ".join(spec)
-            problems.append(
-                f"{join(path, key)}: unknown key for action {show(action)} (expected one of: {expected})"
-            )
-        elif not (isinstance(value, str) and single_template(value) is not None):
-            out[key] = spec[key][1](value, join(path, key), problems)
-    problems.extend(
-        f"{join(path, key)}: required for action {show(action)}"
-        for key, (required, _) in spec.items()
-        if required and key not in with_
-    )
-    if action == "http" and "json" in with_ and "body" in with_:
-        problems.append(f"{path}: use json or body, not both")
-    return out
-
-
-def _any(value: Any, path: str, problems: Problems) -> Any:
-    return value
-
-
-def _str(value: Any, path: str, problems: Problems) -> Any:
-    if not isinstance(value, str) or not value:
-        problems.append(f"{path}: expected a non-empty str, got {show(value)}")
-    return value
-
-
-def _argv(value: Any, path: str, problems: Problems) -> Any:
-    if isinstance(value, str):
-        problems.append(f'{path}: argv must be a list, never a shell string (e.g. ["echo", "hi"])')
-    elif not isinstance(value, list) or not value:
-        problems.append(f"{path}: expected a non-empty list of str, got {show(value)}")
-    else:
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                problems.append(f"{path}[{i}]: expected str, got {show(item)} (quote it)")
-    return value
-
-
-def _str_map(value: Any, path: str, problems: Problems) -> Any:
-    if not isinstance(value, dict):
-        problems.append(f"{path}: expected a mapping of str to str, got {show(value)}")
-        return value
-    for key, item in value.items():
-        if not isinstance(key, str):
-            problems.append(f"{join(path, key)}: keys must be strings, got {show(key)}")
-        elif not isinstance(item, str):
-            problems.append(f"{join(path, key)}: expected str, got {show(item)} (quote it)")
-    return value
-
-
-def _mapping(value: Any, path: str, problems: Problems) -> Any:
-    if not isinstance(value, dict):
-        problems.append(f"{path}: expected a mapping, got {show(value)}")
-    return value
-
-
-def _list(value: Any, path: str, problems: Problems) -> Any:
-    if not isinstance(value, list):
-        problems.append(f"{path}: expected a list, got {show(value)}")
-    return value
-
-
-def _method(value: Any, path: str, problems: Problems) -> Any:
-    if value not in _METHODS:
-        expected = ", ".join(_METHODS)
-        problems.append(f"{path}: expected one of {expected}, got {show(value)}")
-    return value
-
-
-def _status_list(value: Any, path: str, problems: Problems) -> Any:
-    ok = isinstance(value, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in value
-    )
-    if not ok:
-        problems.append(
-            f"{path}: expected a list of HTTP status codes (100-599), got {show(value)}"
-        )
-    return value
-
-
-def _duration(value: Any, path: str, problems: Problems) -> Any:
-    try:
-        return parse_duration(value)
-    except ValueError:
-        problems.append(f"{path}: invalid duration {show(value)} ({DURATION_HINT})")
-        return value
-
-
-# action -> key -> (required, checker). A whole-template value is checked at run time.
-_WITH: dict[str, dict[str, tuple[bool, Checker]]] = {
-    "shell": {
-        "argv": (True, _argv),
-        "env": (False, _str_map),
-        "cwd": (False, _str),
-        "stdin": (False, _any),
-    },
-    "http": {
-        "url": (True, _str),
-        "method": (False, _method),
-        "headers": (False, _str_map),
-        "json": (False, _any),
-        "body": (False, _str),
-        "expect_status": (False, _status_list),
-        "timeout": (False, _duration),
-    },
-    "nats.request": {
-        "subject": (True, _str),
-        "data": (False, _any),
-        "headers": (False, _str_map),
-        "timeout": (False, _duration),
-    },
-    "python": {"function": (True, _str), "args": (False, _mapping)},
-    "sleep": {"duration": (True, _duration)},
-}
 
 
 # --- triggers ----------------------------------------------------------------

@@ -34,8 +34,8 @@ from natsflow.events.model import (
     TimerFired,
     TimerStarted,
 )
+from natsflow.manifests.actions import ACTIONS, SleepParams, runs_in_engine
 from natsflow.manifests.expressions import evaluate, render
-from natsflow.manifests.loader import parse_duration
 from natsflow.manifests.schema import RetryPolicy, Step, Workflow
 
 
@@ -403,13 +403,18 @@ def _begin(
     attempt: int,
     iteration: int,
 ) -> list[AnyEvent]:
-    """Dispatch an attempt, or start the durable timer of a ``sleep`` step."""
+    """Dispatch an attempt, or carry out an engine action (``sleep``: a durable timer)."""
     # The scope is built only when there is something to render.
     params = render(spec.with_, scope.for_step(step, iteration)) if spec.with_ else {}
-    if spec.action == "sleep":
-        seconds = parse_duration(params.get("duration", 0))
-        tid = timer_id(key, "sleep", iteration, attempt)
-        return [TimerStarted(at=now, timer_id=tid, step=key, due=now + seconds, purpose="sleep")]
+    if runs_in_engine(spec.action):
+        # The rendered params are checked as a worker checks its own (ParamsError).
+        match ACTIONS[spec.action].convert(params):
+            case SleepParams(duration=seconds):
+                tid = timer_id(key, "sleep", iteration, attempt)
+                due = now + seconds
+                return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="sleep")]
+            case other:  # pragma: no cover - each engine action has its case above
+                raise AssertionError(f"no engine case for {spec.action}: {other!r}")
     return [
         StepScheduled(
             at=now,
@@ -431,7 +436,7 @@ def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -
 
     try:
         if step.status == "ready":
-            if spec.action == "sleep":
+            if runs_in_engine(spec.action):  # its timer fired
                 return [StepCompleted(at=now, step=key, attempt=0, output=None)]
             last_failed = bool(step.attempts) and step.attempts[-1].error is not None
             if last_failed:

@@ -21,13 +21,15 @@ StepName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
 Seconds = Annotated[float, Meta(ge=0)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 
-BUILTIN_ACTIONS = ("noop", "shell", "http", "nats.request", "python", "sleep")
-# Actions executed by the execution actor itself (durable timers), never by a worker.
-ACTOR_ACTIONS = ("sleep",)
 
+class _Spec(msgspec.Struct, frozen=True, kw_only=True):
+    """Base for manifest parts.
 
-class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base for manifest parts: a typo in a manifest is an error, not ignored."""
+    A typo in a manifest is an error, not ignored: ``manifests.validate``
+    refuses unknown fields by path. The structs themselves decode leniently
+    (no ``forbid_unknown_fields``) because they are also stored (``Deployed``):
+    an older natsflow must read a definition a newer one deployed.
+    """
 
 
 class RetryPolicy(_Spec, frozen=True):
@@ -71,6 +73,8 @@ class Repeat(_Spec, frozen=True):
 class Step(_Spec, frozen=True):
     """One node of the workflow DAG."""
 
+    # A name from the action catalogue (manifests.actions), whose params struct
+    # checks ``with``.
     action: str
     with_: dict[str, Any] = msgspec.field(default_factory=dict, name="with")
     needs: tuple[str, ...] = ()
@@ -104,7 +108,7 @@ class Workflow(_Spec, frozen=True):
 
 
 class Deployed(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored workflow version: the manifest plus its content hash."""
+    """A stored workflow version: the manifest plus its content hash (decoded leniently)."""
 
     name: str
     version: str

@@ -1,8 +1,9 @@
 """Built-in step actions that worker actors run: the I/O edge of natsflow.
 
 An action is ``async def action(ctx: ActionContext, params: dict) -> output``;
-`builtin_registry` wires ``noop``, ``shell``, ``http``, ``nats.request`` and
-``python``. Actions raise `TerminalStepError` when retrying cannot help and
+`builtin_registry` wires the worker actions of the catalogue
+(``natsflow.manifests.actions``, which declares each one's parameters):
+``noop``, ``shell``, ``http``, ``nats.request`` and ``python``. Actions raise `TerminalStepError` when retrying cannot help and
 `RetryableStepError` otherwise, with a short stable ``kind``.
 """
 

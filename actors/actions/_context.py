@@ -1,4 +1,4 @@
-"""What every action receives (`ActionContext`) and the shared parameter check."""
+"""What every action receives (`ActionContext`) and the shared parameter conversion."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
-import msgspec
 from nats.aio.client import Client as NatsClient
 
 from natsflow.events.errors import TerminalStepError
+from natsflow.manifests.actions import ActionSpec, Params, ParamsError
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -55,19 +55,21 @@ Action: TypeAlias = Callable[[ActionContext, dict[str, Any]], Awaitable[Any]]
 #: A callable for the ``python`` action: ``fn(ctx, args)``, sync or async.
 PythonFunction: TypeAlias = Callable[[ActionContext, dict[str, Any]], Any]
 
-_P = TypeVar("_P")
+_P = TypeVar("_P", bound=Params)
 
 
-def convert_params(action: str, params: Mapping[str, Any], spec: type[_P]) -> _P:
-    """Validate ``params`` into ``spec`` (a msgspec Struct), or raise `TerminalStepError`.
+def convert_params(action: ActionSpec[_P], params: Mapping[str, Any]) -> _P:
+    """The step's rendered ``with`` as ``action``'s params struct, or `TerminalStepError`.
 
-    Bad parameters come from the manifest, so retrying cannot fix them; msgspec's
-    message already names the field (``at `$.argv[0]```).
+    The catalogue's own check, as at deploy (durations parsed, cross-field rules),
+    without templates: bad parameters come from the manifest, so retrying cannot
+    fix them. The message names each field and value (``shell: with.stdin:
+    expected str, got {"a":1}``); the kind is ``bad_params``.
     """
     try:
-        return msgspec.convert(params, spec)
-    except msgspec.ValidationError as e:
-        raise TerminalStepError(f"{action}: invalid params: {e}", kind="bad_params") from e
+        return action.convert(params)
+    except ParamsError as e:
+        raise TerminalStepError(str(e), kind="bad_params") from e
 
 
 def with_idempotency_key(headers: Mapping[str, str], key: str) -> dict[str, str]:

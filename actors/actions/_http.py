@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any
+from typing import Any
 
 import aiohttp
 import msgspec
 
 from natsflow.actors.actions._context import ActionContext, convert_params, with_idempotency_key
 from natsflow.events.errors import RetryableStepError, TerminalStepError
+from natsflow.manifests.actions import HTTP
 
 # Statuses worth retrying even though they are 4xx: the server asks to come back.
 _RETRYABLE_4XX = frozenset({408, 429})
@@ -18,21 +19,11 @@ _RETRYABLE_4XX = frozenset({408, 429})
 _ERROR_BODY_LIMIT = 500
 
 
-class _HttpParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    url: Annotated[str, msgspec.Meta(min_length=1)]
-    method: str | None = None
-    headers: dict[str, str] = {}
-    # UNSET, not None: ``json: null`` is a request body of its own.
-    json: Any | msgspec.UnsetType = msgspec.UNSET
-    body: str | None = None
-    expect_status: list[int] | None = None
-    timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-
-
 async def http(ctx: ActionContext, params: dict[str, Any]) -> Any:
     """Send one HTTP request; output ``{"status", "headers", "body"}``.
 
-    Params: ``url``, ``method`` (default GET, or POST when a body is given),
+    Params (`HttpParams`): ``url``, ``method`` (any case; default GET, or POST when
+    a body is given),
     ``headers``, ``json`` (any JSON, sent as ``application/json``) or ``body``
     (text), ``expect_status`` (list of accepted statuses; default any 2xx),
     ``timeout`` (seconds for the whole request, default 300; the runtime's step
@@ -44,11 +35,9 @@ async def http(ctx: ActionContext, params: dict[str, Any]) -> Any:
     ``retry_after`` from a ``Retry-After`` header), else a `TerminalStepError`;
     both have kind ``http_status``. Connection failures are retryable.
     """
-    p = convert_params("http", params, _HttpParams)
-    if p.json is not msgspec.UNSET and p.body is not None:
-        raise TerminalStepError("http: give either json or body, not both", kind="bad_params")
+    p = convert_params(HTTP, params)
     has_body = p.json is not msgspec.UNSET or p.body is not None
-    method = (p.method or ("POST" if has_body else "GET")).upper()
+    method = p.method or ("POST" if has_body else "GET")
     headers = with_idempotency_key(p.headers, ctx.idempotency_key)
     data: bytes | None = None
     if p.json is not msgspec.UNSET:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import nats.errors
 
 from natsflow.actors.actions._context import ActionContext, convert_params, with_idempotency_key
 from natsflow.events.errors import RetryableStepError, StepError, TerminalStepError
+from natsflow.manifests.actions import NATS_REQUEST
 
 #: Reply header: the responder failed with this message.
 ERROR_HEADER = "Natsflow-Error"
@@ -22,18 +23,12 @@ _SERVICE_ERROR = "Nats-Service-Error"
 _SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
 
 
-class _NatsParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    subject: Annotated[str, msgspec.Meta(min_length=1)]
-    data: Any | msgspec.UnsetType = msgspec.UNSET
-    headers: dict[str, str] = {}
-    timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-
-
 async def nats_request(ctx: ActionContext, params: dict[str, Any]) -> Any:
     """Send a request on ``subject`` with ``ctx.nc`` and return the parsed reply.
 
-    Params: ``subject``, ``data`` (a string is sent as UTF-8, anything else as JSON;
-    absent sends an empty payload), ``headers``, ``timeout`` (seconds, default 30).
+    Params (`NatsRequestParams`): ``subject``, ``data`` (a string is sent as UTF-8,
+    anything else as JSON; absent sends an empty payload), ``headers``, ``timeout``
+    (seconds > 0, default 30).
     The attempt's key travels in header ``Natsflow-Idempotency-Key`` unless
     ``headers`` sets it.
 
@@ -44,7 +39,7 @@ async def nats_request(ctx: ActionContext, params: dict[str, Any]) -> Any:
     terminal for a 4xx code other than 408/429, else retryable. No responders and
     timeouts are retryable (kinds ``no_responders``, ``timeout``).
     """
-    p = convert_params("nats.request", params, _NatsParams)
+    p = convert_params(NATS_REQUEST, params)
     if ctx.nc is None:
         raise TerminalStepError(
             f"nats.request: step {ctx.step} of {ctx.execution_id}: the worker has no NATS client",

@@ -12,18 +12,14 @@ import msgspec
 
 from natsflow.actors.actions._context import Action, ActionContext, PythonFunction, convert_params
 from natsflow.events.errors import RetryableStepError, StepError, TerminalStepError
-
-
-class _PythonParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    function: str
-    args: dict[str, Any] = {}
+from natsflow.manifests.actions import PYTHON
 
 
 def python_action(lookup: Callable[[str], PythonFunction]) -> Action:
     """The ``python`` action, resolving ``function`` names with ``lookup``.
 
-    Params: ``function`` (a registered name) and ``args`` (a mapping, default
-    empty); the callable is called as ``fn(ctx, args)``. A coroutine function is
+    Params (`PythonParams`): ``function`` (a registered name) and ``args`` (a
+    mapping, default empty); the callable is called as ``fn(ctx, args)``. A coroutine function is
     awaited on the event loop. A plain function runs in a worker thread, so that a
     blocking call cannot stall the worker's other steps and acks; if the attempt is
     cancelled the thread is abandoned (Python cannot stop a thread) and runs to its
@@ -38,7 +34,7 @@ def python_action(lookup: Callable[[str], PythonFunction]) -> Action:
     """
 
     async def python(ctx: ActionContext, params: dict[str, Any]) -> Any:
-        p = convert_params("python", params, _PythonParams)
+        p = convert_params(PYTHON, params)
         fn = lookup(p.function)
         try:
             if _is_async(fn):

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import msgspec
@@ -15,6 +15,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
 from natsflow.actors.actions._context import ActionContext, convert_params
 from natsflow.events.errors import RetryableStepError, TerminalStepError
+from natsflow.manifests.actions import SHELL
 
 PROGRESS_PREFIX = "[PROGRESS]"
 
@@ -28,13 +29,6 @@ _TEXT_LIMIT = 64 << 10
 # A "line" longer than this without a newline is collected as is, not buffered on.
 _LINE_LIMIT = 64 << 10
 _STDERR_LIMIT = 4 << 10
-
-
-class _ShellParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    argv: Annotated[list[str], msgspec.Meta(min_length=1)]
-    env: dict[str, str] = {}
-    cwd: str | None = None
-    stdin: str | None = None
 
 
 class _Stdout:
@@ -68,8 +62,9 @@ class _Stdout:
 async def shell(ctx: ActionContext, params: dict[str, Any]) -> Any:
     """Run ``argv`` as a child process; JSON stdout is the output.
 
-    Params: ``argv`` (non-empty list of str, run without a shell), ``env`` (merged
-    over the worker's environment), ``cwd``, ``stdin`` (text fed to the child).
+    Params (`ShellParams`): ``argv`` (non-empty list of str, run without a shell),
+    ``env`` (merged over the worker's environment), ``cwd``, ``stdin`` (text fed to
+    the child).
     Stdout lines starting with ``[PROGRESS]`` are reported as progress, the rest is
     collected: if it parses as JSON that is the output, else ``{"stdout": text}``
     (the last 64 KiB, with ``"truncated": true`` when cut). A non-zero exit is a
@@ -79,14 +74,7 @@ async def shell(ctx: ActionContext, params: dict[str, Any]) -> Any:
     group gets SIGTERM, then SIGKILL after a grace period, and is reaped before the
     cancellation propagates.
     """
-    argv = params.get("argv")
-    if isinstance(argv, str):
-        raise TerminalStepError(
-            f"shell: argv must be a list of strings, not the string {argv!r}"
-            " (commands never run through a shell; split it into arguments)",
-            kind="bad_params",
-        )
-    p = convert_params("shell", params, _ShellParams)
+    p = convert_params(SHELL, params)
     env = _child_env(ctx, p.env)
     try:
         process = await anyio.open_process(

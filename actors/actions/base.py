@@ -10,6 +10,7 @@ from natsflow.actors.actions._nats import nats_request
 from natsflow.actors.actions._python import python_action
 from natsflow.actors.actions._shell import shell
 from natsflow.events.errors import TerminalStepError
+from natsflow.manifests.actions import HTTP, NATS_REQUEST, NOOP, PYTHON, SHELL, worker_actions
 
 __all__ = [
     "Action",
@@ -86,19 +87,25 @@ async def noop(ctx: ActionContext, params: dict[str, Any]) -> Any:
 
 
 def builtin_registry() -> ActionRegistry:
-    """A registry with ``noop``, ``shell``, ``http``, ``nats.request`` and ``python``.
+    """A registry with exactly the catalogue's worker actions (`worker_actions`).
 
     ``python`` resolves names in this same registry: add callables with
     `ActionRegistry.register_python`.
     """
     registry = ActionRegistry()
-    builtins: dict[str, Action] = {
-        "noop": noop,
-        "shell": shell,
-        "http": http,
-        "nats.request": nats_request,
-        "python": python_action(registry.function),
+    code: dict[str, Action] = {
+        NOOP.name: noop,
+        SHELL.name: shell,
+        HTTP.name: http,
+        NATS_REQUEST.name: nats_request,
+        PYTHON.name: python_action(registry.function),
     }
-    for name, action in builtins.items():
-        registry.register(name, action)
+    catalogue = worker_actions()
+    if set(code) != set(catalogue):  # a catalogue entry without code, or code without one
+        raise RuntimeError(
+            f"built-in actions {sorted(code)} do not match the catalogue's worker actions"
+            f" {sorted(catalogue)}"
+        )
+    for name in catalogue:
+        registry.register(name, code[name])
     return registry

@@ -10,7 +10,7 @@ Every subject natsflow owns starts with ``natsflow.``:
                                  into ``natsflow.in.<execution>`` (same stream)
 - ``natsflow.task.<action>``     step attempts for workers (stream NATSFLOW_TASKS, work queue)
 - ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
-- ``natsflow.api.<verb>``        the admin micro service
+- ``natsflow.api.<verb>``        the admin micro service (``natsflow.service.protocol``)
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ import hashlib
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from natsflow.actors.jetstream.errors import unavailable, unavailable_as
+from natsflow.manifests.actions import worker_actions
 
 EVENTS_STREAM = "NATSFLOW_EVENTS"
 INBOX_STREAM = "NATSFLOW_INBOX"
@@ -32,9 +36,6 @@ WORKERS_CONSUMER = "natsflow-workers"
 WORKFLOWS_BUCKET = "natsflow_workflows"
 EXECUTIONS_BUCKET = "natsflow_executions"
 IDEMPOTENCY_BUCKET = "natsflow_idempotency"
-
-API_PREFIX = "natsflow.api"
-WORKER_ACTIONS = ("noop", "shell", "http", "nats.request", "python")
 
 
 def events_subject(execution: str) -> str:
@@ -57,6 +58,11 @@ def timer_subject(execution: str, timer_id: str) -> str:
 
 def task_subject(action: str) -> str:
     return f"natsflow.task.{action.replace('.', '_')}"
+
+
+def worker_task_subjects() -> list[str]:
+    """The task subjects the workers' consumer filters: one per catalogue worker action."""
+    return [task_subject(action) for action in worker_actions()]
 
 
 def dlq_subject(reason: str) -> str:
@@ -136,7 +142,17 @@ async def provision(
     archive: bool = False,
     archive_max_age_days: float = 30,
 ) -> None:
-    """Create every stream, consumer and bucket natsflow needs; safe to run on each start."""
+    """Create every stream, consumer and bucket natsflow needs; safe to run on each start.
+
+    Raises ``Unavailable`` when NATS (or JetStream) does not answer.
+    """
+    with unavailable_as("provision natsflow's streams, consumers and KV buckets"):
+        await _provision(js, ack_wait, archive, archive_max_age_days)
+
+
+async def _provision(
+    js: JetStreamContext, ack_wait: float, archive: bool, archive_max_age_days: float
+) -> None:
     for config in stream_configs(archive=archive, archive_max_age_days=archive_max_age_days):
         await ensure_stream(js, config)
     await js.add_consumer(
@@ -154,7 +170,7 @@ async def provision(
         TASKS_STREAM,
         api.ConsumerConfig(
             durable_name=WORKERS_CONSUMER,
-            filter_subjects=[task_subject(a) for a in WORKER_ACTIONS],
+            filter_subjects=worker_task_subjects(),
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             max_ack_pending=20000,
@@ -177,3 +193,13 @@ async def ensure_bucket(js: JetStreamContext, bucket: str) -> None:
     if not info.config.allow_direct:
         info.config.allow_direct = True
         await js.update_stream(info.config)
+
+
+async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The KV bucket ``bucket``; not provisioned yet, or no answer: ``Unavailable``."""
+    what = f"open the KV bucket {bucket}"
+    with unavailable_as(what):
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            raise unavailable(what, "the bucket is not provisioned yet") from None

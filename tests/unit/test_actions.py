@@ -26,6 +26,7 @@ from natsflow.actors.actions import (
 )
 from natsflow.actors.actions import _shell as shell_module
 from natsflow.events.errors import RetryableStepError, StepError, TerminalStepError
+from tests.eventually import eventually
 
 PY = sys.executable
 
@@ -66,9 +67,10 @@ def alive(pid: int) -> bool:
 
 
 async def wait_dead(pid: int, within: float = 5.0) -> None:
-    with anyio.fail_after(within):
-        while alive(pid):  # noqa: ASYNC110 - nothing signals an orphan's reaping
-            await anyio.sleep(0.02)
+    async def dead() -> None:  # nothing signals an orphan's reaping: poll
+        assert not alive(pid), f"process {pid} still alive"
+
+    await eventually(dead, within=within, interval=0.02)
 
 
 # -- public surface -----------------------------------------------------------------
@@ -163,9 +165,41 @@ async def test_shell_nonzero_exit_is_retryable_with_stderr_tail() -> None:
 
 
 async def test_shell_argv_as_string_is_refused() -> None:
-    with pytest.raises(TerminalStepError, match="argv must be a list") as info:
+    with pytest.raises(TerminalStepError, match="never a shell string") as info:
         await run("shell", {"argv": "echo hi; rm -rf /"})
     assert info.value.kind == "bad_params"
+    assert info.value.message.startswith('shell: with.argv: expected non-empty list of str, got "')
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "message"),
+    [
+        # These deployed fine once and failed only here; now both ends refuse them.
+        (
+            "shell",
+            {"argv": ["cat"], "stdin": {"a": 1}},
+            'shell: with.stdin: expected str, got {"a":1}',
+        ),
+        (
+            "nats.request",
+            {"subject": "x", "timeout": 0},
+            "nats.request: with.timeout: expected duration > 0, got 0",
+        ),
+        (
+            "http",
+            {"url": "http://127.0.0.1:1/", "method": "FETCH", "colour": 1},
+            "http: with.method: expected str matching",
+        ),
+        ("python", {"function": "f", "args": []}, "python: with.args: expected mapping, got []"),
+    ],
+)
+async def test_bad_params_are_terminal_and_name_the_field(
+    action: str, params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TerminalStepError) as info:
+        await run(action, params)
+    assert info.value.kind == "bad_params"
+    assert info.value.message.startswith(message), info.value.message
 
 
 @pytest.mark.parametrize(
@@ -313,6 +347,13 @@ async def test_http_text_response(server: Server) -> None:
     assert out["headers"]["X-Thing"] == "1"
 
 
+@pytest.mark.parametrize("method", ["put", "Patch", "DELETE"])
+async def test_http_method_in_any_case_is_sent_upper_case(server: Server, method: str) -> None:
+    # A rendered template may give a duration string: parsed as at deploy.
+    await run("http", {"url": f"{server.url}/json", "method": method, "timeout": "2s"})
+    assert server.requests[0].method == method.upper()
+
+
 async def test_http_500_is_retryable(server: Server) -> None:
     with pytest.raises(RetryableStepError, match="status 500: database down") as info:
         await run("http", {"url": f"{server.url}/boom"})
@@ -353,7 +394,7 @@ async def test_http_connection_refused_is_retryable() -> None:
 
 
 async def test_http_json_and_body_together_are_refused() -> None:
-    with pytest.raises(TerminalStepError, match="either json or body") as info:
+    with pytest.raises(TerminalStepError, match="use json or body, not both") as info:
         await run("http", {"url": "http://127.0.0.1:1/", "json": {}, "body": "x"})
     assert info.value.kind == "bad_params"
 

@@ -44,6 +44,10 @@ def one_step(**step: Any) -> dict[str, Any]:
     return {"name": "wf", "steps": {"only": {"action": "noop", **step}}}
 
 
+def with_step(action: str, with_: Any) -> dict[str, Any]:
+    return {"name": "wf", "steps": {"only": {"action": action, "with": with_}}}
+
+
 # --- the examples ------------------------------------------------------------
 
 
@@ -279,7 +283,7 @@ def test_action_with_checks() -> None:
             "sh2": {"action": "shell", "with": {"argv": ["sleep", 0.3]}},
             "web": {
                 "action": "http",
-                "with": {"method": "get", "expect_status": [200, 999], "json": {}, "body": "x"},
+                "with": {"method": "fetch", "expect_status": [200, 999], "json": {}, "body": "x"},
             },
             "ask": {"action": "nats.request", "with": {"subject": 5}},
             "py": {"action": "python", "with": {"args": []}},
@@ -288,20 +292,67 @@ def test_action_with_checks() -> None:
         },
     }
     assert problems_of(doc) == [
-        'steps.sh.with.argv: argv must be a list, never a shell string (e.g. ["echo", "hi"])',
+        'steps.sh.with.argv: expected non-empty list of str, got "echo hi" '
+        '(arguments, never a shell string: e.g. ["echo", "hi"])',
         "steps.sh.with.env.A: expected str, got 1 (quote it)",
-        'steps.sh.with.colour: unknown key for action "shell" (expected one of: argv, env, cwd, stdin)',
+        "steps.sh.with.colour: unknown field (expected one of: argv, env, cwd, stdin)",
         "steps.sh2.with.argv[1]: expected str, got 0.3 (quote it)",
-        'steps.web.with.method: expected one of GET, POST, PUT, PATCH, DELETE, HEAD, got "get"',
-        "steps.web.with.expect_status: expected a list of HTTP status codes (100-599), got [200,999]",
-        'steps.web.with.url: required for action "http"',
+        "steps.web.with.method: expected str matching ^(?i:GET|POST|PUT|PATCH|DELETE|HEAD)$, "
+        'got "fetch" (one of GET, POST, PUT, PATCH, DELETE, HEAD, in any case)',
+        "steps.web.with.expect_status[1]: expected int >= 100 and <= 599, got 999",
+        "steps.web.with.url: required field missing",
         "steps.web.with: use json or body, not both",
-        "steps.ask.with.subject: expected a non-empty str, got 5",
-        "steps.py.with.args: expected a mapping, got []",
-        'steps.py.with.function: required for action "python"',
+        "steps.ask.with.subject: expected non-empty str, got 5",
+        "steps.py.with.args: expected mapping, got []",
+        "steps.py.with.function: required field missing",
         'steps.nap.with.duration: invalid duration "soon" (use e.g. 500ms, 2s, 5m, 1h)',
-        'steps.nap2.with.duration: required for action "sleep"',
+        "steps.nap2.with.duration: required field missing",
     ]
+
+
+@pytest.mark.parametrize(
+    ("action", "with_", "problem"),
+    [
+        # Each once deployed fine and failed at run time.
+        ("shell", {"argv": ["cat"], "stdin": {"a": 1}}, 'with.stdin: expected str, got {"a":1}'),
+        (
+            "nats.request",
+            {"subject": "x", "timeout": 0},
+            "with.timeout: expected duration > 0, got 0",
+        ),
+        (
+            "nats.request",
+            {"subject": "x", "timeout": "0s"},
+            'with.timeout: expected duration > 0, got "0s"',
+        ),
+        ("http", {"url": "http://x", "timeout": 0}, "with.timeout: expected duration > 0, got 0"),
+        ("python", {"function": ""}, 'with.function: expected non-empty str, got ""'),
+        ("shell", {"argv": ["x"], "cwd": ""}, 'with.cwd: expected non-empty str, got ""'),
+    ],
+)
+def test_run_time_failures_are_deploy_time_errors(
+    action: str, with_: dict[str, Any], problem: str
+) -> None:
+    assert problems_of(with_step(action, with_)) == [f"steps.only.{problem}"]
+
+
+@pytest.mark.parametrize("method", ["get", "GET", "Post", "delete", "${{ input.method }}"])
+def test_http_method_in_any_case_deploys(method: str) -> None:
+    wf = valid(with_step("http", {"url": "http://x", "method": method}))
+    assert wf.steps["only"].with_["method"] == method
+
+
+def test_action_durations_become_seconds() -> None:
+    doc = {
+        "name": "wf",
+        "steps": {
+            "ask": {"action": "nats.request", "with": {"subject": "s", "timeout": "500ms"}},
+            "web": {"action": "http", "with": {"url": "u", "timeout": "1m"}},
+        },
+    }
+    wf = valid(doc)
+    assert wf.steps["ask"].with_ == {"subject": "s", "timeout": 0.5}
+    assert wf.steps["web"].with_ == {"url": "u", "timeout": 60.0}
 
 
 def test_whole_templates_are_checked_at_run_time() -> None:
