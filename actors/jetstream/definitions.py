@@ -4,6 +4,11 @@ Keys are ``<name>.v.<version>`` (immutable, one per content hash) and
 ``<name>.latest`` (the version new executions pin). A deploy writes the
 version first and moves ``latest`` last, so a crash in between leaves an
 unreferenced version, never a half-deployed workflow.
+
+A stored version is decoded leniently (the manifest structs do not forbid
+unknown fields; ``manifests.validate`` refuses them at deploy): during a
+rolling upgrade an older instance runs a definition a newer one deployed,
+ignoring the fields it does not know.
 """
 
 from __future__ import annotations
@@ -13,10 +18,16 @@ import time
 import anyio
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import (
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
-from natsflow.actors.jetstream.topology import WORKFLOWS_BUCKET
+from natsflow.actors.jetstream.errors import unavailable_as
+from natsflow.actors.jetstream.topology import WORKFLOWS_BUCKET, bind_bucket
 from natsflow.events.errors import NotFound
 from natsflow.manifests.loader import manifest_version
 from natsflow.manifests.schema import Deployed, Workflow
@@ -34,7 +45,7 @@ class Definitions:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            self._kv = await self._js.key_value(WORKFLOWS_BUCKET)
+            self._kv = await bind_bucket(self._js, WORKFLOWS_BUCKET)
         return self._kv
 
     async def deploy(self, workflow: Workflow) -> tuple[str, bool]:
@@ -45,13 +56,12 @@ class Definitions:
             name=workflow.name, version=version, workflow=workflow, deployed_at=time.time()
         )
         created = True
-        try:
-            await kv.create(f"{workflow.name}.v.{version}", msgspec.json.encode(record))
-        except Exception as exc:  # KeyWrongLastSequenceError: the same content is deployed
-            if "wrong last sequence" not in str(exc).lower():
-                raise
-            created = False
-        await kv.put(f"{workflow.name}.latest", version.encode())
+        with unavailable_as(f"deploy {workflow.name} version {version}"):
+            try:
+                await kv.create(f"{workflow.name}.v.{version}", msgspec.json.encode(record))
+            except KeyWrongLastSequenceError:  # the key exists: the same content is deployed
+                created = False
+            await kv.put(f"{workflow.name}.latest", version.encode())
         self._cache[(workflow.name, version)] = workflow
         self._latest[workflow.name] = version
         return version, created
@@ -61,7 +71,8 @@ class Definitions:
     ) -> None:
         """Keep the latest-version cache current by watching ``*.latest`` (until cancelled)."""
         kv = await self._bucket()
-        watcher = await kv.watch("*.latest")
+        with unavailable_as(f"watch the latest versions in {WORKFLOWS_BUCKET}"):
+            watcher = await kv.watch("*.latest")
         task_status.started()
         try:
             async for entry in watcher:
@@ -83,8 +94,9 @@ class Definitions:
             return version, await self.get(name, version)
         kv = await self._bucket()
         try:
-            entry = await kv.get(f"{name}.latest")
-        except KeyNotFoundError:
+            with unavailable_as(f"read the latest version of workflow {name!r}"):
+                entry = await kv.get(f"{name}.latest")
+        except (KeyNotFoundError, KeyDeletedError):
             raise NotFound(f"workflow {name!r} is not deployed (natsflow deploy FILE)") from None
         assert entry.value is not None
         version = entry.value.decode()
@@ -96,25 +108,35 @@ class Definitions:
             return cached
         kv = await self._bucket()
         try:
-            entry = await kv.get(f"{name}.v.{version}")
-        except KeyNotFoundError:
+            with unavailable_as(f"read workflow {name!r} version {version}"):
+                entry = await kv.get(f"{name}.v.{version}")
+        except (KeyNotFoundError, KeyDeletedError):
             raise NotFound(f"workflow {name!r} version {version} is not deployed") from None
         assert entry.value is not None
-        record = msgspec.json.decode(entry.value, type=Deployed)
+        record = decode_deployed(entry.value)
         self._cache[(name, version)] = record.workflow
         return record.workflow
 
     async def list(self) -> list[dict[str, str]]:
         """Every deployed workflow with its latest version."""
         kv = await self._bucket()
-        try:
-            keys = await kv.keys()
-        except Exception:  # NoKeysError on an empty bucket
-            return []
         out = []
-        for key in sorted(k for k in keys if k.endswith(".latest")):
-            entry = await kv.get(key)
-            out.append(
-                {"workflow": key[: -len(".latest")], "version": (entry.value or b"").decode()}
-            )
+        with unavailable_as(f"list the workflows in {WORKFLOWS_BUCKET}"):
+            try:
+                keys = await kv.keys()
+            except NoKeysError:  # an empty bucket
+                return []
+            for key in sorted(k for k in keys if k.endswith(".latest")):
+                try:
+                    entry = await kv.get(key)
+                except (KeyNotFoundError, KeyDeletedError):  # deleted since the listing
+                    continue
+                out.append(
+                    {"workflow": key[: -len(".latest")], "version": (entry.value or b"").decode()}
+                )
         return out
+
+
+def decode_deployed(data: bytes) -> Deployed:
+    """A stored version, read leniently: fields a newer natsflow added are ignored."""
+    return msgspec.json.decode(data, type=Deployed)

@@ -18,6 +18,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from natsflow.actors.jetstream.errors import UNAVAILABLE, unavailable
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
@@ -102,15 +104,25 @@ class Puller:
 
 
 async def ack(nc: Client, msg: Msg) -> None:
-    """Acknowledge without nats-py's per-message bookkeeping (the reply is the ack subject)."""
+    """Acknowledge without nats-py's per-message bookkeeping (the reply is the ack subject).
+
+    Raises ``Unavailable`` when the connection cannot send it (the message then
+    comes again after its ack wait).
+    """
     if msg.reply:
-        await nc.publish(msg.reply, b"+ACK")
+        try:
+            await nc.publish(msg.reply, b"+ACK")
+        except UNAVAILABLE as exc:
+            raise unavailable(f"ack the message on {msg.subject}", exc) from exc
 
 
 async def terminate(nc: Client, msg: Msg) -> None:
     """Stop redelivery of a message that can never be processed (after dead-lettering it)."""
     if msg.reply:
-        await nc.publish(msg.reply, b"+TERM")
+        try:
+            await nc.publish(msg.reply, b"+TERM")
+        except UNAVAILABLE as exc:
+            raise unavailable(f"terminate the message on {msg.subject}", exc) from exc
 
 
 def num_delivered(msg: Msg) -> int:

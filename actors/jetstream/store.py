@@ -2,8 +2,9 @@
 
 Appends are compare-and-set on the execution's subject
 (``Nats-Expected-Last-Subject-Sequence``); error 10071 becomes
-``ConcurrencyConflict``. Histories are read with batched direct gets (ADR-31),
-not a consumer per read.
+``ConcurrencyConflict``; a server that cannot be reached or does not answer
+in time raises ``Unavailable``. Histories are read with batched direct gets
+(ADR-31), not a consumer per read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from natsflow.actors.jetstream.errors import unavailable, unavailable_as
 from natsflow.actors.jetstream.publisher import Publisher, PublishError
 from natsflow.actors.jetstream.topology import (
     ARCHIVE_STREAM,
@@ -105,7 +107,10 @@ class EventStore:
         if archive:
             upto = min(covers, await self._archived_upto(execution) + 1)
         if upto > 1:
-            await self._js.purge_stream(EVENTS_STREAM, subject=events_subject(execution), seq=upto)
+            with unavailable_as(f"execution {execution}: purge the events its snapshot covers"):
+                await self._js.purge_stream(
+                    EVENTS_STREAM, subject=events_subject(execution), seq=upto
+                )
         return snapshot_seq
 
     async def _archived_upto(self, execution: str) -> int:
@@ -196,15 +201,19 @@ class EventStore:
                 status.append(code)
                 end.set()
 
-        sub = await self._nc.subscribe(inbox, cb=collect, pending_msgs_limit=READ_BATCH * 2 + 10)
-        try:
-            await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
-            with anyio.fail_after(PUBLISH_TIMEOUT):
-                await end.wait()
-        finally:
-            await sub.unsubscribe()
+        what = f"read {subject} from {stream}"
+        with unavailable_as(what):
+            sub = await self._nc.subscribe(
+                inbox, cb=collect, pending_msgs_limit=READ_BATCH * 2 + 10
+            )
+            try:
+                await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
+                with anyio.fail_after(PUBLISH_TIMEOUT):
+                    await end.wait()
+            finally:
+                await sub.unsubscribe()
         if status[0] not in ("204", "404"):  # end of batch, or nothing (more) on the subject
-            raise RuntimeError(f"direct get on {stream} {subject}: status {status[0]}")
+            raise _status_error(what, status[0])
         return batch
 
     async def _last_message(self, subject: str) -> tuple[int, bytes] | None:
@@ -217,12 +226,21 @@ class EventStore:
     async def _last(self, stream: str, subject: str) -> Msg | None:
         """The last message on ``subject`` in ``stream`` (direct get), or None."""
         request = orjson.dumps({"last_by_subj": subject})
-        msg = await self._nc.request(
-            f"$JS.API.DIRECT.GET.{stream}", request, timeout=PUBLISH_TIMEOUT
-        )
+        what = f"read the last message on {subject} from {stream}"
+        with unavailable_as(what):
+            msg = await self._nc.request(
+                f"$JS.API.DIRECT.GET.{stream}", request, timeout=PUBLISH_TIMEOUT
+            )
         status = msg.headers.get("Status") if msg.headers else None
         if status == "404":
             return None
         if status is not None:
-            raise RuntimeError(f"direct get last {subject} on {stream}: status {status}")
+            raise _status_error(what, status)
         return msg
+
+
+def _status_error(what: str, status: str) -> Exception:
+    """A direct get's error status: 503 and 408 mean the stream did not answer in time."""
+    if status in ("503", "408"):
+        return unavailable(what, f"status {status}")
+    return RuntimeError(f"{what}: unexpected status {status}")

@@ -1,0 +1,78 @@
+"""Starting an execution: the one use case behind every way a workflow starts."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.idempotency import IdempotencyKeys
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.topology import inbox_subject
+from natsflow.events.errors import InputError
+from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
+from natsflow.events.messages import Start, json_encoder
+from natsflow.events.views import Started
+from natsflow.manifests.starting import start_key
+
+
+class Starter:
+    """Start an execution of the latest deployed version of a workflow.
+
+    Every way in goes through ``start``: the admin API and HTTP today, and
+    trigger subjects, cron schedules and child workflows (the ``workflow``
+    action) as they are added, so that all of them pin versions, honour
+    ``enabled`` and deduplicate by idempotency key in the same way.
+
+    ``start`` pins the latest version (an execution keeps it through any
+    redeploy), refuses a disabled workflow, takes the idempotency key (the
+    caller's, else the manifest's template rendered over the input), claims it
+    in KV, and publishes ``Start`` to the execution's inbox with
+    ``Nats-Msg-Id: start:<id>``. Time and randomness come from ``clock`` and
+    ``entropy`` (``time.time`` and ``os.urandom`` unless a test passes others).
+    """
+
+    def __init__(
+        self,
+        definitions: Definitions,
+        publisher: Publisher,
+        keys: IdempotencyKeys,
+        *,
+        clock: Callable[[], float] = time.time,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._definitions = definitions
+        self._publisher = publisher
+        self._keys = keys
+        self._clock = clock
+        self._entropy = entropy
+
+    async def start(self, workflow: str, input: Any, idempotency_key: str | None) -> Started:
+        """Start ``workflow`` with ``input``; with a key already claimed, the execution that
+        claimed it (``created=False``) instead of a new one.
+
+        Raises ``NotFound`` (not deployed), ``InputError`` (disabled, or a key
+        template that does not fit the input) and ``Unavailable`` (NATS down:
+        safe to retry with the same key).
+        """
+        version, definition = await self._definitions.latest(workflow)
+        if not definition.enabled:
+            raise InputError(f"workflow {workflow!r} is disabled (enabled: false)")
+        key = start_key(definition, input, idempotency_key)
+        execution = new_execution_id(workflow, self._clock(), self._entropy(ENTROPY_BYTES))
+        created = True
+        if key is not None:
+            execution, created = await self._keys.claim(workflow, key, execution)
+        # Published again for a key claimed before: if that start was claimed but never
+        # published (NATS went away in between), this one starts the execution. Otherwise
+        # the server drops the copy (Nats-Msg-Id), or the actor ignores a start of a
+        # started execution.
+        start = Start(workflow=workflow, version=version, input=input, idempotency_key=key)
+        await self._publisher.publish(
+            inbox_subject(execution),
+            json_encoder.encode(start),
+            {"Nats-Msg-Id": f"start:{execution}"},
+        )
+        return Started(execution_id=execution, workflow=workflow, version=version, created=created)
