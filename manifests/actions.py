@@ -68,8 +68,13 @@ class ParamsError(NatsflowError, ValueError):
         self.problems = problems
 
 
-class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of an action's parameters: a key the action does not know is an error."""
+class Params(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of an action's parameters.
+
+    A key the action does not know is an error at deploy (``check`` reports it by
+    path) but is ignored at run time: tasks are messages, and during a rolling
+    upgrade an older worker must carry out a task rendered by newer code.
+    """
 
     @classmethod
     def cross_check(cls, given: Mapping[str, Any]) -> list[str]:
@@ -180,7 +185,9 @@ class ActionSpec(Generic[P]):
             except msgspec.ValidationError:
                 pass
         problems: Problems = []
-        out = self.check(with_, "with", problems)  # every problem, cross-field ones too
+        known = {f.encode_name for f in msgspec.structs.fields(self.params)}
+        given = {k: v for k, v in with_.items() if k in known}  # newer keys: ignored here
+        out = self.check(given, "with", problems)  # every problem, cross-field ones too
         if not problems:
             try:
                 return msgspec.convert(out, self.params)

@@ -212,6 +212,12 @@ async def test_shell_bad_params_are_terminal(params: dict[str, Any]) -> None:
     assert info.value.kind == "bad_params"
 
 
+async def test_a_key_only_newer_code_knows_is_ignored_at_run_time() -> None:
+    """Deploy refuses an unknown ``with`` key; a worker running a task rendered by a
+    newer natsflow (rolling upgrade) carries it out with the keys it knows."""
+    assert await run("shell", {"argv": ["echo", '{"ok": true}'], "shell_v2": "x"}) == {"ok": True}
+
+
 async def test_shell_missing_executable_is_terminal() -> None:
     with pytest.raises(TerminalStepError, match="no-such-command-xyz") as info:
         await run("shell", {"argv": ["no-such-command-xyz"]})

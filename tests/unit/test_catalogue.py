@@ -215,14 +215,18 @@ def test_deploy_accepts_exactly_what_run_time_accepts(name: str, data: st.DataOb
         at_run: list[str] = []
     except ParamsError as e:
         at_run = e.problems
-    assert at_deploy == list(dict.fromkeys(at_run))
+    # Run time ignores a key it does not know (a task rendered by newer code);
+    # deploy refuses it. Every other problem is the same at both ends.
+    unknown = [p for p in at_deploy if p.startswith("with.colour: unknown field")]
+    assert len(unknown) == ("colour" in with_)
+    assert [p for p in at_deploy if p not in unknown] == list(dict.fromkeys(at_run))
     if at_run:
         if action.runs == "worker":  # what a worker reports: the same problems
             with pytest.raises(TerminalStepError) as info:
                 convert_params(action, with_)
             assert info.value.kind == "bad_params"
             assert info.value.message == f"{name}: " + "; ".join(at_run)
-    else:
+    elif not unknown:
         # What the definition stores (durations in seconds) means the same.
         assert action.convert(stored) == params
 
