@@ -95,6 +95,15 @@ class ExecutionActor:
         return True
 
     async def _handle(self, msg: Msg) -> None:
+        try:
+            await self._process(msg)
+        except NatsflowError as exc:
+            # NATS unavailable while acking, dead-lettering or snapshotting: the message
+            # is redelivered (or the snapshot written later); the actor goes on.
+            log.warning("execution %s: %s", self.execution, exc)
+            self._state = None
+
+    async def _process(self, msg: Msg) -> None:
         system = self._system
         try:
             message = inbox_decoder.decode(msg.data)
@@ -197,7 +206,9 @@ class ExecutionActor:
             )
             self._since_snapshot = 0
             self._system.metrics.snapshots_written.inc()
-        except Exception as exc:  # a newer snapshot exists (another decider): theirs wins
+        except NatsflowError as exc:
+            # A newer snapshot exists (another decider: theirs wins), or NATS is down
+            # (a later snapshot covers these events): nothing is lost either way.
             log.info("execution %s: snapshot skipped: %s", self.execution, exc)
             self._state = None
 

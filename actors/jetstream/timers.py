@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from natsflow.actors.jetstream.errors import unavailable_as
 from natsflow.actors.jetstream.topology import INBOX_STREAM, inbox_subject, timer_subject
-from natsflow.events.errors import Unavailable
 
 
 def rfc3339(ts: float) -> str:
@@ -31,7 +30,5 @@ def schedule_headers(execution: str, timer_id: str, due: float) -> dict[str, str
 
 async def cancel_timer(js: JetStreamContext, execution: str, timer_id: str) -> None:
     """Purge the schedule message, so the timer never fires (a no-op once it has)."""
-    try:
+    with unavailable_as(f"cancel timer {timer_id} of {execution}"):
         await js.purge_stream(INBOX_STREAM, subject=timer_subject(execution, timer_id))
-    except NatsError as exc:
-        raise Unavailable(f"cancel timer {timer_id} of {execution}: {exc!r}") from exc
