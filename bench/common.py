@@ -47,8 +47,8 @@ import orjson
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
+import natsflow
 from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET, TASKS_STREAM, WORKERS_CONSUMER
-from natsflow.service.cli import request
 from natsflow.service.embedded import EmbeddedServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -534,16 +534,13 @@ def chain_manifest(name: str, steps: int) -> str:
     return orjson.dumps(body).decode()
 
 
-async def deploy(nc: Client, manifest_json: str) -> dict[str, Any]:
-    payload = {"manifest": manifest_json, "format": "json", "source": "bench"}
-    result: dict[str, Any] = await request(nc, "deploy", payload, within=30)
-    return result
+async def deploy(nc: Client, manifest_json: str) -> natsflow.Deployed:
+    return await natsflow.Client(nc, request_timeout=30).deploy(manifest_json, "json", "bench")
 
 
 async def start(nc: Client, workflow: str, input: Any = None, within: float = 60) -> str:
-    payload = {"workflow": workflow, "input": input, "idempotency_key": None}
-    result = await request(nc, "start", payload, within=within)
-    return str(result["execution_id"])
+    started = await natsflow.Client(nc, request_timeout=within).start(workflow, input)
+    return started.execution_id
 
 
 @dataclass

@@ -24,10 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
-import nats
 
+import natsflow
 from natsflow.actors.jetstream.topology import EVENTS_STREAM
-from natsflow.service.cli import request
 from natsflow.service.embedded import scratch_server
 
 MANIFEST = """
@@ -92,32 +91,30 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def sample(url: str, pid: int, args: argparse.Namespace) -> None:
-    nc = await nats.connect(url)
-    try:
+    async with await natsflow.Client.connect(url) as client:
         with anyio.fail_after(20):
             while True:
                 try:
-                    await request(nc, "workflows", {}, within=1)
+                    await natsflow.Client(client.nc, request_timeout=1).workflows()
                     break
-                except Exception:
+                except natsflow.Unavailable:
                     await anyio.sleep(0.2)
-        await request(nc, "deploy", {"manifest": MANIFEST, "format": "yaml", "source": "bench"})
+        await client.deploy(MANIFEST, "yaml", "bench")
         pages = args.events // 2 + 10
-        started = await request(nc, "start", {"workflow": "loop-bench", "input": {"pages": pages}})
-        execution = started["execution_id"]
-        js = nc.jetstream()
+        execution = (await client.start("loop-bench", {"pages": pages})).execution_id
+        js = client.nc.jetstream()
         t0 = time.perf_counter()
         next_report = args.every
         rows = []
         while True:
             await anyio.sleep(1)
-            show = await request(nc, "show", {"execution_id": execution})
-            events = show["resume_point"]["events"]
+            show = await client.show(execution)
+            events = show.resume_point.events
             if events >= next_report or events >= args.events:
                 info = await js.stream_info(EVENTS_STREAM)
                 row = {
                     "events": events,
-                    "iteration": show["steps"]["page"]["iteration"],
+                    "iteration": show.steps["page"].iteration,
                     "events_stream_bytes": info.state.bytes,
                     "events_stream_msgs": info.state.messages,
                     "serve_rss_kib": rss_kib(pid),
@@ -128,8 +125,8 @@ async def sample(url: str, pid: int, args: argparse.Namespace) -> None:
                 next_report += args.every
             if events >= args.events:
                 break
-        if show["status"] == "running":
-            await request(nc, "cancel", {"execution_id": execution, "reason": "bench done"})
+        if show.status == "running":
+            await client.cancel(execution, "bench done")
         first, last = rows[0], rows[-1]
         print(
             f"\nafter {last['events']} events: NATSFLOW_EVENTS holds {last['events_stream_bytes']} bytes"
@@ -137,8 +134,6 @@ async def sample(url: str, pid: int, args: argparse.Namespace) -> None:
             f" serve RSS {first['serve_rss_kib']} KiB at {first['events']} events,"
             f" {last['serve_rss_kib']} KiB at {last['events']}"
         )
-    finally:
-        await nc.close()
 
 
 def cli() -> None:

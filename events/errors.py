@@ -94,6 +94,10 @@ class Unavailable(NatsflowError):
     """
 
 
+class InternalError(NatsflowError):
+    """The service failed to carry out a request for a reason of its own (500): see its log."""
+
+
 class NondeterminismError(NatsflowError):
     """Replaying a recorded history with this code decided something else.
 

@@ -6,9 +6,11 @@ leniently: a field added by a newer natsflow is ignored by an older reader.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from natsflow.events.model import ExecutionState
+from natsflow.events.model import TERMINAL_STEP, AttemptRecord, ExecutionState, StepState
 
 
 class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -34,4 +36,102 @@ def summary_of(state: ExecutionState) -> ExecutionSummary:
         finished_at=state.finished_at,
         error=state.error,
         failed_step=state.failed_step,
+    )
+
+
+class Started(msgspec.Struct, frozen=True, kw_only=True):
+    """What starting an execution answers (``natsflow.actors.starter.Starter.start``).
+
+    ``created`` is False when the idempotency key was claimed by an earlier
+    start: ``execution_id`` is then that execution's, and ``version`` the one
+    a new start would have pinned (the earlier execution keeps its own).
+    """
+
+    execution_id: str
+    workflow: str
+    version: str
+    created: bool
+
+
+class ResumePoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an execution's actor resumes: events folded so far, the stream sequence after them."""
+
+    events: int
+    stream_seq: int
+
+
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
+    """One step (or fan-out child) as ``show`` prints it."""
+
+    status: str
+    action: str
+    attempt: int
+    iteration: int
+    progress: str | None
+    error: str | None
+    error_kind: str | None
+    started_at: float | None
+    finished_at: float | None
+    due: float | None
+    parent: str | None
+    attempts: tuple[AttemptRecord, ...]
+
+
+class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``show`` prints: status, progress through the steps, each step's attempts."""
+
+    execution_id: str
+    workflow: str
+    version: str
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    input: Any
+    output: Any
+    error: str | None
+    failed_step: str | None
+    steps_done: int
+    steps_total: int
+    current: tuple[str, ...]
+    resume_point: ResumePoint
+    steps: dict[str, StepView]
+
+
+def execution_view(state: ExecutionState, last_seq: int, total: int) -> ExecutionView:
+    """The ``show`` view of ``state`` (read up to stream sequence ``last_seq``), of ``total``
+    top-level steps in its definition."""
+    top = [v for v in state.steps.values() if v.parent is None]
+    return ExecutionView(
+        execution_id=state.execution_id,
+        workflow=state.workflow,
+        version=state.version,
+        status=state.status,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        input=state.input,
+        output=state.output,
+        error=state.error,
+        failed_step=state.failed_step,
+        steps_done=sum(1 for v in top if v.status in ("completed", "skipped")),
+        steps_total=total,
+        current=tuple(k for k, v in state.steps.items() if v.status not in TERMINAL_STEP),
+        resume_point=ResumePoint(events=state.events, stream_seq=last_seq),
+        steps={k: step_view(v) for k, v in state.steps.items()},
+    )
+
+
+def step_view(step: StepState) -> StepView:
+    return StepView(
+        status=step.status,
+        action=step.action,
+        attempt=step.attempt,
+        iteration=step.iteration,
+        progress=step.progress,
+        error=step.error,
+        error_kind=step.kind,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        due=step.due,
+        parent=step.parent,
+        attempts=step.attempts,
     )

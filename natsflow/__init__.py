@@ -1,8 +1,69 @@
 """natsflow: durable workflows on NATS JetStream.
 
-The public API is what this module exports (pinned by a test). The folders
-beside it are the subpackages, one layer each: ``natsflow.events`` (types,
-fold, codec) <- ``natsflow.manifests`` (schema, the manifest decider) <-
+The public API is what this module exports (pinned by a test): ``Client``, the
+client of a running natsflow service over NATS, the errors it raises and the
+replies it answers with::
+
+    import natsflow
+
+    async with await natsflow.Client.connect("nats://127.0.0.1:4222") as client:
+        started = await client.start("hello", {"name": "Ada"})
+        view = await client.wait(started.execution_id)
+
+The folders beside it are the subpackages, one layer each: ``natsflow.events``
+(types, fold, codec) <- ``natsflow.manifests`` (schema, the manifest decider) <-
 ``natsflow.actors.jetstream`` (the JetStream adapter) <- ``natsflow.actors``
-<- ``natsflow.service`` (CLI, HTTP, admin API, process wiring).
+<- ``natsflow.service`` (CLI, HTTP, admin API, client, process wiring).
+Importing ``natsflow`` loads the client only, not the engine.
 """
+
+from natsflow.events.errors import (
+    Conflict,
+    InputError,
+    InternalError,
+    ManifestError,
+    NatsflowError,
+    NotFound,
+    Unavailable,
+)
+from natsflow.events.model import AttemptRecord, ExecutionStatus
+from natsflow.events.views import (
+    ExecutionSummary,
+    ExecutionView,
+    ResumePoint,
+    Started,
+    StepView,
+)
+from natsflow.service.client import Client
+from natsflow.service.protocol import (
+    CancelRequested,
+    Deployed,
+    History,
+    Signalled,
+    SnapshotInfo,
+    WorkflowVersion,
+)
+
+__all__ = [
+    "AttemptRecord",
+    "CancelRequested",
+    "Client",
+    "Conflict",
+    "Deployed",
+    "ExecutionStatus",
+    "ExecutionSummary",
+    "ExecutionView",
+    "History",
+    "InputError",
+    "InternalError",
+    "ManifestError",
+    "NatsflowError",
+    "NotFound",
+    "ResumePoint",
+    "Signalled",
+    "SnapshotInfo",
+    "Started",
+    "StepView",
+    "Unavailable",
+    "WorkflowVersion",
+]

@@ -1,133 +1,113 @@
 """The admin API as a NATS micro service (``$SRV.PING``/``INFO``/``STATS`` work).
 
-Endpoints are ``natsflow.api.<verb>``; requests and replies are JSON. An error
-reply carries the ``Nats-Service-Error-Code`` (400 bad input, 404 not found,
-409 refused, 500 internal) and ``Nats-Service-Error`` headers, and a JSON body
-``{"error": ..., "problems": [...]}``.
+Endpoints are ``natsflow.api.<verb>``, one per request type of
+``service.protocol``; each decodes its body as that verb's struct and hands it
+to the one handler (``Operations.handle``). A reply is the handler's answer as
+JSON. An error reply carries the ``Nats-Service-Error-Code`` (400, 404, 409,
+503, 500: see ``service.outcomes``) and ``Nats-Service-Error`` headers, and a
+JSON body ``{"error": ..., "problems": [...]}``.
+
+Requests are answered concurrently in the service's task group, so nats-py's
+own per-endpoint statistics would only time the hand-off and never see an
+error: ``AdminService.stats`` reports what the handlers measured instead.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
 
 import anyio
-import orjson
+import msgspec
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
-from nats.micro import add_service
 from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.micro.service import Service, ServiceConfig, ServiceStats
 
-from natsflow.actors.jetstream.topology import API_PREFIX
-from natsflow.events.errors import InputError, ManifestError, NatsflowError, NotFound
-from natsflow.service.api import Admin
+from natsflow.actors.jetstream.errors import unavailable_as
+from natsflow.events.errors import Unavailable
+from natsflow.service.outcomes import outcome
+from natsflow.service.protocol import (
+    API_PREFIX,
+    REQUEST_TYPES,
+    ErrorReply,
+    Handler,
+    decode_request,
+)
 
 log = logging.getLogger(__name__)
 
-Endpoint = Callable[[dict[str, Any]], Awaitable[Any]]
 VERSION = "0.1.0"
+_encoder = msgspec.json.Encoder()
 
 
-def _str(body: dict[str, Any], field: str, required: bool = True) -> Any:
-    value = body.get(field)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InputError(
-            f"{field}: expected a non-empty string, got {orjson.dumps(value).decode()}"
-        )
-    return value
+@dataclass
+class _Tally:
+    """What one endpoint's handlers measured: answered requests, error replies, time."""
+
+    answered: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    processing_ns: int = 0
 
 
-def endpoints(admin: Admin) -> dict[str, Endpoint]:
-    async def deploy(b: dict[str, Any]) -> Any:
-        return await admin.deploy(
-            _str(b, "manifest"), _str(b, "format"), b.get("source") or "<api>"
-        )
+class AdminService(Service):
+    """nats-py's micro service, reporting the statistics its spawned handlers keep."""
 
-    async def start(b: dict[str, Any]) -> Any:
-        return await admin.start(
-            _str(b, "workflow"), b.get("input"), _str(b, "idempotency_key", False)
-        )
+    def __init__(self, nc: Client, config: ServiceConfig) -> None:
+        super().__init__(nc, config)
+        self.tallies: dict[str, _Tally] = {}
 
-    async def ls(b: dict[str, Any]) -> Any:
-        limit = b.get("limit", 100)
-        if not isinstance(limit, int) or limit < 1:
-            raise InputError(f"limit: expected an integer >= 1, got {limit!r}")
-        return await admin.list(b.get("status"), b.get("workflow"), limit)
-
-    async def show(b: dict[str, Any]) -> Any:
-        return await admin.show(_str(b, "execution_id"))
-
-    async def history(b: dict[str, Any]) -> Any:
-        return await admin.history(_str(b, "execution_id"), archive=bool(b.get("all")))
-
-    async def cancel(b: dict[str, Any]) -> Any:
-        return await admin.cancel(
-            _str(b, "execution_id"), b.get("reason") or "cancelled by operator"
-        )
-
-    async def signal(b: dict[str, Any]) -> Any:
-        return await admin.signal(_str(b, "execution_id"), _str(b, "name"), b.get("data"))
-
-    async def workflows(b: dict[str, Any]) -> Any:
-        return await admin.workflows()
-
-    return {
-        "deploy": deploy,
-        "start": start,
-        "ls": ls,
-        "show": show,
-        "history": history,
-        "cancel": cancel,
-        "signal": signal,
-        "workflows": workflows,
-    }
+    def stats(self) -> ServiceStats:
+        stats = super().stats()
+        for endpoint in stats.endpoints:
+            tally = self.tallies.get(endpoint.name)
+            if tally is not None:
+                endpoint.num_errors = tally.errors
+                endpoint.last_error = tally.last_error
+                endpoint.processing_time = tally.processing_ns
+                endpoint.average_processing_time = tally.processing_ns // max(1, tally.answered)
+        return stats
 
 
-def _handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[None]]:
-    async def handle(request: Request) -> None:
-        try:
-            body = orjson.loads(request.data) if request.data else {}
-            if not isinstance(body, dict):
-                raise InputError("request body: expected a JSON object")
-            result = await endpoint(body)
-        except orjson.JSONDecodeError as exc:
-            await _error(request, "400", f"request body: invalid JSON: {exc}")
-        except ManifestError as exc:
-            await _error(request, "400", str(exc), exc.problems)
-        except InputError as exc:
-            await _error(request, "400", str(exc))
-        except NotFound as exc:
-            await _error(request, "404", str(exc))
-        except NatsflowError as exc:
-            await _error(request, "409", str(exc))
-        except Exception as exc:
-            log.exception("admin API")
-            await _error(request, "500", f"{type(exc).__name__}: {exc}")
-        else:
-            await request.respond(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS))
-
-    return handle
+async def answer(handle: Handler, verb: str, request: Request, tally: _Tally) -> None:
+    """Decode, carry out and answer one request to ``natsflow.api.<verb>``."""
+    started = time.perf_counter_ns()
+    try:
+        reply = await handle(decode_request(verb, request.data))
+        data = _encoder.encode(reply)
+    except Exception as exc:
+        result = outcome(exc)
+        tally.errors += 1
+        tally.last_error = f"{result.status}:{result.message}"
+        body = _encoder.encode(ErrorReply(error=result.message, problems=result.problems))
+        headline = result.message.splitlines()[0][:500]
+        await _send(request.respond_error(str(result.status), headline, data=body))
+    else:
+        await _send(request.respond(data))
+    tally.answered += 1
+    tally.processing_ns += time.perf_counter_ns() - started
 
 
-async def _error(
-    request: Request, code: str, message: str, problems: list[str] | None = None
-) -> None:
-    body = orjson.dumps({"error": message, "problems": problems or []})
-    await request.respond_error(code, message.splitlines()[0][:500], data=body)
+async def _send(reply: Awaitable[None]) -> None:
+    """Send a reply; a connection gone meanwhile is logged, not raised into the task group."""
+    try:
+        with unavailable_as("answer an admin request"):
+            await reply
+    except Unavailable as exc:
+        log.warning("%s", exc)
 
 
-def _concurrently(
-    handler: Callable[[Request], Awaitable[None]], tg: TaskGroup, limiter: anyio.CapacityLimiter
+def _spawner(
+    handle: Handler, verb: str, tally: _Tally, tg: TaskGroup, limiter: anyio.CapacityLimiter
 ) -> Callable[[Request], Awaitable[None]]:
     """nats-py calls a subscription's handler one request at a time; answer many at once."""
 
     async def limited(request: Request) -> None:
         async with limiter:
-            await handler(request)
+            await answer(handle, verb, request, tally)
 
     async def spawn(request: Request) -> None:
         tg.start_soon(limited, request)
@@ -136,18 +116,18 @@ def _concurrently(
 
 
 async def start_admin_service(
-    nc: Client, admin: Admin, tg: TaskGroup, *, concurrency: int = 256
-) -> Service:
-    """Register ``natsflow.api.*`` (queue group: any instance may answer).
+    nc: Client, handle: Handler, tg: TaskGroup, *, concurrency: int = 256
+) -> AdminService:
+    """Register ``natsflow.api.<verb>`` for every verb (queue group: any instance may answer).
 
     Requests are handled in ``tg``, at most ``concurrency`` at a time.
     """
-    service = await add_service(
-        nc, name="natsflow", version=VERSION, description="natsflow admin API"
-    )
+    config = ServiceConfig(name="natsflow", version=VERSION, description="natsflow admin API")
+    service = AdminService(nc, config)
+    await service.start()
     group = service.add_group(name=API_PREFIX)
     limiter = anyio.CapacityLimiter(concurrency)
-    for name, endpoint in endpoints(admin).items():
-        handler = _concurrently(_handler(endpoint), tg, limiter)
-        await group.add_endpoint(name=name, handler=handler)
+    for verb in REQUEST_TYPES:
+        tally = service.tallies[verb] = _Tally()
+        await group.add_endpoint(name=verb, handler=_spawner(handle, verb, tally, tg, limiter))
     return service

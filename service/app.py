@@ -17,17 +17,20 @@ from nats.js import JetStreamContext
 from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import provision
 from natsflow.actors.metrics import Metrics
+from natsflow.actors.starter import Starter
 from natsflow.actors.worker import WorkerPool
 from natsflow.events.errors import InputError, ManifestError
 from natsflow.manifests.loader import FORMATS
 from natsflow.service.admin import start_admin_service
-from natsflow.service.api import Admin
 from natsflow.service.config import Config
 from natsflow.service.embedded import EmbeddedServer, check_server_version
 from natsflow.service.http import serve_http
+from natsflow.service.operations import Operations
+from natsflow.service.protocol import DeployRequest, request_from
 
 log = logging.getLogger("natsflow")
 
@@ -96,14 +99,17 @@ def manifest_files(paths: tuple[str, ...]) -> list[Path]:
     return files
 
 
-async def deploy_all(admin: Admin, paths: tuple[str, ...]) -> None:
+async def deploy_all(operations: Operations, paths: tuple[str, ...]) -> None:
     """Deploy every manifest named at start-up; one bad file is reported, not fatal."""
     for path in manifest_files(paths):
         try:
-            result = await admin.deploy(
-                path.read_text(), MANIFEST_SUFFIXES.get(path.suffix, "?"), str(path)
-            )
-            log.info("deployed %s version %s from %s", result["workflow"], result["version"], path)
+            fields = {
+                "manifest": path.read_text(),
+                "format": MANIFEST_SUFFIXES.get(path.suffix, path.suffix),
+                "source": str(path),
+            }
+            result = await operations.deploy(request_from(DeployRequest, fields))
+            log.info("deployed %s version %s from %s", result.workflow, result.version, path)
         except (ManifestError, InputError, OSError) as exc:
             log.error("not deployed: %s", exc)
 
@@ -131,12 +137,13 @@ async def serve(
         )
         definitions = Definitions(js)
         publisher = Publisher(nc)
-        admin = Admin(nc, js, definitions, publisher)
+        starter = Starter(definitions, publisher, IdempotencyKeys(js))
+        operations = Operations(nc, js, definitions, publisher, starter)
         service = None
         async with anyio.create_task_group() as tg:
             await tg.start(definitions.follow_latest)
             if actors:
-                await deploy_all(admin, config.deploy_paths)
+                await deploy_all(operations, config.deploy_paths)
                 executor = Executor(
                     nc,
                     js,
@@ -149,7 +156,7 @@ async def serve(
                     publisher=publisher,
                 )
                 await tg.start(executor.run)
-                service = await start_admin_service(nc, admin, tg)
+                service = await start_admin_service(nc, operations.handle, tg)
             if config.workers:
                 pool = WorkerPool(
                     nc,
@@ -163,7 +170,7 @@ async def serve(
             if config.http_port:
                 port = await tg.start(
                     serve_http,
-                    admin if actors else None,
+                    operations.handle if actors else None,
                     metrics,
                     lambda: ready,
                     config.http_host,

@@ -14,29 +14,30 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
-import nats
+import msgspec
 import orjson
-from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
-from natsflow.actors.jetstream.topology import API_PREFIX, EXECUTIONS_BUCKET
-from natsflow.events.errors import InputError, ManifestError
+from natsflow.events.errors import InputError, ManifestError, NatsflowError, Unavailable
+from natsflow.events.views import Started
 from natsflow.manifests.loader import load_manifest
 from natsflow.service.app import MANIFEST_SUFFIXES, serve
+from natsflow.service.client import DEFAULT_URL, Client
 from natsflow.service.config import load_config
+from natsflow.service.protocol import (
+    REQUEST_TYPES,
+    AdminRequest,
+    DeployRequest,
+    StartRequest,
+    request_from,
+)
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
-TERMINAL = ("completed", "failed", "cancelled")
 
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+def _fail(exc: Exception, code: int) -> NoReturn:
+    print(f"natsflow: {exc}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,12 +109,12 @@ def main(argv: list[str] | None = None) -> None:
             anyio.run(_serve, args, backend_options=_loop_options())
         else:
             anyio.run(_client, args)
-    except CliError as exc:
-        print(f"natsflow: {exc}", file=sys.stderr)
-        sys.exit(exc.code)
     except (InputError, ManifestError) as exc:
-        print(f"natsflow: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(exc, 2)
+    except Unavailable as exc:
+        _fail(exc, 3)
+    except NatsflowError as exc:
+        _fail(exc, 1)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -162,113 +163,63 @@ async def _stop_on_signal(
 
 
 async def _client(args: argparse.Namespace) -> None:
-    payload = _prepare(args)  # validate locally first: exit 2 without touching NATS
+    request = _prepare(args)  # validate locally first: exit 2 without touching NATS
     url = args.nats_url or os.environ.get("NATS_URL") or DEFAULT_URL
-    try:
-        # nats-py keeps retrying a first connect; bound it so the CLI answers.
-        with anyio.fail_after(5):
-            nc = await nats.connect(
-                servers=url.split(","),
-                connect_timeout=3,
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                error_cb=_quiet,
-            )
-    except Exception as exc:
-        reason = str(exc) or "no answer within 5s"
-        raise CliError(f"cannot connect to NATS at {url}: {reason}", 3) from None
-    try:
-        await _run_verb(nc, args, payload)
-    finally:
-        await nc.close()
+    client = await Client.connect(
+        url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet
+    )
+    async with client:
+        await _run_verb(client, args, request)
 
 
 async def _quiet(exc: Exception) -> None:
     """The CLI reports connection errors once, itself, instead of nats-py's tracebacks."""
 
 
-def _prepare(args: argparse.Namespace) -> dict[str, Any]:
+def _prepare(args: argparse.Namespace) -> AdminRequest:
+    """The request a client verb sends, validated (``InputError``: exit 2)."""
     if args.command == "deploy":
         path = Path(args.file)
         if path.suffix not in MANIFEST_SUFFIXES:
             raise InputError(f"{path}: expected a .yaml, .yml, .toml or .json manifest")
         try:
             load_manifest(path)  # raises ManifestError listing every problem
+            text = path.read_text()
         except OSError as exc:
             raise InputError(f"{path}: cannot read the manifest: {exc.strerror or exc}") from None
-        return {
-            "manifest": path.read_text(),
-            "format": MANIFEST_SUFFIXES[path.suffix],
-            "source": str(path),
-        }
+        return DeployRequest(manifest=text, format=MANIFEST_SUFFIXES[path.suffix], source=str(path))
+    fields: dict[str, Any] = {}
     if args.command == "start":
         try:
             data = orjson.loads(args.input)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"--input: invalid JSON ({exc}): {args.input!r}") from None
-        return {"workflow": args.workflow, "input": data, "idempotency_key": args.idempotency_key}
-    if args.command == "ls":
-        if args.limit < 1:
-            raise InputError(f"--limit: expected an integer >= 1, got {args.limit}")
-        return {"status": args.status, "workflow": args.workflow, "limit": args.limit}
-    if args.command == "history":
-        return {"execution_id": args.execution_id, "all": args.all}
-    if args.command == "cancel":
-        return {"execution_id": args.execution_id, "reason": args.reason}
-    if args.command == "show":
-        return {"execution_id": args.execution_id}
-    return {}
+        fields = {"workflow": args.workflow, "input": data, "idempotency_key": args.idempotency_key}
+    elif args.command == "ls":
+        fields = {"status": args.status, "workflow": args.workflow, "limit": args.limit}
+    elif args.command == "history":
+        fields = {"execution_id": args.execution_id, "all": args.all}
+    elif args.command == "cancel":
+        fields = {"execution_id": args.execution_id, "reason": args.reason}
+    elif args.command == "show":
+        fields = {"execution_id": args.execution_id}
+    return request_from(REQUEST_TYPES[args.command], fields)
 
 
-async def request(nc: Client, verb: str, payload: dict[str, Any], within: float = 10) -> Any:
-    """Call ``natsflow.api.<verb>``; an error reply becomes ``CliError`` (2 for bad input)."""
-    try:
-        reply = await nc.request(f"{API_PREFIX}.{verb}", orjson.dumps(payload), timeout=within)
-    except NoRespondersError:
-        raise CliError("no natsflow service is running (start one with `make run`)", 3) from None
-    except NatsTimeout:
-        raise CliError(f"the natsflow service did not answer {verb} within {within}s", 3) from None
-    headers = reply.headers or {}
-    code = headers.get("Nats-Service-Error-Code")
-    if code:
-        body = orjson.loads(reply.data) if reply.data else {}
-        message = body.get("error") or headers.get("Nats-Service-Error", "error")
-        raise CliError(message, 2 if code == "400" else 1)
-    return orjson.loads(reply.data)
-
-
-async def _run_verb(nc: Client, args: argparse.Namespace, payload: dict[str, Any]) -> None:
-    result = await request(nc, args.command, payload)
-    if args.command == "start" and args.wait:
-        final = await wait_for_end(nc, result["execution_id"], args.timeout or None)
-        _print(args, final, _render_show)
-        if final["status"] != "completed":
+async def _run_verb(client: Client, args: argparse.Namespace, request: AdminRequest) -> None:
+    if isinstance(request, StartRequest) and args.wait:
+        started = await client.request(request, Started)
+        try:
+            final = await client.wait(started.execution_id, within=args.timeout or None)
+        except TimeoutError as exc:
+            _fail(exc, 1)
+        _print(args, msgspec.to_builtins(final), _render_show)
+        if final.status != "completed":
             sys.exit(1)
         return
+    result = await client.request(request, object)  # plain JSON values: printed as they come
     renderers = {"show": _render_show, "history": _render_history, "ls": _render_ls}
     _print(args, result, renderers.get(args.command, _render_plain))
-
-
-async def wait_for_end(nc: Client, execution_id: str, within: float | None) -> dict[str, Any]:
-    """Watch the execution's summary until it is terminal; no polling loop."""
-    kv = await nc.jetstream().key_value(EXECUTIONS_BUCKET)
-    watcher = await kv.watch(execution_id)
-    try:
-        with anyio.fail_after(within):
-            while True:
-                entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]
-                if entry is not None and entry.value and _status(entry.value) in TERMINAL:
-                    break
-    except TimeoutError:
-        raise CliError(f"execution {execution_id} still running after {within}s", 1) from None
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    result: dict[str, Any] = await request(nc, "show", {"execution_id": execution_id})
-    return result
-
-
-def _status(value: bytes) -> Any:
-    return orjson.loads(value).get("status")
 
 
 def _print(args: argparse.Namespace, result: Any, render: Any) -> None:

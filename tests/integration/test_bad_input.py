@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import anyio
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from natsflow.actors.jetstream.topology import DLQ_STREAM, inbox_subject, task_subject
 from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
 from tests.integration.harness import running
 
 HELLO = Path(__file__).parents[2] / "manifests" / "examples" / "hello.yaml"
 
 
 async def dead_letter(nc: Client, subject: str, within: float = 10) -> dict[str, str]:
-    """The headers of the dead letter for ``subject`` (polled with a deadline)."""
+    """The headers of the dead letter for ``subject``, once there is one."""
     js = nc.jetstream()
-    deadline = time.monotonic() + within
-    while True:
+
+    async def last() -> dict[str, str]:
         try:
             msg = await js.get_last_msg(DLQ_STREAM, subject)
-            return dict(msg.headers or {})
         except NotFoundError:
-            assert time.monotonic() < deadline, f"nothing dead-lettered on {subject}"
-            await anyio.sleep(0.05)
+            raise AssertionError(f"nothing dead-lettered on {subject}") from None
+        return dict(msg.headers or {})
+
+    return await eventually(last, within=within)
 
 
 async def test_invalid_inbox_and_task_messages_are_dead_lettered(

@@ -31,8 +31,32 @@ INVALID_PROBLEMS = (
     'steps.a.needs: unknown step "ghost"',
     "steps.a.retry.attempts: expected int >= 1",
     'steps.b.timeout: invalid duration "soon"',
-    'steps.b.with.argv: required for action "shell"',
+    "steps.b.with.argv: required field missing",
 )
+
+# Each of these once deployed fine and failed only when a worker ran the step.
+DRIFTS = """
+name: drifts
+steps:
+  feed:
+    action: shell
+    with: {argv: [cat], stdin: {a: 1}}
+  ask:
+    action: nats.request
+    with: {subject: svc.echo, timeout: 0}
+"""
+DRIFT_PROBLEMS = (
+    'steps.feed.with.stdin: expected str, got {"a":1}',
+    "steps.ask.with.timeout: expected duration > 0, got 0",
+)
+# ... and this one was refused at deploy although a worker accepts it.
+LOWER_CASE_METHOD = """
+name: lower-case-method
+steps:
+  fetch:
+    action: http
+    with: {url: "http://127.0.0.1:1/", method: get}
+"""
 
 FAILING = """
 name: failing
@@ -76,6 +100,22 @@ async def test_invalid_manifest_exits_2_listing_every_problem(
     assert run.out == ""
     assert listed.code == 0, listed
     assert "half-baked" not in [w["workflow"] for w in listed.json()]
+
+
+async def test_params_a_worker_would_refuse_exit_2_at_deploy(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    drifts, lower = tmp_path / "drifts.yaml", tmp_path / "lower-case-method.yaml"
+    drifts.write_text(DRIFTS)
+    lower.write_text(LOWER_CASE_METHOD)
+    async with running(nats_server) as engine:
+        refused = await natsflow(engine, "deploy", str(drifts))
+        accepted = await natsflow(engine, "deploy", str(lower), "--json")
+    assert refused.code == 2, refused
+    for problem in DRIFT_PROBLEMS:
+        assert problem in refused.err, f"{problem!r} missing from:\n{refused.err}"
+    assert accepted.code == 0, accepted
+    assert accepted.json()["workflow"] == "lower-case-method"
 
 
 async def test_invalid_input_exits_2(nats_server: EmbeddedServer) -> None:

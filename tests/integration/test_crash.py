@@ -25,6 +25,7 @@ from anyio.abc import Process
 
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
 from tests.integration.harness import Engine, connect, natsflow_script
 
 SCRIPT = (
@@ -70,9 +71,10 @@ class SideEffects:
         return [int(p[3]) for p in lines if p[0] == "start" and p[2] not in done]
 
     async def wait_started(self, step: str, within: float) -> None:
-        with anyio.fail_after(within):
-            while step not in self.starts():  # noqa: ASYNC110 (a file: nothing to await)
-                await anyio.sleep(0.02)
+        async def started() -> None:
+            assert step in self.starts(), f"{step} not started: {self.lines()}"
+
+        await eventually(started, within=within, interval=0.02)
 
 
 def service_env(
@@ -135,13 +137,15 @@ async def completed_steps(engine: Engine, execution: str) -> set[str]:
 async def completions(engine: Engine, execution: str, archive: bool = False) -> Counter[str]:
     """How often each step completed; from the archive when snapshots compact the stream
     (it is filled asynchronously: wait, with a deadline, until it has the end)."""
-    with anyio.fail_after(20):
-        while True:
-            history = await engine.call("history", {"execution_id": execution, "all": archive})
-            events = history["events"]
-            if not archive or any(e["type"] == "execution_completed" for e in events):
-                return Counter(e["step"] for e in events if e["type"] == "step_completed")
-            await anyio.sleep(0.1)
+
+    async def counted() -> Counter[str]:
+        history = await engine.call("history", {"execution_id": execution, "all": archive})
+        events = history["events"]
+        if archive:
+            assert any(e["type"] == "execution_completed" for e in events), "archive behind"
+        return Counter(e["step"] for e in events if e["type"] == "step_completed")
+
+    return await eventually(counted, within=20, interval=0.1)
 
 
 async def test_kill_9_mid_step_resumes_without_rerunning_finished_steps(

@@ -8,68 +8,100 @@ from typing import Any
 
 import aiohttp
 import anyio
+import msgspec
 import pytest
 from aiohttp import web
 
 from natsflow.actors.metrics import Metrics
 from natsflow.events.errors import ConcurrencyConflict, InputError, NotFound
-from natsflow.service.http import ExecutionApi, make_app, serve_http
+from natsflow.events.views import ExecutionSummary, ExecutionView, ResumePoint, Started
+from natsflow.service.http import make_app, serve_http
+from natsflow.service.protocol import (
+    AdminRequest,
+    CancelRequest,
+    CancelRequested,
+    Handler,
+    ListRequest,
+    Reply,
+    ShowRequest,
+    Signalled,
+    SignalRequest,
+    StartRequest,
+)
+
+
+def _view(execution_id: str) -> ExecutionView:
+    return ExecutionView(
+        execution_id=execution_id,
+        workflow="orders",
+        version="v1",
+        status="running",
+        started_at=1.0,
+        finished_at=None,
+        input=None,
+        output=None,
+        error=None,
+        failed_step=None,
+        steps_done=0,
+        steps_total=1,
+        current=(),
+        resume_point=ResumePoint(events=1, stream_seq=1),
+        steps={},
+    )
 
 
 @dataclass
-class FakeApi:
-    """An in-memory ExecutionApi recording every call."""
+class FakeHandler:
+    """An in-memory admin handler recording every request it carries out."""
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
 
-    async def start(self, workflow: str, input: Any, idempotency_key: str | None) -> dict[str, Any]:
-        self.calls.append(("start", workflow, input, idempotency_key))
+    async def __call__(self, request: AdminRequest) -> Reply:
+        match request:
+            case StartRequest(workflow=workflow, input=input, idempotency_key=key):
+                return self.start(workflow, input, key)
+            case ShowRequest(execution_id=execution_id):
+                self.calls.append(("show", execution_id))
+                if execution_id == "nope":
+                    raise NotFound(f"execution {execution_id} not found")
+                if execution_id == "boom":
+                    raise RuntimeError("bug")
+                return _view(execution_id)
+            case ListRequest(status=status, workflow=workflow, limit=limit):
+                self.calls.append(("list", status, workflow, limit))
+                row = ExecutionSummary(
+                    execution_id="ex-1", workflow="orders", version="v1", status=status or "running"
+                )
+                return [row]
+            case SignalRequest(execution_id=execution_id, name=name, data=data):
+                self.calls.append(("signal", execution_id, name, data))
+                return Signalled(execution_id=execution_id, signal=name)
+            case CancelRequest(execution_id=execution_id, reason=reason):
+                self.calls.append(("cancel", execution_id, reason))
+                if execution_id == "done":
+                    raise ConcurrencyConflict(execution_id, 7)
+                return CancelRequested(execution_id=execution_id)
+        raise AssertionError(f"HTTP sent {request}")
+
+    def start(self, workflow: str, input: Any, key: str | None) -> Started:
+        self.calls.append(("start", workflow, input, key))
         if workflow == "missing":
             raise NotFound(f"workflow {workflow!r} is not deployed")
         if workflow == "bad":
             raise InputError("input.count: expected an integer, got 'x'")
-        created = idempotency_key is None or idempotency_key not in self.keys
+        created = key is None or key not in self.keys
         execution_id = f"ex-{len(self.calls)}"
-        if idempotency_key is not None:
-            execution_id = self.keys.setdefault(idempotency_key, execution_id)
-        return {
-            "execution_id": execution_id,
-            "workflow": workflow,
-            "version": 1,
-            "created": created,
-        }
-
-    async def show(self, execution_id: str) -> dict[str, Any]:
-        self.calls.append(("show", execution_id))
-        if execution_id == "nope":
-            raise NotFound(f"execution {execution_id} not found")
-        if execution_id == "boom":
-            raise RuntimeError("bug")
-        return {"execution_id": execution_id, "status": "running"}
-
-    async def list(
-        self, status: str | None, workflow: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        self.calls.append(("list", status, workflow, limit))
-        return [{"execution_id": "ex-1", "status": status or "running"}]
-
-    async def signal(self, execution_id: str, name: str, data: Any) -> dict[str, Any]:
-        self.calls.append(("signal", execution_id, name, data))
-        return {"execution_id": execution_id, "signal": name}
-
-    async def cancel(self, execution_id: str, reason: str) -> dict[str, Any]:
-        self.calls.append(("cancel", execution_id, reason))
-        if execution_id == "done":
-            raise ConcurrencyConflict(execution_id, 7)
-        return {"execution_id": execution_id, "status": "cancelling"}
+        if key is not None:
+            execution_id = self.keys.setdefault(key, execution_id)
+        return Started(execution_id=execution_id, workflow=workflow, version="v1", created=created)
 
 
 @dataclass
 class Sidecar:
     base: str
     session: aiohttp.ClientSession
-    api: FakeApi
+    api: FakeHandler
     metrics: Metrics
     readiness: list[bool]
 
@@ -77,8 +109,8 @@ class Sidecar:
 @pytest.fixture
 async def sidecar() -> AsyncIterator[Sidecar]:
     """The app on a real socket (an AppRunner: a task group cannot span a fixture's yield)."""
-    api = FakeApi()
-    typed: ExecutionApi = api  # FakeApi satisfies the protocol
+    api = FakeHandler()
+    typed: Handler = api  # FakeHandler is an admin handler
     metrics = Metrics()
     readiness = [False]
     runner = web.AppRunner(make_app(typed, metrics, lambda: readiness[0]))
@@ -192,16 +224,20 @@ async def test_unknown_route_answers_json_404(sidecar: Sidecar) -> None:
 
 
 async def test_show(sidecar: Sidecar) -> None:
-    assert await _get(sidecar, "/v1/executions/ex-9") == (
-        200,
-        {"execution_id": "ex-9", "status": "running"},
-    )
+    status, body = await _get(sidecar, "/v1/executions/ex-9")
+    assert status == 200
+    assert body == msgspec.json.decode(msgspec.json.encode(_view("ex-9")))
+    assert body["resume_point"] == {"events": 1, "stream_seq": 1}
 
 
 async def test_list_with_filters_and_limit(sidecar: Sidecar) -> None:
     status, body = await _get(sidecar, "/v1/executions?status=failed&workflow=orders&limit=5")
     assert status == 200
-    assert body == {"executions": [{"execution_id": "ex-1", "status": "failed"}]}
+    assert body == {
+        "executions": [
+            {"execution_id": "ex-1", "workflow": "orders", "version": "v1", "status": "failed"}
+        ]
+    }
     await _get(sidecar, "/v1/executions")
     assert sidecar.api.calls == [("list", "failed", "orders", 5), ("list", None, None, 100)]
 
@@ -211,6 +247,23 @@ async def test_list_rejects_bad_limits(sidecar: Sidecar, limit: str) -> None:
     status, body = await _get(sidecar, f"/v1/executions?limit={limit}")
     assert status == 400
     assert body["error"].startswith("limit: expected an integer from 1 to 1000")
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [("status=weird", "status"), ("workflow=no.dots", "workflow")]
+)
+async def test_list_rejects_bad_filters_naming_the_field(
+    sidecar: Sidecar, query: str, field: str
+) -> None:
+    status, body = await _get(sidecar, f"/v1/executions?{query}")
+    assert status == 400
+    assert body["error"].startswith(f"{field}: ")
+    assert sidecar.api.calls == []
+
+
+async def test_start_refuses_a_body_repeating_the_url(sidecar: Sidecar) -> None:
+    status, body = await _post(sidecar, "/v1/workflows/orders/executions", b'{"workflow": "x"}')
+    assert (status, body) == (400, {"error": "workflow: unknown field (the URL gives it)"})
 
 
 async def test_signal_passes_any_json_as_data(sidecar: Sidecar) -> None:
@@ -230,7 +283,7 @@ async def test_signal_passes_any_json_as_data(sidecar: Sidecar) -> None:
 
 async def test_cancel_with_and_without_reason(sidecar: Sidecar) -> None:
     status, body = await _post(sidecar, "/v1/executions/ex-1/cancel", b'{"reason": "stop"}')
-    assert (status, body) == (200, {"execution_id": "ex-1", "status": "cancelling"})
+    assert (status, body) == (200, {"execution_id": "ex-1", "cancel_requested": True})
     await _post(sidecar, "/v1/executions/ex-2/cancel")
     assert sidecar.api.calls == [
         ("cancel", "ex-1", "stop"),
@@ -245,7 +298,7 @@ async def test_serve_http_reports_its_port_and_stops_when_cancelled() -> None:
             async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
                 assert resp.status == 200
             async with session.get(f"http://127.0.0.1:{port}/v1/executions") as resp:
-                assert resp.status == 503  # no ExecutionApi in this process
+                assert resp.status == 503  # no admin handler in this process
                 assert "no execution API" in (await resp.json())["error"]
         tg.cancel_scope.cancel()
     async with aiohttp.ClientSession() as session:

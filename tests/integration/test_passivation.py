@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import aiohttp
-import anyio
 
 from natsflow.service.embedded import EmbeddedServer, free_port
+from tests.eventually import eventually
 from tests.integration.harness import running
 
 NAPS = """
@@ -33,14 +33,14 @@ async def test_sleeping_executions_are_passivated_and_wake_up(nats_server: Embed
         await engine.deploy(NAPS)
         executions = [await engine.start("naps") for _ in range(20)]
 
+        async def all_passivated() -> str:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                metrics = await response.text()
+            assert gauge(metrics, "natsflow_active_actors") == 0, "actors still active"
+            return metrics
+
         # While they sleep on their durable timers, no actor stays in memory.
-        with anyio.fail_after(10):
-            while True:
-                async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
-                    metrics = await response.text()
-                if gauge(metrics, "natsflow_active_actors") == 0:
-                    break
-                await anyio.sleep(0.05)
+        metrics = await eventually(all_passivated, within=10)
         assert gauge(metrics, "natsflow_snapshots_written_total") >= len(executions)
 
         # The timers fire into the inboxes: each actor is activated from its snapshot.

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import anyio
 import msgspec
 import pytest
 from msgspec.structs import replace
@@ -19,12 +17,12 @@ from natsflow.actors.jetstream.topology import (
     snapshot_subject,
 )
 from natsflow.events.codec import STATE_SCHEMA_VERSION, Snapshot
-from natsflow.events.errors import SnapshotSchemaError
+from natsflow.events.errors import NotFound, SnapshotSchemaError
 from natsflow.events.fold import fold
 from natsflow.events.messages import TimerDue, json_encoder
 from natsflow.events.model import INITIAL, ExecutionStarted, TimerStarted
-from natsflow.service.cli import CliError
 from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
 from tests.integration.harness import Engine, running
 
 LOOP = """
@@ -53,30 +51,27 @@ output: "${{ steps.done.output }}"
 
 
 async def archive_caught_up(engine: Engine, execution: str, events: int) -> dict[str, Any]:
-    """The archive is sourced asynchronously: poll (with a deadline) until it has every event."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            archived: dict[str, Any] = await engine.call(
-                "history", {"execution_id": execution, "all": True}
-            )
-            if len(archived["events"]) >= events or time.monotonic() > deadline:
-                return archived
-        except CliError:
-            if time.monotonic() > deadline:
-                raise
-        await anyio.sleep(0.1)
+    """The archive is sourced asynchronously: wait until it has every event."""
+
+    async def caught_up() -> dict[str, Any]:
+        archived: dict[str, Any] = await engine.call(
+            "history", {"execution_id": execution, "all": True}
+        )
+        assert len(archived["events"]) >= events, f"archived {len(archived['events'])}/{events}"
+        return archived
+
+    return await eventually(caught_up, within=20, interval=0.1, ignoring=(NotFound,))
 
 
 async def compacted_history(engine: Engine, execution: str, below: int) -> dict[str, Any]:
-    """Poll (with a deadline) until the hot stream's history is shorter than ``below``."""
-    deadline = time.monotonic() + 20
-    while True:
+    """Wait until the hot stream's history is shorter than ``below``."""
+
+    async def compacted() -> dict[str, Any]:
         history: dict[str, Any] = await engine.call("history", {"execution_id": execution})
-        if len(history["events"]) < below:
-            return history
-        assert time.monotonic() < deadline, f"not compacted: {len(history['events'])} events"
-        await anyio.sleep(0.1)
+        assert len(history["events"]) < below, f"not compacted: {len(history['events'])} events"
+        return history
+
+    return await eventually(compacted, within=20, interval=0.1)
 
 
 async def test_a_loop_is_compacted_and_the_archive_keeps_every_event(

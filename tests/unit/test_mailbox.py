@@ -22,7 +22,7 @@ async def test_fifo_bounded_and_back_pressure() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert sent == []  # still blocked: the mailbox is full
         assert await box.receive() == 1
     assert sent == [3]
@@ -40,7 +40,7 @@ async def test_a_waiting_reader_is_woken_and_can_be_cancelled() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(reader)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         box.send_nowait("hello")
     assert got == ["hello"]
 

@@ -1,0 +1,55 @@
+"""Reads the admin API needs beyond one execution's history.
+
+Every execution summary in one batched direct get (ADR-31 ``multi_last``, not a
+get per key), and whether the archive stream exists. NATS's errors become
+``Unavailable`` here, like everywhere in the adapter.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import orjson
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from natsflow.actors.jetstream.errors import unavailable, unavailable_as
+from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET
+from natsflow.events.views import ExecutionSummary
+
+READ_TIMEOUT = 10.0
+_MAX_SUMMARIES = 100_000
+
+
+async def all_summaries(nc: Client) -> list[ExecutionSummary]:
+    """The summary of every execution in the KV bucket ``natsflow_executions``."""
+    request = orjson.dumps({"multi_last": [f"$KV.{EXECUTIONS_BUCKET}.>"], "batch": _MAX_SUMMARIES})
+    what = f"read the execution summaries from {EXECUTIONS_BUCKET}"
+    out: list[ExecutionSummary] = []
+    with unavailable_as(what):
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        try:
+            await nc.publish(f"$JS.API.DIRECT.GET.KV_{EXECUTIONS_BUCKET}", request, reply=inbox)
+            while True:
+                msg = await sub.next_msg(timeout=READ_TIMEOUT)
+                status = msg.headers.get("Status") if msg.headers else None
+                if status in ("503", "408"):
+                    raise unavailable(what, f"status {status}")
+                if status:  # 204: the end of the batch; 404: no executions yet
+                    break
+                if msg.data:
+                    out.append(msgspec.json.decode(msg.data, type=ExecutionSummary))
+        finally:
+            await sub.unsubscribe()
+    return out
+
+
+async def archive_exists(js: JetStreamContext) -> bool:
+    """Whether the service keeps the full history in the archive stream (``NATSFLOW_ARCHIVE``)."""
+    with unavailable_as(f"look up the stream {ARCHIVE_STREAM}"):
+        try:
+            await js.stream_info(ARCHIVE_STREAM)
+        except NotFoundError:
+            return False
+    return True

@@ -1,0 +1,260 @@
+"""The natsflow client: deploy workflows, start, read and steer executions from Python.
+
+It speaks the admin API over NATS (``natsflow.api.<verb>``, see
+``service.protocol``) and needs nothing but NATS access::
+
+    async with await Client.connect("nats://127.0.0.1:4222") as natsflow:
+        await natsflow.deploy_file("manifests/examples/hello.yaml")
+        started = await natsflow.start("hello", {"name": "Ada"})
+        view = await natsflow.wait(started.execution_id)
+
+Replies are typed (``Started``, ``ExecutionView``, ...). An error reply raises
+the natsflow error of its code: 400 ``InputError`` (``ManifestError`` listing a
+manifest's problems), 404 ``NotFound``, 409 ``Conflict``, 503 ``Unavailable``,
+500 ``InternalError``; no service answering, or NATS unreachable, is
+``Unavailable`` too. The CLI, the HTTP tests' harness and the benchmarks all
+use this client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from natsflow.events.errors import Unavailable
+from natsflow.events.model import TERMINAL_EXECUTION, ExecutionStatus
+from natsflow.events.views import ExecutionSummary, ExecutionView, Started
+from natsflow.manifests.loader import FORMATS, Format
+from natsflow.service.outcomes import error_of
+from natsflow.service.protocol import (
+    DEFAULT_CANCEL_REASON,
+    DEFAULT_LIST_LIMIT,
+    AdminRequest,
+    CancelRequest,
+    CancelRequested,
+    Deployed,
+    DeployRequest,
+    ErrorReply,
+    History,
+    HistoryRequest,
+    ListRequest,
+    ShowRequest,
+    Signalled,
+    SignalRequest,
+    StartRequest,
+    WorkflowsRequest,
+    WorkflowVersion,
+    subject,
+    verb_of,
+)
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+T = TypeVar("T")
+
+# The connection cannot carry the request (closed, draining, reconnecting, no server).
+_NOT_CONNECTED: tuple[type[Exception], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+)
+_WATCH_ERRORS: tuple[type[Exception], ...] = (nats.errors.TimeoutError, *_NOT_CONNECTED)
+_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(ErrorReply)
+
+
+class Client:
+    """A client of the natsflow admin API over a nats-py connection.
+
+    ``Client(nc)`` uses a connection the caller owns; ``await Client.connect(url)``
+    opens one that ``close()`` (or leaving ``async with``) closes. ``request_timeout`` is
+    how long each request waits for an answer.
+    """
+
+    def __init__(self, nc: NatsClient, *, request_timeout: float = 10.0) -> None:
+        self.nc = nc
+        self.request_timeout = request_timeout
+        self._owns_connection = False
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str = DEFAULT_URL,
+        *,
+        request_timeout: float = 10.0,
+        connect_within: float = 5.0,
+        **options: Any,
+    ) -> Client:
+        """Connect to ``servers`` (comma-separated URLs); ``options`` go to ``nats.connect``.
+
+        Raises ``Unavailable`` when NATS cannot be reached within ``connect_within`` s.
+        """
+        try:
+            # nats-py may keep retrying a first connect: bound it.
+            with anyio.fail_after(connect_within):
+                nc = await nats.connect(servers=servers.split(","), **options)
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            reason = str(exc) or f"no answer within {connect_within}s"
+            raise Unavailable(f"cannot connect to NATS at {servers}: {reason}") from None
+        client = cls(nc, request_timeout=request_timeout)
+        client._owns_connection = True
+        return client
+
+    async def close(self) -> None:
+        """Close the connection if ``connect`` opened it."""
+        if self._owns_connection:
+            await self.nc.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def deploy(
+        self, manifest: str, format: Format = "yaml", source: str = "<api>"
+    ) -> Deployed:
+        """Validate ``manifest`` (text in ``format``) and make it the workflow's latest version."""
+        request = DeployRequest(manifest=manifest, format=format, source=source)
+        return await self.request(request, Deployed)
+
+    async def deploy_file(self, path: str | Path) -> Deployed:
+        """Deploy a manifest file; its format comes from its suffix (.yaml, .yml, .toml, .json)."""
+        path = Path(path)
+        if path.suffix not in FORMATS:
+            raise ValueError(f"{path}: expected a .yaml, .yml, .toml or .json manifest")
+        text = await anyio.Path(path).read_text()
+        return await self.deploy(text, FORMATS[path.suffix], str(path))
+
+    async def start(
+        self, workflow: str, input: Any = None, *, idempotency_key: str | None = None
+    ) -> Started:
+        """Start an execution of the latest version (or find the one with this key)."""
+        request = StartRequest(workflow=workflow, input=input, idempotency_key=idempotency_key)
+        return await self.request(request, Started)
+
+    async def show(self, execution_id: str) -> ExecutionView:
+        """An execution's status, steps and resume point."""
+        return await self.request(ShowRequest(execution_id=execution_id), ExecutionView)
+
+    async def history(self, execution_id: str, *, all: bool = False) -> History:
+        """An execution's stored events (``all``: the full trail from the archive stream)."""
+        return await self.request(HistoryRequest(execution_id=execution_id, all=all), History)
+
+    async def ls(
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        workflow: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> list[ExecutionSummary]:
+        """Executions, newest first, optionally filtered."""
+        request = ListRequest(status=status, workflow=workflow, limit=limit)
+        return await self.request(request, list[ExecutionSummary])
+
+    async def cancel(
+        self, execution_id: str, reason: str = DEFAULT_CANCEL_REASON
+    ) -> CancelRequested:
+        """Ask a running execution to cancel (``Conflict`` if it is not running)."""
+        request = CancelRequest(execution_id=execution_id, reason=reason)
+        return await self.request(request, CancelRequested)
+
+    async def signal(self, execution_id: str, name: str, data: Any = None) -> Signalled:
+        """Deliver signal ``name`` with ``data`` to an execution."""
+        request = SignalRequest(execution_id=execution_id, name=name, data=data)
+        return await self.request(request, Signalled)
+
+    async def workflows(self) -> list[WorkflowVersion]:
+        """Deployed workflows and the version new executions of each pin."""
+        return await self.request(WorkflowsRequest(), list[WorkflowVersion])
+
+    async def wait(self, execution_id: str, *, within: float | None = None) -> ExecutionView:
+        """Wait until the execution is completed, failed or cancelled; its final view.
+
+        Watches the execution's summary (no polling). Raises ``TimeoutError``
+        when it is still running after ``within`` seconds (None: no limit).
+        """
+        # The adapter is imported here, not at the top: `import natsflow` stays light.
+        from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET
+
+        try:
+            kv = await self.nc.jetstream(timeout=self.request_timeout).key_value(EXECUTIONS_BUCKET)
+            watcher = await kv.watch(execution_id)
+        except _WATCH_ERRORS as exc:
+            raise Unavailable(f"cannot watch execution {execution_id}: {exc!r}") from None
+        try:
+            with anyio.fail_after(within):
+                while True:
+                    entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]
+                    if (
+                        entry is not None
+                        and entry.value
+                        and _status(entry.value) in (TERMINAL_EXECUTION)
+                    ):
+                        break
+        except TimeoutError:
+            raise TimeoutError(f"execution {execution_id} still running after {within}s") from None
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        return await self.show(execution_id)
+
+    async def request(self, request: AdminRequest, reply: type[T]) -> T:
+        """Send any request; its reply decoded as ``reply`` (``object``: plain JSON values).
+
+        Raises the natsflow error of an error reply's code.
+        """
+        verb = verb_of(type(request))
+        try:
+            msg = await self.nc.request(
+                subject(verb), _encoder.encode(request), timeout=self.request_timeout
+            )
+        except nats.errors.NoRespondersError:
+            raise Unavailable(
+                "no natsflow service is running (start one with `make run`)"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise Unavailable(
+                f"the natsflow service did not answer {verb} within {self.request_timeout}s"
+            ) from None
+        except _NOT_CONNECTED as exc:
+            raise Unavailable(f"cannot send {verb}: not connected to NATS ({exc!r})") from None
+        code = (msg.headers or {}).get("Nats-Service-Error-Code")
+        if code:
+            raise _error(msg.data, msg.headers or {}, code, request)
+        return msgspec.json.decode(msg.data, type=reply)
+
+
+def _error(data: bytes, headers: dict[str, str], code: str, request: AdminRequest) -> Exception:
+    try:
+        body = _error_decoder.decode(data)
+    except msgspec.DecodeError:
+        body = ErrorReply(error=headers.get("Nats-Service-Error") or f"error {code}")
+    source = request.source if isinstance(request, DeployRequest) else ""
+    status = int(code) if code.isdigit() else 500
+    return error_of(status, body.error, body.problems, source)
+
+
+def _status(summary: bytes) -> str | None:
+    try:
+        return msgspec.json.decode(summary, type=_StatusOnly).status
+    except msgspec.DecodeError:
+        return None
+
+
+class _StatusOnly(msgspec.Struct):
+    status: str | None = None

@@ -1,0 +1,163 @@
+"""The operations behind the admin API: one handler, one ``match``, for every front end.
+
+``Operations.handle`` carries out any ``AdminRequest``; the NATS micro service
+(``service.admin``) and the HTTP sidecar (``service.http``) call it, and map
+what it raises with ``service.outcomes.outcome``. Starting an execution is the
+start use case's (``actors.starter.Starter``); the rest reads the event store,
+the summaries and the definitions through the JetStream adapter.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.reads import all_summaries, archive_exists
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
+from natsflow.actors.starter import Starter
+from natsflow.events.errors import Conflict, InputError, NotFound, Unavailable
+from natsflow.events.messages import Cancel, json_encoder
+from natsflow.events.views import ExecutionSummary, ExecutionView, execution_view
+from natsflow.manifests.loader import parse_manifest
+from natsflow.service.protocol import (
+    AdminRequest,
+    CancelRequest,
+    CancelRequested,
+    Deployed,
+    DeployRequest,
+    History,
+    HistoryRequest,
+    ListRequest,
+    Reply,
+    ShowRequest,
+    Signalled,
+    SignalRequest,
+    SnapshotInfo,
+    StartRequest,
+    WorkflowsRequest,
+    WorkflowVersion,
+)
+
+
+class Operations:
+    """Deploy workflows; start, read and steer executions."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        definitions: Definitions,
+        publisher: Publisher,
+        starter: Starter,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._definitions = definitions
+        self._publisher = publisher
+        self._starter = starter
+        self._store = EventStore(nc, js, publisher)
+
+    async def handle(self, request: AdminRequest) -> Reply:
+        """Carry out ``request``; raises what ``service.outcomes`` maps to a status code."""
+        if not self._nc.is_connected:  # answer at once rather than after a timeout
+            raise Unavailable("not connected to NATS (reconnecting): retry later")
+        match request:
+            case DeployRequest():
+                return await self.deploy(request)
+            case StartRequest(workflow=workflow, input=input, idempotency_key=key):
+                return await self._starter.start(workflow, input, key)
+            case ListRequest():
+                return await self.ls(request)
+            case ShowRequest(execution_id=execution_id):
+                return await self.show(execution_id)
+            case HistoryRequest():
+                return await self.history(request)
+            case CancelRequest():
+                return await self.cancel(request)
+            case SignalRequest():
+                return await self.signal(request)
+            case WorkflowsRequest():
+                return await self.workflows()
+            case _:
+                assert_never(request)
+
+    async def deploy(self, request: DeployRequest) -> Deployed:
+        workflow = parse_manifest(request.manifest, request.format, request.source)
+        version, created = await self._definitions.deploy(workflow)
+        return Deployed(workflow=workflow.name, version=version, created=created)
+
+    async def workflows(self) -> list[WorkflowVersion]:
+        return [WorkflowVersion(**row) for row in await self._definitions.list()]
+
+    async def ls(self, request: ListRequest) -> list[ExecutionSummary]:
+        rows = [
+            row
+            for row in await all_summaries(self._nc)
+            if request.status in (None, row.status) and request.workflow in (None, row.workflow)
+        ]
+        rows.sort(key=lambda row: row.started_at or 0.0, reverse=True)
+        return rows[: request.limit]
+
+    async def show(self, execution_id: str) -> ExecutionView:
+        loaded = await self._store.load(execution_id)
+        state = loaded.state
+        if state.status == "pending":
+            raise NotFound(f"execution {execution_id!r} not found")
+        try:
+            total = len((await self._definitions.get(state.workflow, state.version)).steps)
+        except NotFound:
+            total = sum(1 for step in state.steps.values() if step.parent is None)
+        return execution_view(state, loaded.last_seq, total)
+
+    async def history(self, request: HistoryRequest) -> History:
+        execution_id, archive = request.execution_id, request.all
+        if archive and not await archive_exists(self._js):
+            raise InputError(
+                "the archive is off: run the service with NATSFLOW_ARCHIVE=1 to keep the full"
+                f" history in {ARCHIVE_STREAM} (from then on); without --all, history shows"
+                " the latest snapshot and the events after it"
+            )
+        events = tuple(
+            [
+                {"seq": seq, **msgspec.to_builtins(event)}
+                async for seq, event in self._store.read_history(execution_id, archive=archive)
+            ]
+        )
+        snapshot = None if archive else await self._store.snapshot_info(execution_id)
+        if not events and snapshot is None:
+            raise NotFound(f"execution {execution_id!r} not found")
+        if snapshot is None:
+            return History(execution_id=execution_id, events=events)
+        seq, state, covers = snapshot
+        return History(
+            execution_id=execution_id,
+            events=events,
+            snapshot=SnapshotInfo(seq=seq, covers=covers, events_before=state.events),
+            note=f"history before stream sequence {covers} was compacted into a snapshot;"
+            " run the service with NATSFLOW_ARCHIVE=1 and use --all for the full trail",
+        )
+
+    async def cancel(self, request: CancelRequest) -> CancelRequested:
+        execution_id = request.execution_id
+        status = (await self.show(execution_id)).status  # NotFound for an unknown id
+        if status != "running":
+            raise Conflict(
+                f"execution {execution_id} is {status}: only a running one can be cancelled"
+            )
+        await self._publisher.publish(
+            inbox_subject(execution_id), json_encoder.encode(Cancel(reason=request.reason))
+        )
+        return CancelRequested(execution_id=execution_id)
+
+    async def signal(self, request: SignalRequest) -> Signalled:
+        await self.show(request.execution_id)  # NotFound for an unknown id
+        raise Conflict(
+            f"execution {request.execution_id} has no step waiting for signal {request.name!r}"
+            " (this version has no `wait` action)"
+        )

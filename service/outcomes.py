@@ -1,0 +1,88 @@
+"""Errors to outcomes and back: the one mapping the NATS API, HTTP and the client share.
+
+=====  ===========================================================  ==================
+code   raised by the handler                                        raised by a client
+=====  ===========================================================  ==================
+400    ``InputError``, ``ManifestError`` (invalid input: names the  ``InputError``
+       field; a manifest's ``problems`` list every problem)          (``ManifestError``
+                                                                     with problems)
+404    ``NotFound`` (no such workflow, version or execution)        ``NotFound``
+409    ``Conflict``, ``ConcurrencyConflict`` (the request           ``Conflict``
+       contradicts the state: cancel a finished execution, ...)
+503    ``Unavailable`` (NATS down or not answering: retry later)    ``Unavailable``
+500    anything else (a bug: logged with its traceback)             ``InternalError``
+=====  ===========================================================  ==================
+
+Request bodies are decoded by ``protocol.decode_request`` / ``request_from``,
+which raise ``InputError`` naming the field; a msgspec error that reaches this
+mapping comes from decoding stored data, so it is a 500, not the caller's fault.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from natsflow.events.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    InputError,
+    InternalError,
+    ManifestError,
+    NatsflowError,
+    NotFound,
+    Unavailable,
+)
+
+log = logging.getLogger("natsflow.api")
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """How a failed request is answered: a status code, a message, and a manifest's problems."""
+
+    status: int
+    message: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 503
+
+
+def outcome(exc: Exception) -> Outcome:
+    """The answer to a request that raised ``exc``; a 500 is logged with its traceback."""
+    match exc:
+        case ManifestError():
+            return Outcome(400, str(exc), tuple(exc.problems))
+        case InputError():
+            return Outcome(400, str(exc))
+        case NotFound():
+            return Outcome(404, str(exc))
+        case Conflict() | ConcurrencyConflict():
+            return Outcome(409, str(exc))
+        case Unavailable():
+            return Outcome(503, str(exc))
+        case _:
+            log.error("admin request failed", exc_info=exc)
+            return Outcome(500, f"internal error ({type(exc).__name__}; see the service log)")
+
+
+_BY_STATUS: dict[int, type[NatsflowError]] = {
+    400: InputError,
+    404: NotFound,
+    409: Conflict,
+    503: Unavailable,
+}
+
+
+def error_of(
+    status: int, message: str, problems: tuple[str, ...] = (), source: str = ""
+) -> NatsflowError:
+    """The exception a client raises for an error reply (the inverse of ``outcome``).
+
+    A 400 listing a manifest's problems becomes ``ManifestError(source, problems)``.
+    """
+    if status == 400 and problems:
+        return ManifestError(source or "<api>", list(problems))
+    return _BY_STATUS.get(status, InternalError)(message)

@@ -1,0 +1,257 @@
+"""The admin protocol: every request and reply of ``natsflow.api.<verb>``, as msgspec structs.
+
+A request is one member of the tagged union ``AdminRequest``; its tag (the
+field ``verb``) is the verb, and the verb names the subject. Each endpoint
+decodes its body as its own verb's struct (``decode_request``), so the tag may
+be left out of a body. Requests forbid unknown fields and bound their values:
+a typo or an out-of-range filter is refused with 400 naming the field, never
+ignored. Replies are the read views of ``natsflow.events.views`` and the
+structs below; they decode leniently (a newer service may add fields).
+
+One handler (``natsflow.service.operations``) carries out any request with one
+``match``; the NATS micro service and the HTTP sidecar both call it, and one
+client (``natsflow.service.client``) sends them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar, get_args
+
+import msgspec
+from msgspec import Meta
+
+from natsflow.events.errors import InputError
+from natsflow.events.model import ExecutionStatus
+from natsflow.events.views import ExecutionSummary, ExecutionView, Started
+from natsflow.manifests.loader import Format
+from natsflow.manifests.schema import NAME_PATTERN, WorkflowName
+
+API_PREFIX = "natsflow.api"
+"""The admin micro service's endpoints are ``natsflow.api.<verb>``."""
+
+DEFAULT_LIST_LIMIT = 100
+"""``ls`` returns at most this many executions unless ``limit`` says."""
+MAX_LIST_LIMIT = 1000
+"""The largest ``limit`` ``ls`` accepts."""
+
+DEFAULT_CANCEL_REASON = "cancelled by operator"
+
+ID_PATTERN = r"^[^.*>\s]+$"
+ExecutionId = Annotated[str, Meta(min_length=1, max_length=256, pattern=ID_PATTERN)]
+"""An execution id: a subject token (no ``.``, ``*``, ``>`` or white space)."""
+SignalName = Annotated[str, Meta(min_length=1, max_length=256)]
+Limit = Annotated[int, Meta(ge=1, le=MAX_LIST_LIMIT)]
+
+
+class _Request(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="verb"
+):
+    """Base of every admin request; the tag is the verb."""
+
+
+class DeployRequest(_Request, frozen=True, tag="deploy"):
+    """Validate a manifest and store it as the workflow's latest version."""
+
+    manifest: str
+    format: Format
+    source: str = "<api>"
+
+
+class StartRequest(_Request, frozen=True, tag="start"):
+    """Start an execution of the workflow's latest version (or find it by idempotency key)."""
+
+    workflow: WorkflowName
+    input: Any = None
+    idempotency_key: Annotated[str, Meta(min_length=1)] | None = None
+
+
+class ListRequest(_Request, frozen=True, tag="ls"):
+    """Executions, newest first, optionally filtered."""
+
+    status: ExecutionStatus | None = None
+    workflow: WorkflowName | None = None
+    limit: Limit = DEFAULT_LIST_LIMIT
+
+
+class ShowRequest(_Request, frozen=True, tag="show"):
+    """One execution's status, steps and resume point."""
+
+    execution_id: ExecutionId
+
+
+class HistoryRequest(_Request, frozen=True, tag="history"):
+    """One execution's stored events (``all``: the full trail from the archive stream)."""
+
+    execution_id: ExecutionId
+    all: bool = False
+
+
+class CancelRequest(_Request, frozen=True, tag="cancel"):
+    """Ask a running execution to cancel."""
+
+    execution_id: ExecutionId
+    reason: str = DEFAULT_CANCEL_REASON
+
+
+class SignalRequest(_Request, frozen=True, tag="signal"):
+    """Deliver signal ``name`` with ``data`` to an execution."""
+
+    execution_id: ExecutionId
+    name: SignalName
+    data: Any = None
+
+
+class WorkflowsRequest(_Request, frozen=True, tag="workflows"):
+    """Deployed workflows and their latest versions."""
+
+
+AdminRequest = (
+    DeployRequest
+    | StartRequest
+    | ListRequest
+    | ShowRequest
+    | HistoryRequest
+    | CancelRequest
+    | SignalRequest
+    | WorkflowsRequest
+)
+
+
+class WorkflowVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployed workflow and the version new executions of it pin."""
+
+    workflow: str
+    version: str
+
+
+class Deployed(msgspec.Struct, frozen=True, kw_only=True):
+    """A deploy's answer; ``created`` is False when this content was deployed before."""
+
+    workflow: str
+    version: str
+    created: bool
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The snapshot at stream sequence ``seq``: it covers the events up to ``covers``."""
+
+    seq: int
+    covers: int
+    events_before: int
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An execution's stored events, each ``{"seq", "type", "at", ...}``; with a snapshot,
+    the events it compacted are gone from the hot stream (``note`` says where to look)."""
+
+    execution_id: str
+    events: tuple[dict[str, Any], ...]
+    snapshot: SnapshotInfo | None = None
+    note: str | None = None
+
+
+class CancelRequested(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: str
+    cancel_requested: bool = True
+
+
+class Signalled(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: str
+    signal: str
+
+
+class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of an error reply over NATS (HTTP answers ``{"error"}`` alone)."""
+
+    error: str
+    problems: tuple[str, ...] = ()
+
+
+Reply = (
+    Deployed
+    | Started
+    | list[ExecutionSummary]
+    | ExecutionView
+    | History
+    | CancelRequested
+    | Signalled
+    | list[WorkflowVersion]
+)
+
+Handler = Callable[[AdminRequest], Awaitable[Reply]]
+"""Carries out any request: ``natsflow.service.operations.Operations.handle``."""
+
+R = TypeVar("R", bound=_Request)
+
+
+def verb_of(request_type: type[_Request]) -> str:
+    """The verb (tag) of a request type: ``verb_of(StartRequest) == "start"``."""
+    return str(request_type.__struct_config__.tag)
+
+
+def subject(verb: str) -> str:
+    return f"{API_PREFIX}.{verb}"
+
+
+REQUEST_TYPES: dict[str, type[AdminRequest]] = {verb_of(t): t for t in get_args(AdminRequest)}
+"""Every verb and its request struct, derived from the union."""
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    verb: msgspec.json.Decoder(t) for verb, t in REQUEST_TYPES.items()
+}
+
+
+def decode_request(verb: str, body: bytes) -> AdminRequest:
+    """Decode the body sent to ``natsflow.api.<verb>``; an empty body is ``{}``.
+
+    Raises ``InputError`` naming the field for anything invalid.
+    """
+    try:
+        request: AdminRequest = _DECODERS[verb].decode(body or b"{}")
+    except msgspec.ValidationError as exc:
+        raise InputError(field_message(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InputError(f"invalid JSON body: {exc}") from None
+    return request
+
+
+def request_from(request_type: type[R], fields: dict[str, Any]) -> R:
+    """Build and validate a request from already decoded fields (HTTP's path, query and body).
+
+    Raises ``InputError`` naming the field for anything invalid.
+    """
+    try:
+        return msgspec.convert(fields, request_type)
+    except msgspec.ValidationError as exc:
+        raise InputError(field_message(exc)) from None
+
+
+_PATTERNS = {
+    ID_PATTERN: "an execution id (no '.', '*', '>' or white space)",
+    NAME_PATTERN: "a workflow name (a-z, 0-9, '_' and '-', at most 64)",
+}
+_REGEX = re.compile(r"^Expected `str` matching regex (?P<pattern>'.*')$")
+_AT = re.compile(r"^(?P<reason>.*) - at `\$\.?(?P<path>.*)`$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>.*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>.*)`$")
+
+
+def field_message(exc: msgspec.ValidationError) -> str:
+    """msgspec's message led by the field it is about: ``status: Invalid enum value 'weird'``,
+    ``inptu: unknown field``, ``workflow: required field missing``."""
+    text, path = str(exc), ""
+    if match := _AT.match(text):
+        text, path = match["reason"], match["path"]
+    for pattern, reason in ((_UNKNOWN, "unknown field"), (_MISSING, "required field missing")):
+        if match := pattern.match(text):
+            field = f"{path}.{match['field']}" if path else match["field"]
+            return f"{field}: {reason}"
+    if (match := _REGEX.match(text)) and (hint := _hint(match["pattern"])):
+        text = f"expected {hint}"
+    return f"{path}: {text}" if path else text
+
+
+def _hint(quoted: str) -> str | None:
+    return next((hint for p, hint in _PATTERNS.items() if repr(p) == quoted), None)
