@@ -201,6 +201,8 @@ class StackOptions:
     env: dict[str, str] = field(default_factory=dict)
     keep: bool = False
     ready_timeout: float = 30.0
+    fsync: bool = False
+    """nats-server with ``sync_interval: always``: every acknowledged write on disk."""
 
 
 class Stack:
@@ -213,8 +215,12 @@ class Stack:
         while port == 4222:
             port = free_port()
         self.monitor_port = free_port()
+        config = None
+        if options.fsync:
+            config = str(self.dir / "nats.conf")
+            Path(config).write_text("jetstream {\n  sync_interval: always\n}\n")
         self.server = EmbeddedServer(
-            config_file=None,
+            config_file=config,
             port=port,
             store_dir=str(self.dir / "jetstream"),
             log_file=str(self.dir / "nats-server.log"),
@@ -851,6 +857,11 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="NATSFLOW_LOG_LEVEL of the processes")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="nats-server with sync_interval: always (fsync per write; default: lazy)",
+    )
+    parser.add_argument(
         "--gate-wait",
         type=float,
         default=5.0,
@@ -871,6 +882,7 @@ def stack_options(args: argparse.Namespace) -> StackOptions:
         log_level=args.log_level,
         env=env,
         keep=args.keep,
+        fsync=args.fsync,
     )
 
 

@@ -1,6 +1,6 @@
 """natsflow beside the raw nats-py + JetStream ceiling, measured in the same session.
 
-    .venv/bin/python bench/compare.py [--skip-raw | --raw-jsonl FILE] [--uvloop] [--reps 3]
+    .venv/bin/python bench/compare.py [--skip-raw | --raw-jsonl FILE] [--uvloop | --fsync] [--reps 3]
 
 Runs, one after the other (never at the same time), from the repository root:
 
@@ -11,7 +11,9 @@ Runs, one after the other (never at the same time), from the repository root:
 2. ``bench/steps.py`` (200 executions x 10 noop steps: steps/s, CPU per step);
 3. ``bench/latency.py`` (1-step and 10-step executions one at a time).
 
-and prints one table with both sides and natsflow/raw ratios. The machine is
+and prints one table with both sides and natsflow/raw ratios. ``--fsync`` runs both
+sides with ``sync_interval: always`` (the raw reference's ``sync`` suite, asyncio):
+every acknowledged write on disk, the durability Restate and DBOS give by default. The machine is
 shared: only numbers from the same run should be set side by side. Every child's
 output is passed through; the children stop what they start, and this script
 stops its children on exit, Ctrl-C or SIGTERM.
@@ -172,11 +174,17 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="latency.py 1-step executions")
     parser.add_argument("--n10", type=int, default=100, help="latency.py 10-step executions")
     parser.add_argument("--save", help="write every JSON line of the run to this file")
+    parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="sync_interval: always on both sides (the raw reference's 'sync' suite)",
+    )
     args = parser.parse_args()
     # SIGTERM -> SystemExit, so that the finally below stops the running child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     py = sys.executable
     loop_flag = ["--uvloop"] if args.uvloop else []
+    loop_flag += ["--fsync"] if args.fsync else []
     raw: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     lat: list[dict[str, Any]] = []
@@ -185,7 +193,7 @@ def main() -> None:
             text = Path(args.raw_jsonl).read_text()
             raw = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         elif not args.skip_raw:
-            suite = "uvloop" if args.uvloop else "asyncio"
+            suite = "sync" if args.fsync else "uvloop" if args.uvloop else "asyncio"
             raw_path = Path("..") / RAW_BENCH.relative_to(REPO.parent)
             raw = run_child(
                 [
@@ -219,6 +227,7 @@ def main() -> None:
             for r in raw + steps + lat:
                 f.write(json.dumps(r) + "\n")
     loop = "uvloop" if args.uvloop else "asyncio"
+    loop += ", fsync: sync_interval always" if args.fsync else ", lazy fsync (server default)"
     source = f"raw figures from {args.raw_jsonl}" if args.raw_jsonl else "same session"
     print(f"\n## natsflow vs raw nats-py + JetStream ({loop}, {source})\n", flush=True)
     print(table(raw, steps, lat), flush=True)
