@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+FOLDERS = ("events", "manifests", "actors", "service")
 
 
-def _build(out: Path) -> Path:
+def _tracked() -> list[str]:
+    listing = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True, text=True
+    )
+    return [name for name in listing.stdout.split("\0") if name]
+
+
+def _build(tmp: Path) -> Path:
+    """Build from a copy of the tracked files: no stale build/ directory can leak in."""
+    source = tmp / "source"
+    for name in _tracked():
+        origin, target = REPO / name, source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_symlink():
+            target.symlink_to(os.readlink(origin))
+        elif origin.is_file():  # not a file deleted in the work tree and not yet in git
+            shutil.copy2(origin, target)
+    out = tmp / "dist"
     subprocess.run(
         [
             sys.executable,
@@ -22,7 +42,7 @@ def _build(out: Path) -> Path:
             "-q",
             "-w",
             str(out),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,
@@ -31,17 +51,24 @@ def _build(out: Path) -> Path:
     return wheel
 
 
+def _package_sources() -> set[str]:
+    """``natsflow/<folder>/...py`` for every tracked module of the package."""
+    out = {"natsflow/__init__.py"}
+    for name in _tracked():
+        folder, _, rest = name.partition("/")
+        if name.endswith(".py") and folder in FOLDERS and (REPO / name).is_file():
+            out.add(f"natsflow/{folder}/{rest}")
+    return out
+
+
 def test_the_wheel_holds_only_natsflow_and_imports_from_a_clean_path(tmp_path: Path) -> None:
-    wheel = _build(tmp_path / "dist")
+    wheel = _build(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
+    assert {n for n in names if n.endswith(".py")} == _package_sources()
     top = {name.split("/")[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"natsflow"}
     for expected in (
-        "natsflow/__init__.py",
-        "natsflow/events/model.py",
         "natsflow/manifests/examples/hello.yaml",
-        "natsflow/actors/jetstream/store.py",
-        "natsflow/service/cli.py",
         "natsflow/service/grafana/natsflow-dashboard.json",
     ):
         assert expected in names
