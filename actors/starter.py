@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from natsflow.actors.jetstream.definitions import Definitions
@@ -26,6 +26,9 @@ class Starter:
     action) as they are added, so that all of them pin versions, honour
     ``enabled`` and deduplicate by idempotency key in the same way.
 
+    ``started(execution)`` says whether an execution has started (its summary
+    exists), so a repeated key costs a read, not a start message.
+
     ``start`` pins the latest version (an execution keeps it through any
     redeploy), refuses a disabled workflow, takes the idempotency key (the
     caller's, else the manifest's template rendered over the input), claims it
@@ -39,6 +42,7 @@ class Starter:
         definitions: Definitions,
         publisher: Publisher,
         keys: IdempotencyKeys,
+        started: Callable[[str], Awaitable[bool]],
         *,
         clock: Callable[[], float] = time.time,
         entropy: Callable[[int], bytes] = os.urandom,
@@ -46,6 +50,7 @@ class Starter:
         self._definitions = definitions
         self._publisher = publisher
         self._keys = keys
+        self._started = started
         self._clock = clock
         self._entropy = entropy
 
@@ -65,10 +70,13 @@ class Starter:
         created = True
         if key is not None:
             execution, created = await self._keys.claim(workflow, key, execution)
-        # Published again for a key claimed before: if that start was claimed but never
-        # published (NATS went away in between), this one starts the execution. Otherwise
-        # the server drops the copy (Nats-Msg-Id), or the actor ignores a start of a
-        # started execution.
+        if not created and await self._started(execution):
+            return Started(
+                execution_id=execution, workflow=workflow, version=version, created=False
+            )
+        # A key claimed before whose execution has not started: that start may have been
+        # claimed but never published (NATS went away in between), so this one publishes
+        # it; the server drops a copy of one that was (Nats-Msg-Id).
         start = Start(workflow=workflow, version=version, input=input, idempotency_key=key)
         await self._publisher.publish(
             inbox_subject(execution),

@@ -11,10 +11,10 @@ import msgspec
 import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 
 from natsflow.actors.jetstream.errors import unavailable, unavailable_as
-from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET
+from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET, bind_bucket
 from natsflow.events.views import ExecutionSummary
 
 READ_TIMEOUT = 10.0
@@ -43,6 +43,17 @@ async def all_summaries(nc: Client) -> list[ExecutionSummary]:
         finally:
             await sub.unsubscribe()
     return out
+
+
+async def has_started(js: JetStreamContext, execution: str) -> bool:
+    """Whether ``execution`` has a summary: its start was decided and appended."""
+    kv = await bind_bucket(js, EXECUTIONS_BUCKET)
+    with unavailable_as(f"read the summary of {execution}"):
+        try:
+            await kv.get(execution)
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+    return True
 
 
 async def archive_exists(js: JetStreamContext) -> bool:

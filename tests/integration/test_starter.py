@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 import nats.errors
@@ -14,12 +15,18 @@ from nats.js import JetStreamContext
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.topology import INBOX_STREAM, inbox_subject, provision
+from natsflow.actors.jetstream.reads import has_started
+from natsflow.actors.jetstream.topology import (
+    EXECUTIONS_BUCKET,
+    INBOX_STREAM,
+    inbox_subject,
+    provision,
+)
 from natsflow.actors.starter import Starter
 from natsflow.events.errors import InputError, NotFound, Unavailable
 from natsflow.events.ids import new_execution_id
-from natsflow.events.messages import Start
-from natsflow.events.views import Started
+from natsflow.events.messages import Start, json_encoder
+from natsflow.events.views import ExecutionSummary, Started
 from natsflow.manifests.loader import parse_manifest
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
@@ -45,6 +52,7 @@ def make_starter(js: JetStreamContext, nc: Client, *, ack_timeout: float = 10.0)
         Definitions(js),
         Publisher(nc, ack_timeout=ack_timeout),
         IdempotencyKeys(js),
+        partial(has_started, js),
         clock=lambda: NOW,
         entropy=counting_entropy(),
     )
@@ -112,6 +120,31 @@ async def test_the_same_key_gives_the_same_execution(js: JetStreamContext, nc: C
     assert elsewhere.created is False
 
 
+async def test_a_repeated_key_of_a_started_execution_sends_no_start(
+    js: JetStreamContext, nc: Client
+) -> None:
+    """Once the execution has started (its summary exists), a duplicate costs a read:
+    no Start reaches its inbox, so no actor is woken up to find nothing to do."""
+    starter = make_starter(js, nc)
+    await deploy(js, ONCE)
+    seen = await nc.subscribe("natsflow.in.>")  # core NATS sees even a deduplicated publish
+    first = await starter.start("once", {"order": 1}, "k")
+    await js.publish(
+        f"$KV.{EXECUTIONS_BUCKET}.{first.execution_id}",
+        json_encoder.encode(
+            ExecutionSummary(
+                execution_id=first.execution_id, workflow="once", version="v", status="running"
+            )
+        ),
+    )
+    again = await starter.start("once", {"order": 1}, "k")
+    assert (again.execution_id, again.created) == (first.execution_id, False)
+    # A marker sent after it on the same connection comes next: nothing in between.
+    await nc.publish("natsflow.in.marker", b"")
+    assert (await seen.next_msg(timeout=5)).subject == inbox_subject(first.execution_id)
+    assert (await seen.next_msg(timeout=5)).subject == "natsflow.in.marker"
+
+
 async def test_a_key_template_that_does_not_fit_the_input_is_refused(
     js: JetStreamContext, nc: Client
 ) -> None:
@@ -144,7 +177,11 @@ async def test_a_stopped_nats_server_is_unavailable(
     for manifest in (ONCE, "name: plain\nsteps: {a: {action: noop}}"):
         await definitions.deploy(parse_manifest(manifest, "yaml"))  # cached from now on
     warm = Starter(
-        definitions, Publisher(nc, ack_timeout=1), IdempotencyKeys(js), entropy=counting_entropy()
+        definitions,
+        Publisher(nc, ack_timeout=1),
+        IdempotencyKeys(js),
+        partial(has_started, js),
+        entropy=counting_entropy(),
     )
     await warm.start("once", {"order": 0}, None)  # the idempotency bucket is bound
     cold = make_starter(js, nc, ack_timeout=1)
@@ -172,7 +209,7 @@ async def test_a_stopped_nats_server_is_unavailable(
 async def test_a_closed_connection_is_unavailable(js: JetStreamContext, nc: Client) -> None:
     definitions = Definitions(js)
     await definitions.deploy(parse_manifest("name: plain\nsteps: {a: {action: noop}}", "yaml"))
-    starter = Starter(definitions, Publisher(nc), IdempotencyKeys(js))
+    starter = Starter(definitions, Publisher(nc), IdempotencyKeys(js), partial(has_started, js))
     await nc.close()
     with pytest.raises(Unavailable, match=r"publish to natsflow\.in\..*connection closed"):
         await starter.start("plain", {}, None)
