@@ -1,15 +1,27 @@
 """Which decider runs an execution: chosen by its pinned workflow version.
 
-The execution actor asks ``Deciders.get(workflow, version)`` and drives what
-it gets through the ``Decider`` protocol; it never knows the kind of workflow.
-Manifest DAGs are the one kind today; a second kind registers here.
+The execution actor is given a ``DeciderSource`` and drives what
+``get(workflow, version)`` returns through the ``Decider`` protocol; it never
+knows the kind of workflow. ``Deciders`` serves manifest DAGs, the one kind
+today; a second kind (code workflows) is a second source, or a branch here on
+what the stored definition says it is.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.events.decider import Decider
 from natsflow.manifests.decider import ManifestDecider
+
+
+class DeciderSource(Protocol):
+    """Where the execution actor gets the decider of an execution's pinned version."""
+
+    async def get(self, workflow: str, version: str) -> Decider:
+        """The decider of ``workflow`` at ``version``; ``NotFound`` if it is not deployed."""
+        ...
 
 
 class Deciders:

@@ -15,7 +15,7 @@ from typing import assert_never
 from nats.js import JetStreamContext
 
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.timers import cancel_timer, schedule_headers
+from natsflow.actors.jetstream.timers import cancel_timers, schedule_headers
 from natsflow.actors.jetstream.topology import (
     EXECUTIONS_BUCKET,
     inbox_subject,
@@ -25,7 +25,7 @@ from natsflow.actors.jetstream.topology import (
 from natsflow.actors.metrics import Metrics
 from natsflow.events.commands import (
     AnyCommand,
-    CancelTimer,
+    CancelTimers,
     DispatchTask,
     StartTimer,
     WriteSummary,
@@ -51,14 +51,14 @@ class Effects:
 
     async def carry_out(self, commands: tuple[AnyCommand, ...]) -> None:
         pending: list[asyncio.Future[int]] = []
-        cancels: list[CancelTimer] = []
+        cancels: list[CancelTimers] = []
         for command in commands:
             match command:
                 case DispatchTask():
                     pending.append(await self._task(command))
                 case StartTimer():
                     pending.append(await self._timer(command))
-                case CancelTimer():
+                case CancelTimers():
                     cancels.append(command)  # after the acks: a timer set in this batch is stored
                 case WriteSummary():
                     pending.append(await self._summary(command))
@@ -66,7 +66,7 @@ class Effects:
                     assert_never(command)
         await self._publisher.wait(pending)
         for cancel in cancels:
-            await cancel_timer(self._js, cancel.execution_id, cancel.timer_id)
+            await cancel_timers(self._js, cancel.execution_id)
 
     async def _task(self, command: DispatchTask) -> asyncio.Future[int]:
         execution = command.execution_id

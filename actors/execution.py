@@ -25,9 +25,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from natsflow.actors.deadletter import dead_letter
-from natsflow.actors.deciders import Deciders
+from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
-from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack, num_delivered
 from natsflow.actors.jetstream.store import EventStore
@@ -220,7 +219,7 @@ class Executor:
         self,
         nc: Client,
         js: JetStreamContext,
-        definitions: Definitions,
+        deciders: DeciderSource,
         metrics: Metrics,
         *,
         idle_timeout: float = 30.0,
@@ -231,8 +230,7 @@ class Executor:
     ) -> None:
         self.nc = nc
         self.js = js
-        self.definitions = definitions
-        self.deciders = Deciders(definitions)
+        self.deciders = deciders
         self.metrics = metrics
         self.publisher = publisher or Publisher(nc)
         self.store = EventStore(nc, js, self.publisher)

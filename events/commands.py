@@ -67,10 +67,8 @@ class StartTimer(Command, frozen=True, tag="start_timer"):
     due: float
 
 
-class CancelTimer(Command, frozen=True, tag="cancel_timer"):
-    """Drop a scheduled wake-up nobody waits for any more (the execution ended)."""
-
-    timer_id: str
+class CancelTimers(Command, frozen=True, tag="cancel_timers"):
+    """Drop every wake-up still scheduled for the execution: it ended, nobody waits."""
 
 
 class WriteSummary(Command, frozen=True, tag="write_summary"):
@@ -79,7 +77,7 @@ class WriteSummary(Command, frozen=True, tag="write_summary"):
     summary: ExecutionSummary
 
 
-AnyCommand = DispatchTask | StartTimer | CancelTimer | WriteSummary
+AnyCommand = DispatchTask | StartTimer | CancelTimers | WriteSummary
 
 
 def commands_for(
@@ -162,8 +160,6 @@ def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
 
 
 def _cancel_timers(state: ExecutionState) -> list[AnyCommand]:
-    return [
-        CancelTimer(execution_id=state.execution_id, timer_id=step.timer_id)
-        for step in state.steps.values()
-        if step.status == "waiting" and step.timer_id
-    ]
+    """One command for all the timers an ended execution still has (none: nothing)."""
+    waiting = any(step.status == "waiting" and step.timer_id for step in state.steps.values())
+    return [CancelTimers(execution_id=state.execution_id)] if waiting else []

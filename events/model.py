@@ -97,7 +97,8 @@ class TimerStarted(Event, frozen=True, tag="timer_started"):
     timer_id: str
     step: str
     due: float
-    purpose: Literal["retry", "sleep", "repeat"]
+    # "retry", "sleep" or "repeat" today: a str, so an older reader accepts a newer one.
+    purpose: str
 
 
 class TimerFired(Event, frozen=True, tag="timer_fired"):

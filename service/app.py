@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from natsflow.actors.actions import ActionRegistry, builtin_registry
+from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
@@ -149,7 +150,7 @@ async def serve(
                 executor = Executor(
                     nc,
                     js,
-                    definitions,
+                    Deciders(definitions),
                     metrics,
                     idle_timeout=config.actor_idle_timeout,
                     max_active=config.max_active_actors,

@@ -12,7 +12,7 @@ import datetime as dt
 from nats.js import JetStreamContext
 
 from natsflow.actors.jetstream.errors import unavailable_as
-from natsflow.actors.jetstream.topology import INBOX_STREAM, inbox_subject, timer_subject
+from natsflow.actors.jetstream.topology import INBOX_STREAM, inbox_subject, timers_subject
 
 
 def rfc3339(ts: float) -> str:
@@ -28,7 +28,7 @@ def schedule_headers(execution: str, timer_id: str, due: float) -> dict[str, str
     }
 
 
-async def cancel_timer(js: JetStreamContext, execution: str, timer_id: str) -> None:
-    """Purge the schedule message, so the timer never fires (a no-op once it has)."""
-    with unavailable_as(f"cancel timer {timer_id} of {execution}"):
-        await js.purge_stream(INBOX_STREAM, subject=timer_subject(execution, timer_id))
+async def cancel_timers(js: JetStreamContext, execution: str) -> None:
+    """Purge every schedule message of ``execution`` in one call: none of them fires."""
+    with unavailable_as(f"cancel the timers of {execution}"):
+        await js.purge_stream(INBOX_STREAM, subject=timers_subject(execution))

@@ -50,6 +50,11 @@ def inbox_subject(execution: str) -> str:
     return f"natsflow.in.{execution}"
 
 
+def timers_subject(execution: str) -> str:
+    """Every timer of ``execution`` (a wildcard, to purge them all at once)."""
+    return f"natsflow.sched.{execution}.*"
+
+
 def timer_subject(execution: str, timer_id: str) -> str:
     # Step keys come from data (for_each keys), so a hash keeps the token subject-safe.
     token = hashlib.sha1(timer_id.encode()).hexdigest()[:20]

@@ -42,7 +42,7 @@ from msgspec.structs import replace
 from natsflow.actors import examples
 from natsflow.actors.actions import ActionContext, ActionRegistry, builtin_registry
 from natsflow.events.commands import (
-    CancelTimer,
+    CancelTimers,
     DispatchTask,
     StartTimer,
     WriteSummary,
@@ -122,8 +122,10 @@ class Simulation:
                     self.deliver(
                         command.due, TimerDue(timer_id=command.timer_id, step=command.step)
                     )
-                case CancelTimer():
-                    self._cancelled.add(command.timer_id)
+                case CancelTimers():
+                    self._cancelled.update(
+                        s.timer_id for s in decision.state.steps.values() if s.timer_id
+                    )
                 case WriteSummary():
                     pass  # the ls row: nothing the execution hears back
                 case _:

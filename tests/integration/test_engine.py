@@ -10,7 +10,9 @@ import aiohttp
 import orjson
 from nats.aio.client import Client
 
+from natsflow.actors.jetstream.topology import INBOX_STREAM
 from natsflow.service.embedded import EmbeddedServer, free_port
+from tests.eventually import eventually
 from tests.integration.harness import running
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
@@ -338,15 +340,28 @@ async def test_idempotency_key_starts_one_execution(nats_server: EmbeddedServer)
     )
 
 
-async def test_cancel_ends_a_running_execution(nats_server: EmbeddedServer) -> None:
+async def test_cancel_ends_a_running_execution(nats_server: EmbeddedServer, nc: Client) -> None:
+    js = nc.jetstream()
+
+    async def timers() -> int:
+        info = await js.stream_info(INBOX_STREAM, subjects_filter=f"natsflow.sched.{execution}.*")
+        return sum((info.state.subjects or {}).values())
+
     async with running(nats_server) as engine:
         await engine.deploy(LONG_NAP)
         execution = await engine.start("long-nap", {})
         running_state = await engine.wait_for(execution, ("running",), timeout=10)
         assert running_state["steps"]["nap"]["status"] == "waiting"
+        assert await timers() == 1
         answer = await engine.cancel(execution, "no longer needed")
         assert answer == {"execution_id": execution, "cancel_requested": True}
         shown = await engine.wait_done(execution, timeout=10)
+
+        # The nap's timer is purged: it will never wake the ended execution.
+        async def purged() -> None:
+            assert await timers() == 0
+
+        await eventually(purged, within=10)
     assert shown["status"] == "cancelled", shown
     assert shown["error"] == "no longer needed"
     assert "never" not in shown["steps"]

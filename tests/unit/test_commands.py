@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 
 from natsflow.events.commands import (
-    CancelTimer,
+    CancelTimers,
     DispatchTask,
     StartTimer,
     WriteSummary,
@@ -51,8 +51,8 @@ def test_a_fresh_decision_sends_exactly_what_it_decided(run: Run) -> None:
         summaries = [c for c in commands if isinstance(c, WriteSummary)]
         assert len(summaries) == (before.status != after.status)
         if after.status in TERMINAL_EXECUTION and before.status not in TERMINAL_EXECUTION:
-            waiting = {s.timer_id for s in after.steps.values() if s.status == "waiting"}
-            assert {c.timer_id for c in commands if isinstance(c, CancelTimer)} == waiting
+            waiting = any(s.status == "waiting" for s in after.steps.values())
+            assert len([c for c in commands if isinstance(c, CancelTimers)]) == waiting
 
 
 @settings(max_examples=150, deadline=None)
