@@ -28,14 +28,13 @@ LAYERS = (
 # The pure core does no I/O: no network, clock, randomness or event loop.
 PURE = ("natsflow.events", "natsflow.manifests")
 IMPURE = ("nats", "anyio", "asyncio", "aiohttp", "aiosqlite", "time", "random", "uuid", "socket")
-# NATS errors are mapped once, in the adapter; the CLI and client map connection
-# errors to exit codes, and the nats.request action maps a responder's to step errors.
+# NATS errors are mapped once, in the adapter; the client maps a request's connection
+# errors to its own, and the nats.request action maps a responder's to step errors.
 NATS_ERRORS = ("nats.errors", "nats.js.errors")
 SPEAKS_NATS_ERRORS = (
     "natsflow.actors.jetstream",
     "natsflow.actors.actions._nats",
     "natsflow.service.client",
-    "natsflow.service.cli",
 )
 
 
