@@ -34,7 +34,7 @@ from natsflow.events.model import (
     TimerFired,
     TimerStarted,
 )
-from natsflow.manifests.actions import ACTIONS, SleepParams, runs_in_engine
+from natsflow.manifests.actions import ACTIONS, ParamsError, SleepParams, runs_in_engine
 from natsflow.manifests.expressions import evaluate, render
 from natsflow.manifests.schema import RetryPolicy, Step, Workflow
 
@@ -360,7 +360,7 @@ def _start_if_ready(
             return [_fan_out(name, spec, scope.base(), now)]
         return _begin(name, spec, fresh, scope, now, attempt=1, iteration=0)
     except (ExpressionError, ValueError, TypeError) as exc:
-        return [_final_failure(name, 0, str(exc), "expression", now)]
+        return [_final_failure(name, 0, str(exc), _kind(exc), now)]
 
 
 def _fan_out(name: str, spec: Step, scope: Mapping[str, Any], now: float) -> StepFannedOut:
@@ -428,6 +428,12 @@ def _begin(
     ]
 
 
+def _kind(exc: Exception) -> str:
+    """The error kind of a step that could not begin: its rendered ``with`` does not fit
+    the action (as a worker would say), or a template could not be evaluated."""
+    return "bad_params" if isinstance(exc, ParamsError) else "expression"
+
+
 def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -> list[AnyEvent]:
     """Move a started step (or fan-out child) on when a timer or loop allows it."""
 
@@ -450,7 +456,7 @@ def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="repeat")]
             return begin(1, step.iteration + 1)
     except (ExpressionError, ValueError, TypeError) as exc:
-        return [_final_failure(key, step.attempt, str(exc), "expression", now, step.iteration)]
+        return [_final_failure(key, step.attempt, str(exc), _kind(exc), now, step.iteration)]
     return []
 
 
@@ -473,7 +479,7 @@ def _advance_fan_out(
                 try:
                     out.extend(_begin(key, spec, child, scope, now, attempt=1, iteration=0))
                 except (ExpressionError, ValueError, TypeError) as exc:
-                    out.append(_final_failure(key, 0, str(exc), "expression", now))
+                    out.append(_final_failure(key, 0, str(exc), _kind(exc), now))
         else:
             out.extend(_advance(key, spec, child, scope, now))
     if out:

@@ -14,6 +14,7 @@ error: ``AdminService.stats`` reports what the handlers measured instead.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,7 @@ from natsflow.service.protocol import (
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = importlib.metadata.version("natsflow")
 _encoder = msgspec.json.Encoder()
 
 

@@ -37,8 +37,6 @@ from natsflow.service.protocol import DeployRequest, request_from
 
 log = logging.getLogger("natsflow")
 
-MANIFEST_SUFFIXES = FORMATS  # file suffix -> manifest format
-
 
 @asynccontextmanager
 async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamContext]]:
@@ -96,7 +94,7 @@ def manifest_files(paths: tuple[str, ...]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES))
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in FORMATS))
         else:
             files.append(path)
     return files
@@ -108,7 +106,7 @@ async def deploy_all(operations: Operations, paths: tuple[str, ...]) -> None:
         try:
             fields = {
                 "manifest": path.read_text(),
-                "format": MANIFEST_SUFFIXES.get(path.suffix, path.suffix),
+                "format": FORMATS.get(path.suffix, path.suffix),
                 "source": str(path),
             }
             result = await operations.deploy(request_from(DeployRequest, fields))

@@ -14,19 +14,21 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 import anyio
 import msgspec
 import orjson
 
 from natsflow.events.errors import InputError, ManifestError, NatsflowError, Unavailable
+from natsflow.events.model import ExecutionStatus
 from natsflow.events.views import Started
-from natsflow.manifests.loader import load_manifest
-from natsflow.service.app import MANIFEST_SUFFIXES, serve
+from natsflow.manifests.loader import FORMATS, load_manifest
+from natsflow.service.app import serve
 from natsflow.service.client import DEFAULT_URL, Client
 from natsflow.service.config import load_config
 from natsflow.service.protocol import (
+    DEFAULT_CANCEL_REASON,
     REQUEST_TYPES,
     AdminRequest,
     DeployRequest,
@@ -76,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("ls", help="list executions")
-    ls.add_argument("--status", choices=["running", "completed", "failed", "cancelled"])
+    ls.add_argument("--status", choices=get_args(ExecutionStatus))
     ls.add_argument("--workflow")
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true")
@@ -90,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cancel", help="cancel a running execution")
     c.add_argument("execution_id")
-    c.add_argument("--reason", default="cancelled by operator")
+    c.add_argument("--reason", default=DEFAULT_CANCEL_REASON)
     c.add_argument("--json", action="store_true")
 
     wf = sub.add_parser("workflows", help="list deployed workflows")
@@ -180,14 +182,14 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
     """The request a client verb sends, validated (``InputError``: exit 2)."""
     if args.command == "deploy":
         path = Path(args.file)
-        if path.suffix not in MANIFEST_SUFFIXES:
+        if path.suffix not in FORMATS:
             raise InputError(f"{path}: expected a .yaml, .yml, .toml or .json manifest")
         try:
             load_manifest(path)  # raises ManifestError listing every problem
             text = path.read_text()
         except OSError as exc:
             raise InputError(f"{path}: cannot read the manifest: {exc.strerror or exc}") from None
-        return DeployRequest(manifest=text, format=MANIFEST_SUFFIXES[path.suffix], source=str(path))
+        return DeployRequest(manifest=text, format=FORMATS[path.suffix], source=str(path))
     fields: dict[str, Any] = {}
     if args.command == "start":
         try:

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_NATS_CONFIG", "ENV_VARS", "Config", "load_config"]
 
 
 def _repo_nats_conf() -> str | None:
-    # resolve(): the package folder links to the repository's top-level folders.
+    # realpath: the package folder links to the repository's top-level folders.
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "nats.conf")
     return path if os.path.isfile(path) else None
 

@@ -253,7 +253,7 @@ def test_the_decider_converts_a_sleep_with_the_catalogue(wait: Any, due: float) 
 def test_a_bad_rendered_duration_fails_the_step(wait: Any, error: str) -> None:
     failed = _start(SLEEPER, {"wait": wait})[1]
     assert isinstance(failed, StepAttemptFailed)
-    assert (failed.step, failed.kind, failed.error) == ("nap", "expression", error)
+    assert (failed.step, failed.kind, failed.error) == ("nap", "bad_params", error)
 
 
 def _start(manifest: str, input_: Any) -> tuple[AnyEvent, ...]:
