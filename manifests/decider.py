@@ -15,84 +15,34 @@ from typing import Any
 from natsflow.events.decider import Decision
 from natsflow.events.errors import ExpressionError
 from natsflow.events.fold import evolve, fold
-from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
+from natsflow.events.messages import AnyInbox
 from natsflow.events.model import (
     TERMINAL_STEP,
     AnyEvent,
-    ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
-    ExecutionStarted,
     ExecutionState,
-    StepAttemptFailed,
     StepCompleted,
     StepFannedOut,
-    StepProgressed,
     StepScheduled,
     StepSkipped,
     StepState,
-    TimerFired,
     TimerStarted,
 )
 from natsflow.manifests.actions import ACTIONS, ParamsError, SleepParams, runs_in_engine
 from natsflow.manifests.expressions import evaluate, render
-from natsflow.manifests.schema import RetryPolicy, Step, Workflow
+from natsflow.manifests.facts import facts
+from natsflow.manifests.schema import Step, Workflow
+from natsflow.manifests.scope import (
+    Scope,
+    backoff,
+    base_name,
+    final_failure,
+    timer_id,
+    unwrap,
+)
 
-
-def base_name(key: str) -> str:
-    """The manifest step behind a step key (``sync[orders]`` -> ``sync``)."""
-    return key.split("[", 1)[0]
-
-
-def _unwrap(expr: str) -> str:
-    text = expr.strip()
-    if text.startswith("${{") and text.endswith("}}"):
-        return text[3:-2].strip()
-    return text
-
-
-def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None = None) -> float:
-    """Seconds to wait before the attempt after ``attempt`` (1-based)."""
-    if retry_after is not None:
-        return min(retry_after, policy.max_delay)
-    if policy.backoff == "fixed":
-        return min(policy.delay, policy.max_delay)
-    return min(policy.delay * policy.multiplier ** (attempt - 1), policy.max_delay)
-
-
-def timer_id(key: str, purpose: str, iteration: int, attempt: int) -> str:
-    return f"{key}/{purpose}/{iteration}/{attempt}"
-
-
-class _Scope:
-    """Template scope, built once per decision round and only if a template needs it."""
-
-    def __init__(self, state: ExecutionState) -> None:
-        self._state = state
-        self._base: dict[str, Any] | None = None
-
-    def base(self) -> dict[str, Any]:
-        if self._base is None:
-            s = self._state
-            self._base = {
-                "input": s.input,
-                "execution": {"id": s.execution_id, "workflow": s.workflow},
-                "steps": {
-                    k: {"output": v.output, "status": v.status, "error": v.error}
-                    for k, v in s.steps.items()
-                    if v.parent is None
-                },
-            }
-        return self._base
-
-    def for_step(self, step: StepState, iteration: int | None = None) -> dict[str, Any]:
-        """Scope of a step's templates; ``iteration`` is the one about to start."""
-        scope = dict(self.base())
-        if step.parent is not None:
-            scope["item"] = step.item
-        number = step.iteration if iteration is None else iteration
-        scope["loop"] = {"output": step.output, "iteration": number}
-        return scope
+__all__ = ["ManifestDecider", "backoff", "base_name", "decide", "react", "timer_id"]
 
 
 class ManifestDecider:
@@ -114,166 +64,11 @@ def react(state: ExecutionState, workflow: Workflow, message: AnyInbox, now: flo
     A message that changes nothing (a duplicate, a stale attempt's result, a
     message for a finished execution) gives no events.
     """
-    facts = _facts(state, workflow, message, now)
-    if not facts:
+    brought = facts(state, workflow, message, now)
+    if not brought:
         return Decision((), state)
-    decision = decide(fold(facts, state), workflow, now)
-    return Decision((*facts, *decision.events), decision.state)
-
-
-def _facts(
-    state: ExecutionState, workflow: Workflow, message: AnyInbox, now: float
-) -> tuple[AnyEvent, ...]:
-    match message:
-        case Start():
-            if state.status != "pending":
-                return ()
-            return (
-                ExecutionStarted(
-                    at=now,
-                    execution_id=state.execution_id,
-                    workflow=message.workflow,
-                    version=message.version,
-                    input=message.input,
-                    idempotency_key=message.idempotency_key,
-                ),
-            )
-        case Cancel():
-            if state.status != "running":
-                return ()
-            return (ExecutionCancelled(at=now, reason=message.reason),)
-        case _ if state.status != "running":
-            return ()
-        case Result():
-            step = state.steps.get(message.step)
-            if not _is_current(step, message.attempt, message.iteration):
-                return ()
-            assert step is not None
-            if message.ok:
-                return _completion(state, workflow, message, step, now)
-            return _failure(workflow, message, step, now)
-        case Progress():
-            step = state.steps.get(message.step)
-            if not _is_current(step, message.attempt, message.iteration):
-                return ()
-            assert step is not None
-            if step.progress == message.message:
-                return ()  # a re-delivery, or a report that says nothing new
-            return (
-                StepProgressed(
-                    at=now,
-                    step=message.step,
-                    attempt=message.attempt,
-                    iteration=message.iteration,
-                    message=message.message,
-                ),
-            )
-        case TimerDue():
-            step = state.steps.get(message.step)
-            if step is None or step.timer_id != message.timer_id:
-                return ()
-            return (TimerFired(at=now, timer_id=message.timer_id, step=message.step),)
-    return ()
-
-
-def _is_current(step: StepState | None, attempt: int, iteration: int) -> bool:
-    return (
-        step is not None
-        and step.status == "scheduled"
-        and step.attempt == attempt
-        and step.iteration == iteration
-    )
-
-
-def _completion(
-    state: ExecutionState, workflow: Workflow, message: Result, step: StepState, now: float
-) -> tuple[AnyEvent, ...]:
-    spec = workflow.steps[base_name(message.step)]
-    done = StepCompleted(
-        at=now,
-        step=message.step,
-        attempt=message.attempt,
-        iteration=message.iteration,
-        output=message.output,
-    )
-    if spec.repeat is None or step.parent is not None:
-        return (done,)
-    # ``until`` judges the output just produced: here ``loop`` is this iteration's.
-    scope = {
-        **_Scope(state).for_step(step),
-        "loop": {"output": message.output, "iteration": message.iteration},
-        "output": message.output,
-    }
-    try:
-        finished = bool(evaluate(_unwrap(spec.repeat.until), scope))
-    except ExpressionError as exc:
-        return (
-            _final_failure(
-                message.step, message.attempt, str(exc), "expression", now, message.iteration
-            ),
-        )
-    if finished:
-        return (done,)
-    limit = spec.repeat.max_iterations
-    if limit is not None and message.iteration + 1 >= limit:
-        return (
-            _final_failure(
-                message.step,
-                message.attempt,
-                f"repeat.until still false after max_iterations={limit}",
-                "max_iterations",
-                now,
-                message.iteration,
-            ),
-        )
-    return (
-        StepCompleted(
-            at=now,
-            step=message.step,
-            attempt=message.attempt,
-            iteration=message.iteration,
-            output=message.output,
-            final=False,
-        ),
-    )
-
-
-def _failure(
-    workflow: Workflow, message: Result, step: StepState, now: float
-) -> tuple[AnyEvent, ...]:
-    error = message.error
-    text = error.message if error else "step failed without an error message"
-    kind = error.kind if error else "error"
-    policy = workflow.steps[base_name(message.step)].retry
-    retry = (
-        (error is None or error.retryable)
-        and message.attempt < policy.attempts
-        and (not policy.on or kind in policy.on)
-    )
-    if not retry:
-        return (_final_failure(message.step, message.attempt, text, kind, now, message.iteration),)
-    due = now + backoff(policy, message.attempt, error.retry_after if error else None)
-    tid = timer_id(message.step, "retry", message.iteration, message.attempt)
-    return (
-        StepAttemptFailed(
-            at=now,
-            step=message.step,
-            attempt=message.attempt,
-            iteration=message.iteration,
-            error=text,
-            kind=kind,
-            retry_at=due,
-        ),
-        TimerStarted(at=now, timer_id=tid, step=message.step, due=due, purpose="retry"),
-    )
-
-
-def _final_failure(
-    key: str, attempt: int, error: str, kind: str, now: float, iteration: int = 0
-) -> StepAttemptFailed:
-    return StepAttemptFailed(
-        at=now, step=key, attempt=attempt, error=error, kind=kind, iteration=iteration
-    )
+    decision = decide(fold(brought, state), workflow, now)
+    return Decision((*brought, *decision.events), decision.state)
 
 
 def decide(state: ExecutionState, workflow: Workflow, now: float) -> Decision:
@@ -302,7 +97,7 @@ _AT_REST = frozenset({"scheduled", "waiting", "completed", "skipped"})
 
 
 def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list[AnyEvent]:
-    scope = _Scope(state)
+    scope = Scope(state)
     out: list[AnyEvent] = []
     for name, spec in workflow.steps.items():
         step = state.steps.get(name)
@@ -345,7 +140,7 @@ def _blocked_by(state: ExecutionState, spec: Step) -> tuple[bool, str | None]:
 
 
 def _start_if_ready(
-    state: ExecutionState, name: str, spec: Step, scope: _Scope, now: float
+    state: ExecutionState, name: str, spec: Step, scope: Scope, now: float
 ) -> list[AnyEvent]:
     ready, skip_reason = _blocked_by(state, spec)
     if not ready:
@@ -354,31 +149,31 @@ def _start_if_ready(
         return [StepSkipped(at=now, step=name, reason=skip_reason)]
     fresh = StepState(status="pending")
     try:
-        if spec.when is not None and not evaluate(_unwrap(spec.when), scope.base()):
+        if spec.when is not None and not evaluate(unwrap(spec.when), scope.base()):
             return [StepSkipped(at=now, step=name, reason=f"when is false: {spec.when}")]
         if spec.for_each is not None:
             return [_fan_out(name, spec, scope.base(), now)]
         return _begin(name, spec, fresh, scope, now, attempt=1, iteration=0)
     except (ExpressionError, ValueError, TypeError) as exc:
-        return [_final_failure(name, 0, str(exc), _kind(exc), now)]
+        return [final_failure(name, 0, str(exc), _kind(exc), now)]
 
 
 def _fan_out(name: str, spec: Step, scope: Mapping[str, Any], now: float) -> StepFannedOut:
     assert spec.for_each is not None
     fe = spec.for_each
-    items = evaluate(_unwrap(fe.items), scope)
+    items = evaluate(unwrap(fe.items), scope)
     if not isinstance(items, list | tuple):
         raise ValueError(f"for_each.items must be a list, got {type(items).__name__}")
     keys: list[str] = []
     for index, item in enumerate(items):
-        key = index if fe.key is None else evaluate(_unwrap(fe.key), {**scope, "item": item})
+        key = index if fe.key is None else evaluate(unwrap(fe.key), {**scope, "item": item})
         keys.append(str(key))
     if len(set(keys)) != len(keys):
         raise ValueError(f"for_each.key gives duplicate keys: {keys}")
     known = set(keys)
     needs: list[tuple[str, ...]] = []
     for item in items:
-        deps = [] if fe.needs is None else evaluate(_unwrap(fe.needs), {**scope, "item": item})
+        deps = [] if fe.needs is None else evaluate(unwrap(fe.needs), {**scope, "item": item})
         deps = list(deps or [])
         unknown = [str(d) for d in deps if str(d) not in known]
         if unknown:
@@ -397,7 +192,7 @@ def _begin(
     key: str,
     spec: Step,
     step: StepState,
-    scope: _Scope,
+    scope: Scope,
     now: float,
     *,
     attempt: int,
@@ -434,7 +229,7 @@ def _kind(exc: Exception) -> str:
     return "bad_params" if isinstance(exc, ParamsError) else "expression"
 
 
-def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -> list[AnyEvent]:
+def _advance(key: str, spec: Step, step: StepState, scope: Scope, now: float) -> list[AnyEvent]:
     """Move a started step (or fan-out child) on when a timer or loop allows it."""
 
     def begin(attempt: int, iteration: int) -> list[AnyEvent]:
@@ -456,12 +251,12 @@ def _advance(key: str, spec: Step, step: StepState, scope: _Scope, now: float) -
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="repeat")]
             return begin(1, step.iteration + 1)
     except (ExpressionError, ValueError, TypeError) as exc:
-        return [_final_failure(key, step.attempt, str(exc), _kind(exc), now, step.iteration)]
+        return [final_failure(key, step.attempt, str(exc), _kind(exc), now, step.iteration)]
     return []
 
 
 def _advance_fan_out(
-    state: ExecutionState, name: str, spec: Step, parent: StepState, scope: _Scope, now: float
+    state: ExecutionState, name: str, spec: Step, parent: StepState, scope: Scope, now: float
 ) -> list[AnyEvent]:
     out: list[AnyEvent] = []
     children = [state.steps[k] for k in parent.children]
@@ -479,7 +274,7 @@ def _advance_fan_out(
                 try:
                     out.extend(_begin(key, spec, child, scope, now, attempt=1, iteration=0))
                 except (ExpressionError, ValueError, TypeError) as exc:
-                    out.append(_final_failure(key, 0, str(exc), _kind(exc), now))
+                    out.append(final_failure(key, 0, str(exc), _kind(exc), now))
         else:
             out.extend(_advance(key, spec, child, scope, now))
     if out:
@@ -498,5 +293,5 @@ def _advance_fan_out(
         error = (
             f"{len(failed)} of {len(children)} items did not complete; {first_key}: {first.error}"
         )
-        return [_final_failure(name, 0, error, "for_each", now)]
+        return [final_failure(name, 0, error, "for_each", now)]
     return []

@@ -1,0 +1,175 @@
+"""The facts an inbox message brings: a start, a result, progress, a timer, a cancel.
+
+``facts(state, workflow, message, now)`` is the first half of a decision: the
+events that record what happened (``step_completed``, ``timer_fired``, ...),
+before the decider works out what they unlock. A message that changes nothing
+(a duplicate, a stale attempt's result, a message for a finished execution)
+gives no facts.
+"""
+
+from __future__ import annotations
+
+from natsflow.events.errors import ExpressionError
+from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
+from natsflow.events.model import (
+    AnyEvent,
+    ExecutionCancelled,
+    ExecutionStarted,
+    ExecutionState,
+    StepAttemptFailed,
+    StepCompleted,
+    StepProgressed,
+    StepState,
+    TimerFired,
+    TimerStarted,
+)
+from natsflow.manifests.expressions import evaluate
+from natsflow.manifests.schema import Workflow
+from natsflow.manifests.scope import Scope, backoff, base_name, final_failure, timer_id, unwrap
+
+
+def facts(
+    state: ExecutionState, workflow: Workflow, message: AnyInbox, now: float
+) -> tuple[AnyEvent, ...]:
+    match message:
+        case Start():
+            if state.status != "pending":
+                return ()
+            return (
+                ExecutionStarted(
+                    at=now,
+                    execution_id=state.execution_id,
+                    workflow=message.workflow,
+                    version=message.version,
+                    input=message.input,
+                    idempotency_key=message.idempotency_key,
+                ),
+            )
+        case Cancel():
+            if state.status != "running":
+                return ()
+            return (ExecutionCancelled(at=now, reason=message.reason),)
+        case _ if state.status != "running":
+            return ()
+        case Result():
+            step = state.steps.get(message.step)
+            if not _is_current(step, message.attempt, message.iteration):
+                return ()
+            assert step is not None
+            if message.ok:
+                return _completion(state, workflow, message, step, now)
+            return _failure(workflow, message, step, now)
+        case Progress():
+            step = state.steps.get(message.step)
+            if not _is_current(step, message.attempt, message.iteration):
+                return ()
+            assert step is not None
+            if step.progress == message.message:
+                return ()  # a re-delivery, or a report that says nothing new
+            return (
+                StepProgressed(
+                    at=now,
+                    step=message.step,
+                    attempt=message.attempt,
+                    iteration=message.iteration,
+                    message=message.message,
+                ),
+            )
+        case TimerDue():
+            step = state.steps.get(message.step)
+            if step is None or step.timer_id != message.timer_id:
+                return ()
+            return (TimerFired(at=now, timer_id=message.timer_id, step=message.step),)
+    return ()
+
+
+def _is_current(step: StepState | None, attempt: int, iteration: int) -> bool:
+    return (
+        step is not None
+        and step.status == "scheduled"
+        and step.attempt == attempt
+        and step.iteration == iteration
+    )
+
+
+def _completion(
+    state: ExecutionState, workflow: Workflow, message: Result, step: StepState, now: float
+) -> tuple[AnyEvent, ...]:
+    spec = workflow.steps[base_name(message.step)]
+    done = StepCompleted(
+        at=now,
+        step=message.step,
+        attempt=message.attempt,
+        iteration=message.iteration,
+        output=message.output,
+    )
+    if spec.repeat is None or step.parent is not None:
+        return (done,)
+    # ``until`` judges the output just produced: here ``loop`` is this iteration's.
+    scope = {
+        **Scope(state).for_step(step),
+        "loop": {"output": message.output, "iteration": message.iteration},
+        "output": message.output,
+    }
+    try:
+        finished = bool(evaluate(unwrap(spec.repeat.until), scope))
+    except ExpressionError as exc:
+        return (
+            final_failure(
+                message.step, message.attempt, str(exc), "expression", now, message.iteration
+            ),
+        )
+    if finished:
+        return (done,)
+    limit = spec.repeat.max_iterations
+    if limit is not None and message.iteration + 1 >= limit:
+        return (
+            final_failure(
+                message.step,
+                message.attempt,
+                f"repeat.until still false after max_iterations={limit}",
+                "max_iterations",
+                now,
+                message.iteration,
+            ),
+        )
+    return (
+        StepCompleted(
+            at=now,
+            step=message.step,
+            attempt=message.attempt,
+            iteration=message.iteration,
+            output=message.output,
+            final=False,
+        ),
+    )
+
+
+def _failure(
+    workflow: Workflow, message: Result, step: StepState, now: float
+) -> tuple[AnyEvent, ...]:
+    error = message.error
+    text = error.message if error else "step failed without an error message"
+    kind = error.kind if error else "error"
+    policy = workflow.steps[base_name(message.step)].retry
+    retry = (
+        (error is None or error.retryable)
+        and message.attempt < policy.attempts
+        and (not policy.on or kind in policy.on)
+    )
+    if not retry:
+        return (final_failure(message.step, message.attempt, text, kind, now, message.iteration),)
+    due = now + backoff(policy, message.attempt, error.retry_after if error else None)
+    tid = timer_id(message.step, "retry", message.iteration, message.attempt)
+    return (
+        StepAttemptFailed(
+            at=now,
+            step=message.step,
+            attempt=message.attempt,
+            iteration=message.iteration,
+            error=text,
+            kind=kind,
+            retry_at=due,
+        ),
+        TimerStarted(at=now, timer_id=tid, step=message.step, due=due, purpose="retry"),
+    )
