@@ -24,7 +24,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -m "not slow" -q
 
-# The slow crash runs: kill -9 of the service at random moments (about 2 minutes).
+# The slow runs: kill -9 of the service, and restarts of nats-server, at random moments (about 3 minutes).
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
 

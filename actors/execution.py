@@ -4,9 +4,13 @@ Handling one inbox message is: receive -> decide (the workflow's ``Decider``,
 pure: the events and the state after them) -> append the batch with a
 compare-and-set -> carry out its commands (tasks, timers, the execution's
 summary; pure ``commands_for``) with their acks awaited together -> ack the
-message. A crash anywhere before the ack redelivers the message; the actor then
-finds nothing new to append and carries out ``pending_commands(state)`` again,
-which carry ``Nats-Msg-Id`` so the server drops the copies.
+message. Each batch records the inbox sequence of the message it answers. A
+crash anywhere before the ack redelivers the message (after a kill of
+nats-server, even with a delivery count of 1 again); the actor then finds
+nothing new to append and carries out that decision's commands again, those the
+state still waits for (``resend_commands``); they carry ``Nats-Msg-Id``, so the
+server drops copies it still remembers. Commands that failed to go out (NATS
+away) are owed, and carried out before the actor acks any later message.
 """
 
 from __future__ import annotations
@@ -28,21 +32,28 @@ from natsflow.actors.deadletter import dead_letter
 from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.puller import Puller, ack, num_delivered
+from natsflow.actors.jetstream.puller import Puller, ack, num_delivered, stream_sequence
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
-from natsflow.events.commands import commands_for, pending_commands
+from natsflow.actors.recently import RecentlyDone
+from natsflow.events.commands import (
+    AnyCommand,
+    commands_for,
+    pending_commands,
+    resend_commands,
+)
 from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound
 from natsflow.events.messages import AnyInbox, Start, inbox_decoder
-from natsflow.events.model import INITIAL, ExecutionState
+from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
 
 log = logging.getLogger(__name__)
 
 MAILBOX_SIZE = 64
 MAX_CONFLICT_RETRIES = 5
 POISON_DELIVERIES = 5
+REMEMBERED_DECISIONS = 50_000
 
 
 class _Passivate:
@@ -60,6 +71,11 @@ class ExecutionActor:
         self._last_seq = 0
         self._snapshot_seq = 0
         self._since_snapshot = 0
+        # inbox sequence -> events of the last decisions read from the stream
+        self._recent: dict[int, tuple[AnyEvent, ...]] = {}
+        # the inbox sequence and commands of an appended decision whose commands have
+        # not all gone out yet (NATS went away meanwhile)
+        self._owed: tuple[int, tuple[AnyCommand, ...]] | None = None
         self.last_active = time.monotonic()
 
     @property
@@ -85,7 +101,10 @@ class ExecutionActor:
             system.forget(self)
 
     async def _passivate(self) -> bool:
-        """Snapshot (if anything is new), then leave; stays if messages arrived meanwhile."""
+        """Snapshot (if anything is new), then leave; stays if messages arrived meanwhile,
+        or while it owes commands."""
+        if self._owed is not None:
+            return False
         if self._state is not None and self._since_snapshot > 0 and self._system.snapshot_every:
             await self._snapshot()
         if len(self._mailbox):
@@ -111,7 +130,9 @@ class ExecutionActor:
             return
         system.metrics.child(system.metrics.inbox_messages, type(message).__name__.lower()).inc()
         try:
-            await self._apply(message, redelivered=num_delivered(msg) > 1)
+            await self._apply(
+                message, cause=stream_sequence(msg), redelivered=num_delivered(msg) > 1
+            )
         except NotFound as exc:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
             return
@@ -134,8 +155,17 @@ class ExecutionActor:
         if system.snapshot_every and self._since_snapshot >= system.snapshot_every:
             await self._snapshot()
 
-    async def _apply(self, message: AnyInbox, *, redelivered: bool) -> None:
+    async def _apply(self, message: AnyInbox, *, cause: int, redelivered: bool) -> None:
+        """Decide on ``message`` (inbox sequence ``cause``), append, carry out the commands.
+
+        A message that brings nothing new may be one handled before whose ack was lost
+        (after a restart of nats-server its delivery count may even read 1 again), perhaps
+        before its commands went out: if a recent decision answered it, that decision's
+        commands are carried out again, those the state still waits for.
+        """
         system = self._system
+        if self._owed is not None:  # first: no later message is acked while these are owed
+            await self._carry_out(*self._owed)
         fresh = self._state is None  # read (or created) just now, not cached from before
         if self._state is None:
             if isinstance(message, Start) and not redelivered:
@@ -162,12 +192,17 @@ class ExecutionActor:
                 fresh = True
                 continue
             if not events:
-                if redelivered:
+                if (self.execution, cause) in system.carried_out:
+                    return  # this process carried out its decision: the ack was what got lost
+                answered = self._recent.get(cause) if cause else None
+                if answered is not None:
+                    await system.effects.carry_out(resend_commands(answered, state))
+                elif redelivered:  # its decision may be compacted into the snapshot
                     await system.effects.carry_out(pending_commands(state))
                 return
             try:
                 started = time.perf_counter()
-                seq = await system.store.append(self.execution, events, self._last_seq)
+                seq = await system.store.append(self.execution, events, self._last_seq, cause)
                 system.metrics.append_seconds.observe(time.perf_counter() - started)
             except ConcurrencyConflict:
                 system.metrics.decision_conflicts.inc()
@@ -178,11 +213,19 @@ class ExecutionActor:
             self._state, self._last_seq = new_state, seq
             self._since_snapshot += len(events)
             system.effects.count(state, new_state, events)
-            await system.effects.carry_out(commands_for(state, new_state, events))
+            await self._carry_out(cause, commands_for(state, new_state, events))
             return
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
         )
+
+    async def _carry_out(self, cause: int, commands: tuple[AnyCommand, ...]) -> None:
+        """Carry out a fresh decision's commands; owed until they have all gone out."""
+        self._owed = (cause, commands)
+        await self._system.effects.carry_out(commands)
+        self._owed = None
+        if cause:
+            self._system.carried_out.add((self.execution, cause))
 
     async def _activate(self) -> None:
         system = self._system
@@ -192,6 +235,7 @@ class ExecutionActor:
         system.metrics.actor_activation_seconds.observe(time.perf_counter() - started)
         self._state, self._last_seq = loaded.state, loaded.last_seq
         self._snapshot_seq, self._since_snapshot = loaded.snapshot_seq, loaded.events_read
+        self._recent = loaded.recent
 
     async def _snapshot(self) -> None:
         assert self._state is not None
@@ -239,6 +283,8 @@ class Executor:
         self.max_active = max_active
         self.snapshot_every = snapshot_every
         self.archive = archive
+        # (execution, inbox sequence) of the decisions whose commands this process sent
+        self.carried_out = RecentlyDone(REMEMBERED_DECISIONS)
         self._actors: OrderedDict[str, ExecutionActor] = OrderedDict()
         self._tg: TaskGroup | None = None
 

@@ -27,12 +27,14 @@ from natsflow.actors.jetstream.puller import Puller, ack
 from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
+from natsflow.actors.recently import RecentlyDone
 from natsflow.events.errors import StepError
 from natsflow.events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5
+REMEMBERED_ATTEMPTS = 50_000
 
 
 class WorkerPool:
@@ -58,6 +60,8 @@ class WorkerPool:
         self._publisher = publisher or Publisher(nc)
         # ack subject -> when it was handed over, for every task taken and not yet acked
         self._in_flight: dict[str, float] = {}
+        # attempts whose result this process stored (a returning task is not run again)
+        self._done = RecentlyDone(REMEMBERED_ATTEMPTS)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -103,6 +107,11 @@ class WorkerPool:
             error = f"invalid task message on {msg.subject}: {exc}"
             await dead_letter(self._nc, self._publisher, self._metrics, msg, "task", error)
             return
+        if task.idempotency_key in self._done:
+            # Its ack was lost (nats-server killed) after this process ran it and stored
+            # its result: nothing to run again.
+            await ack(self._nc, msg)
+            return
         result = await self._attempt(task)
         try:
             body = json_encoder.encode(result)
@@ -112,6 +121,7 @@ class WorkerPool:
         await self._publisher.publish(
             task.reply_to, body, {"Nats-Msg-Id": f"result:{task.idempotency_key}"}
         )
+        self._done.add(task.idempotency_key)
         await ack(self._nc, msg)
 
     async def _attempt(self, task: Task) -> Result:

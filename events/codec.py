@@ -22,7 +22,15 @@ STATE_SCHEMA_VERSION = 2
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """The events of one decision, and the inbox message it answered.
+
+    ``cause`` is that message's sequence in the inbox stream (0: not known), so
+    that when the message comes again (its ack was lost) the actor re-sends this
+    decision's commands, not every command the state has ever needed.
+    """
+
     events: tuple[AnyEvent, ...]
+    cause: int = 0
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,12 +48,16 @@ _state_decoder = msgspec.msgpack.Decoder(ExecutionState)
 _any_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 
 
-def encode_batch(events: tuple[AnyEvent, ...]) -> bytes:
-    return _encoder.encode(Batch(events=events))
+def encode_batch(events: tuple[AnyEvent, ...], cause: int = 0) -> bytes:
+    return _encoder.encode(Batch(events=events, cause=cause))
 
 
 def decode_batch(data: bytes) -> tuple[AnyEvent, ...]:
     return _batch_decoder.decode(data).events
+
+
+def decode_batch_with_cause(data: bytes) -> Batch:
+    return _batch_decoder.decode(data)
 
 
 def _upcast_v1(state: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from natsflow.events.model import (
     StepProgressed,
     StepScheduled,
     StepSkipped,
+    StepState,
     TimerFired,
     TimerStarted,
 )
@@ -137,17 +138,7 @@ def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
     elif state.status == "running":
         for key, step in state.steps.items():
             if step.status == "scheduled":
-                out.append(
-                    DispatchTask(
-                        execution_id=execution,
-                        step=key,
-                        attempt=step.attempt,
-                        iteration=step.iteration,
-                        action=step.action,
-                        input=step.input,
-                        timeout=step.timeout,
-                    )
-                )
+                out.append(_dispatch(execution, key, step))
             elif step.status == "waiting" and step.timer_id and step.due is not None:
                 out.append(
                     StartTimer(
@@ -157,6 +148,60 @@ def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
     if state.status != "pending":
         out.append(WriteSummary(execution_id=execution, summary=summary_of(state)))
     return tuple(out)
+
+
+def resend_commands(events: tuple[AnyEvent, ...], state: ExecutionState) -> tuple[AnyCommand, ...]:
+    """What a decision's commands still mean now: to carry out again when the message
+    that caused it comes back (its ack was lost, perhaps before its commands went out).
+
+    Only that decision's own tasks and timers, and only those the state still waits
+    for: a task whose step has completed since is never sent again.
+    """
+    out: list[AnyCommand] = []
+    execution = state.execution_id
+    if state.status == "running":
+        for event in events:
+            if isinstance(event, StepScheduled):
+                step = state.steps.get(event.step)
+                if (
+                    step is not None
+                    and step.status == "scheduled"
+                    and (step.attempt, step.iteration) == (event.attempt, event.iteration)
+                ):
+                    out.append(_dispatch(execution, event.step, step))
+            elif isinstance(event, TimerStarted):
+                step = state.steps.get(event.step)
+                if (
+                    step is not None
+                    and step.status == "waiting"
+                    and step.timer_id == event.timer_id
+                ):
+                    out.append(
+                        StartTimer(
+                            execution_id=execution,
+                            timer_id=event.timer_id,
+                            step=event.step,
+                            due=event.due,
+                        )
+                    )
+    elif state.status in TERMINAL_EXECUTION:
+        out.extend(_cancel_timers(state))
+    if state.status != "pending":
+        out.append(WriteSummary(execution_id=execution, summary=summary_of(state)))
+    return tuple(out)
+
+
+def _dispatch(execution: str, key: str, step: StepState) -> DispatchTask:
+    """The task of the attempt ``step`` is at now."""
+    return DispatchTask(
+        execution_id=execution,
+        step=key,
+        attempt=step.attempt,
+        iteration=step.iteration,
+        action=step.action,
+        input=step.input,
+        timeout=step.timeout,
+    )
 
 
 def _cancel_timers(state: ExecutionState) -> list[AnyCommand]:

@@ -125,6 +125,18 @@ async def terminate(nc: Client, msg: Msg) -> None:
             raise unavailable(f"terminate the message on {msg.subject}", exc) from exc
 
 
+def stream_sequence(msg: Msg) -> int:
+    """The message's sequence in its stream, from the ack subject (0 if it has none)."""
+    if not msg.reply:
+        return 0
+    parts = msg.reply.split(".")
+    index = 5 if len(parts) == 9 else 7  # see num_delivered for the two layouts
+    try:
+        return int(parts[index])
+    except (IndexError, ValueError):
+        return 0
+
+
 def num_delivered(msg: Msg) -> int:
     """Delivery count from the ack subject ``$JS.ACK.<stream>.<consumer>.<delivered>....``."""
     if not msg.reply:

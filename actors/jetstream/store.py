@@ -27,7 +27,13 @@ from natsflow.actors.jetstream.topology import (
     events_subject,
     snapshot_subject,
 )
-from natsflow.events.codec import decode_batch, decode_snapshot, encode_batch, encode_snapshot
+from natsflow.events.codec import (
+    decode_batch,
+    decode_batch_with_cause,
+    decode_snapshot,
+    encode_batch,
+    encode_snapshot,
+)
 from natsflow.events.errors import ConcurrencyConflict
 from natsflow.events.fold import fold
 from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
@@ -38,18 +44,32 @@ READ_BATCH = 2000
 MAX_LOAD_ATTEMPTS = 5
 
 
-class Loaded:
-    """An execution as read from the stream: its state and the sequence to append after."""
+# How many recent decisions an actor remembers by the inbox message that caused them.
+RECENT_DECISIONS = 64
 
-    __slots__ = ("events_read", "last_seq", "snapshot_seq", "state")
+
+class Loaded:
+    """An execution as read from the stream: its state and the sequence to append after.
+
+    ``recent`` maps the inbox sequence of each of the last decisions read (at most
+    ``RECENT_DECISIONS``) to its events.
+    """
+
+    __slots__ = ("events_read", "last_seq", "recent", "snapshot_seq", "state")
 
     def __init__(
-        self, state: ExecutionState, last_seq: int, snapshot_seq: int, events_read: int
+        self,
+        state: ExecutionState,
+        last_seq: int,
+        snapshot_seq: int,
+        events_read: int,
+        recent: dict[int, tuple[AnyEvent, ...]],
     ) -> None:
         self.state = state
         self.last_seq = last_seq
         self.snapshot_seq = snapshot_seq
         self.events_read = events_read
+        self.recent = recent
 
 
 class EventStore:
@@ -62,12 +82,17 @@ class EventStore:
         self._js = js
         self._publisher = publisher or Publisher(nc)
 
-    async def append(self, execution: str, events: tuple[AnyEvent, ...], expected: int) -> int:
-        """Append one batch iff the subject's last sequence is ``expected``; returns the new one."""
+    async def append(
+        self, execution: str, events: tuple[AnyEvent, ...], expected: int, cause: int = 0
+    ) -> int:
+        """Append one batch iff the subject's last sequence is ``expected``; returns the new one.
+
+        ``cause`` is the inbox sequence of the message the batch answers (0: none).
+        """
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
         try:
             return await self._publisher.publish(
-                events_subject(execution), encode_batch(events), headers
+                events_subject(execution), encode_batch(events, cause), headers
             )
         except PublishError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
@@ -145,13 +170,18 @@ class EventStore:
                 state, covers = decode_snapshot(data, execution)
                 start = covers + 1
         last_seq, read = start - 1, 0
+        recent: dict[int, tuple[AnyEvent, ...]] = {}
         async for seq, data in self.read_messages(events_subject(execution), start):
-            events = decode_batch(data)
-            state = fold(events, state)
-            last_seq, read = seq, read + len(events)
+            batch = decode_batch_with_cause(data)
+            state = fold(batch.events, state)
+            last_seq, read = seq, read + len(batch.events)
+            if batch.cause:
+                recent[batch.cause] = batch.events
+                if len(recent) > RECENT_DECISIONS:
+                    del recent[next(iter(recent))]
         if read == 0 and snapshot_seq == 0:
             last_seq = 0
-        return Loaded(state, last_seq, snapshot_seq, read)
+        return Loaded(state, last_seq, snapshot_seq, read, recent)
 
     async def read_history(
         self, execution: str, *, archive: bool = False

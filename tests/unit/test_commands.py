@@ -11,6 +11,7 @@ from natsflow.events.commands import (
     WriteSummary,
     commands_for,
     pending_commands,
+    resend_commands,
 )
 from natsflow.events.fold import fold
 from natsflow.events.model import (
@@ -77,3 +78,21 @@ def test_a_redelivery_resends_what_is_still_pending_and_never_a_finished_step(ru
             assert not dispatched
             assert not [c for c in pending if isinstance(c, StartTimer)]
         assert [c.summary.status for c in pending if isinstance(c, WriteSummary)] == [after.status]
+
+
+@settings(max_examples=150, deadline=None)
+@given(simulated_runs())
+def test_a_returning_message_resends_only_its_own_decision_and_only_what_still_waits(
+    run: Run,
+) -> None:
+    decisions = _decisions(run)
+    for index, (_, _, batch) in enumerate(decisions):
+        # The message comes back now, or after any later decision was made.
+        for _, later, _ in decisions[index:]:
+            resent = resend_commands(batch, later)
+            pending = pending_commands(later)
+            assert set(_dispatches(resent)) <= set(_dispatches(pending))
+            own = {(e.step, e.attempt, e.iteration) for e in batch if isinstance(e, StepScheduled)}
+            assert set(_dispatches(resent)) <= own, "a task of another decision was resent"
+            timers = {c.timer_id for c in resent if isinstance(c, StartTimer)}
+            assert timers <= {c.timer_id for c in pending if isinstance(c, StartTimer)}

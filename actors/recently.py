@@ -1,0 +1,34 @@
+"""A bounded memory of what this process has finished, to answer a message that returns.
+
+After nats-server is killed, a message whose ack was lost comes back (even with a
+delivery count of 1), and the server may have forgotten the ``Nats-Msg-Id`` of a
+copy it already handed out. Whatever this process finished itself it remembers
+here, for a while, so such a message costs a lookup, not a second run. Another
+process (after a crash of this one) does not know, and does the work again: steps
+stay at-least-once, each attempt carrying its idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+
+class RecentlyDone:
+    """The last ``size`` keys added (oldest forgotten first)."""
+
+    def __init__(self, size: int) -> None:
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+        self._size = size
+
+    def add(self, key: Hashable) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -1,0 +1,50 @@
+"""A decision appended whose commands never went out is completed when its message returns.
+
+nats-server killed with -9 can deliver an unacked message again with a delivery
+count of 1, so the actor cannot rely on the count: each batch records the inbox
+message it answered, and that message coming back (whatever its count) makes the
+actor carry out the decision's commands again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from msgspec.structs import replace
+from nats.aio.client import Client
+
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import inbox_subject, provision
+from natsflow.events.messages import Start, json_encoder
+from natsflow.events.model import INITIAL, StepScheduled
+from natsflow.manifests.decider import ManifestDecider
+from natsflow.manifests.loader import parse_manifest
+from natsflow.service.embedded import EmbeddedServer
+from tests.integration.harness import running, service_config
+
+TWO_STEPS = "name: two\nsteps:\n  a: {action: noop}\n  b: {action: noop, needs: [a]}\n"
+
+
+async def test_a_first_delivery_of_an_answered_message_sends_its_lost_commands(
+    nats_server: EmbeddedServer, nc: Client
+) -> None:
+    js = nc.jetstream()
+    await provision(js, ack_wait=service_config(nats_server.url).task_ack_wait)
+    workflow = parse_manifest(TWO_STEPS, "yaml")
+    version, _ = await Definitions(js).deploy(workflow)
+    execution = "two-lost-commands"
+    start = Start(workflow="two", version=version, input={})
+    stored = await js.publish(inbox_subject(execution), json_encoder.encode(start))
+    # An instance decided on this Start and appended, then died before its task went
+    # out and before its ack: the message is still there, never delivered since.
+    decision = ManifestDecider(workflow).react(
+        replace(INITIAL, execution_id=execution), start, time.time()
+    )
+    assert [type(e) for e in decision.events][-1] is StepScheduled
+    await EventStore(nc, js).append(execution, decision.events, 0, cause=stored.seq)
+
+    async with running(nats_server) as engine:
+        shown = await engine.wait_done(execution, timeout=20)
+    assert shown["status"] == "completed", shown
+    assert [s["status"] for s in shown["steps"].values()] == ["completed", "completed"]
