@@ -17,8 +17,8 @@ from nats.js import JetStreamContext
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.timers import cancel_timers, schedule_headers
 from natsflow.actors.jetstream.topology import (
-    EXECUTIONS_BUCKET,
     inbox_subject,
+    summary_subject,
     task_subject,
     timer_subject,
 )
@@ -94,7 +94,7 @@ class Effects:
 
     async def _summary(self, command: WriteSummary) -> asyncio.Future[int]:
         return await self._publisher.send(
-            f"$KV.{EXECUTIONS_BUCKET}.{command.execution_id}",
+            summary_subject(command.execution_id),
             json_encoder.encode(command.summary),
         )
 

@@ -107,7 +107,7 @@ class Workflow(_Spec, frozen=True):
     enabled: bool = True
 
 
-class Deployed(msgspec.Struct, frozen=True, kw_only=True):
+class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):
     """A stored workflow version: the manifest plus its content hash (decoded leniently)."""
 
     name: str

@@ -30,7 +30,7 @@ from natsflow.actors.jetstream.errors import unavailable_as
 from natsflow.actors.jetstream.topology import WORKFLOWS_BUCKET, bind_bucket
 from natsflow.events.errors import NotFound
 from natsflow.manifests.loader import manifest_version
-from natsflow.manifests.schema import Deployed, Workflow
+from natsflow.manifests.schema import StoredDefinition, Workflow
 
 
 class Definitions:
@@ -52,7 +52,7 @@ class Definitions:
         """Store a validated workflow; returns (version, whether it was new)."""
         kv = await self._bucket()
         version = manifest_version(workflow)
-        record = Deployed(
+        record = StoredDefinition(
             name=workflow.name, version=version, workflow=workflow, deployed_at=time.time()
         )
         created = True
@@ -137,6 +137,6 @@ class Definitions:
         return out
 
 
-def decode_deployed(data: bytes) -> Deployed:
+def decode_deployed(data: bytes) -> StoredDefinition:
     """A stored version, read leniently: fields a newer natsflow added are ignored."""
-    return msgspec.json.decode(data, type=Deployed)
+    return msgspec.json.decode(data, type=StoredDefinition)

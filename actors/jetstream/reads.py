@@ -14,7 +14,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 
 from natsflow.actors.jetstream.errors import unavailable, unavailable_as
-from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, EXECUTIONS_BUCKET, bind_bucket
+from natsflow.actors.jetstream.topology import (
+    ARCHIVE_STREAM,
+    EXECUTIONS_BUCKET,
+    bind_bucket,
+    summary_subject,
+)
 from natsflow.events.views import ExecutionSummary
 
 READ_TIMEOUT = 10.0
@@ -23,7 +28,7 @@ _MAX_SUMMARIES = 100_000
 
 async def all_summaries(nc: Client) -> list[ExecutionSummary]:
     """The summary of every execution in the KV bucket ``natsflow_executions``."""
-    request = orjson.dumps({"multi_last": [f"$KV.{EXECUTIONS_BUCKET}.>"], "batch": _MAX_SUMMARIES})
+    request = orjson.dumps({"multi_last": [summary_subject(">")], "batch": _MAX_SUMMARIES})
     what = f"read the execution summaries from {EXECUTIONS_BUCKET}"
     out: list[ExecutionSummary] = []
     with unavailable_as(what):

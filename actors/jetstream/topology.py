@@ -50,6 +50,11 @@ def inbox_subject(execution: str) -> str:
     return f"natsflow.in.{execution}"
 
 
+def summary_subject(execution: str) -> str:
+    """The KV key of the execution's ``ls`` row, as a subject (a put is a publish)."""
+    return f"$KV.{EXECUTIONS_BUCKET}.{execution}"
+
+
 def timers_subject(execution: str) -> str:
     """Every timer of ``execution`` (a wildcard, to purge them all at once)."""
     return f"natsflow.sched.{execution}.*"

@@ -20,7 +20,7 @@ VERSION = "f00dfeed0001"
 
 
 def newer_definition() -> dict[str, Any]:
-    """A stored version (``Deployed``) as a newer natsflow writes it."""
+    """A stored version (``StoredDefinition``) as a newer natsflow writes it."""
     workflow = {
         "name": "newer",
         "description": "deployed by a newer natsflow",

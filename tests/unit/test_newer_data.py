@@ -37,7 +37,7 @@ from natsflow.events.messages import (
 from natsflow.events.model import AnyEvent, ExecutionState
 from natsflow.events.views import ExecutionSummary, summary_of
 from natsflow.manifests.loader import load_manifest, parse_manifest
-from natsflow.manifests.schema import Deployed, Workflow
+from natsflow.manifests.schema import StoredDefinition, Workflow
 from tests.unit.strategies import any_event, dag_workflows, simulated_runs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
@@ -150,13 +150,13 @@ def test_task_messages_with_unknown_fields_decode() -> None:
 # --- stored definitions, and manifests that stay strict -------------------------
 
 
-def _deployed(workflow: Workflow) -> Deployed:
-    return Deployed(name=workflow.name, version="abc", workflow=workflow, deployed_at=1.0)
+def _deployed(workflow: Workflow) -> StoredDefinition:
+    return StoredDefinition(name=workflow.name, version="abc", workflow=workflow, deployed_at=1.0)
 
 
 def _check_definition(workflow: Workflow) -> None:
     record = _deployed(workflow)
-    plain = with_unknown_fields(Deployed, msgspec.to_builtins(record))
+    plain = with_unknown_fields(StoredDefinition, msgspec.to_builtins(record))
     assert decode_deployed(msgspec.json.encode(plain)) == record
 
 
