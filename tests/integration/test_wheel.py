@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FOLDERS = ("events", "manifests", "actors", "service")
 
 
 def _tracked() -> list[str]:
@@ -52,13 +51,12 @@ def _build(tmp: Path) -> Path:
 
 
 def _package_sources() -> set[str]:
-    """``natsflow/<folder>/...py`` for every tracked module of the package."""
-    out = {"natsflow/__init__.py"}
-    for name in _tracked():
-        folder, _, rest = name.partition("/")
-        if name.endswith(".py") and folder in FOLDERS and (REPO / name).is_file():
-            out.add(f"natsflow/{folder}/{rest}")
-    return out
+    """``natsflow/...py``: every tracked module of the package."""
+    return {
+        name
+        for name in _tracked()
+        if name.startswith("natsflow/") and name.endswith(".py") and (REPO / name).is_file()
+    }
 
 
 def test_the_wheel_holds_only_natsflow_and_imports_from_a_clean_path(tmp_path: Path) -> None:

@@ -12,7 +12,13 @@ import pytest
 
 from natsflow.actors.metrics import Metrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "service" / "grafana" / "natsflow-dashboard.json"
+DASHBOARD = (
+    Path(__file__).resolve().parents[2]
+    / "natsflow"
+    / "service"
+    / "grafana"
+    / "natsflow-dashboard.json"
+)
 NAME = re.compile(r"natsflow_[a-z_]+")
 
 

@@ -46,8 +46,7 @@ def layer_of(module: str) -> int | None:
 
 def modules() -> dict[str, Path]:
     out = {}
-    # os.walk: the package's subfolders are links to the repository's top-level folders.
-    for folder, _, files in os.walk(PACKAGE, followlinks=True):
+    for folder, _, files in os.walk(PACKAGE):
         for file in (f for f in files if f.endswith(".py")):
             path = Path(folder, file)
             parts = path.relative_to(PACKAGE).with_suffix("").parts

@@ -21,8 +21,9 @@ __all__ = ["DEFAULT_NATS_CONFIG", "ENV_VARS", "Config", "load_config"]
 
 
 def _repo_nats_conf() -> str | None:
-    # realpath: the package folder links to the repository's top-level folders.
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "nats.conf")
+    # natsflow/service/config.py -> the repository root, beside natsflow/.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "nats.conf")
+    path = os.path.normpath(path)
     return path if os.path.isfile(path) else None
 
 
