@@ -73,9 +73,9 @@ class ExecutionActor:
         self._since_snapshot = 0
         # inbox sequence -> events of the last decisions read from the stream
         self._recent: dict[int, tuple[AnyEvent, ...]] = {}
-        # the inbox sequence and commands of an appended decision whose commands have
-        # not all gone out yet (NATS went away meanwhile)
-        self._owed: tuple[int, tuple[AnyCommand, ...]] | None = None
+        # the inbox sequence and events of an appended decision whose commands have not
+        # all gone out yet (NATS went away meanwhile)
+        self._owed: tuple[int, tuple[AnyEvent, ...]] | None = None
         self.last_active = time.monotonic()
 
     @property
@@ -165,7 +165,11 @@ class ExecutionActor:
         """
         system = self._system
         if self._owed is not None:  # first: no later message is acked while these are owed
-            await self._carry_out(*self._owed)
+            if self._state is None:
+                await self._activate()  # another instance may have moved it on meanwhile
+            assert self._state is not None
+            cause, events = self._owed
+            await self._carry_out(cause, events, resend_commands(events, self._state))
         fresh = self._state is None  # read (or created) just now, not cached from before
         if self._state is None:
             if isinstance(message, Start) and not redelivered:
@@ -213,15 +217,18 @@ class ExecutionActor:
             self._state, self._last_seq = new_state, seq
             self._since_snapshot += len(events)
             system.effects.count(state, new_state, events)
-            await self._carry_out(cause, commands_for(state, new_state, events))
+            await self._carry_out(cause, events, commands_for(state, new_state, events))
             return
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
         )
 
-    async def _carry_out(self, cause: int, commands: tuple[AnyCommand, ...]) -> None:
-        """Carry out a fresh decision's commands; owed until they have all gone out."""
-        self._owed = (cause, commands)
+    async def _carry_out(
+        self, cause: int, events: tuple[AnyEvent, ...], commands: tuple[AnyCommand, ...]
+    ) -> None:
+        """Carry out a decision's commands; owed until they have all gone out (then, what
+        they still mean for the state at that time is carried out: ``resend_commands``)."""
+        self._owed = (cause, events)
         await self._system.effects.carry_out(commands)
         self._owed = None
         if cause:
