@@ -101,10 +101,15 @@ class ExecutionActor:
             system.forget(self)
 
     async def _passivate(self) -> bool:
-        """Snapshot (if anything is new), then leave; stays if messages arrived meanwhile,
-        or while it owes commands."""
+        """Pay what it owes, snapshot (if anything is new), then leave; stays if messages
+        arrived meanwhile, or while NATS still refuses what it owes."""
         if self._owed is not None:
-            return False
+            try:
+                await self._pay_owed()
+            except NatsflowError as exc:
+                log.info("execution %s: stays to send what it owes: %s", self.execution, exc)
+                self._state = None
+                return False
         if self._state is not None and self._since_snapshot > 0 and self._system.snapshot_every:
             await self._snapshot()
         if len(self._mailbox):
@@ -164,13 +169,9 @@ class ExecutionActor:
         commands are carried out again, those the state still waits for.
         """
         system = self._system
-        if self._owed is not None:  # first: no later message is acked while these are owed
-            if self._state is None:
-                await self._activate()  # another instance may have moved it on meanwhile
-            assert self._state is not None
-            cause, events = self._owed
-            await self._carry_out(cause, events, resend_commands(events, self._state))
         fresh = self._state is None  # read (or created) just now, not cached from before
+        if self._owed is not None:  # first: no later message is acked while these are owed
+            fresh = await self._pay_owed() or fresh
         if self._state is None:
             if isinstance(message, Start) and not redelivered:
                 # A new execution has no history to read: compare-and-set on 0 proves it.
@@ -222,6 +223,18 @@ class ExecutionActor:
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
         )
+
+    async def _pay_owed(self) -> bool:
+        """Carry out what an earlier decision still owes, as the state now needs it (another
+        instance may have moved the execution on). True if the state was read for it."""
+        assert self._owed is not None
+        read = self._state is None
+        if read:
+            await self._activate()
+        assert self._state is not None
+        cause, events = self._owed
+        await self._carry_out(cause, events, resend_commands(events, self._state))
+        return read
 
     async def _carry_out(
         self, cause: int, events: tuple[AnyEvent, ...], commands: tuple[AnyCommand, ...]

@@ -32,3 +32,34 @@ class RecentlyDone:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+class RecentResults:
+    """The last results this process stored, by idempotency key, within a byte budget.
+
+    A task that comes back after its result was stored gets that result published
+    again (the server may have lost it with a kill, under lazy fsync) instead of a
+    second run; a result that does not fit the budget is simply not kept, and its
+    task, should it come back, runs again.
+    """
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._results: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def add(self, key: str, reply_to: str, body: bytes) -> None:
+        if key in self._results or len(body) > self._max_bytes // 16:
+            return
+        self._results[key] = (reply_to, body)
+        self._bytes += len(body)
+        while len(self._results) > self._size or self._bytes > self._max_bytes:
+            _, (_, dropped) = self._results.popitem(last=False)
+            self._bytes -= len(dropped)
+
+    def get(self, key: str) -> tuple[str, bytes] | None:
+        return self._results.get(key)
+
+    def __len__(self) -> int:
+        return len(self._results)

@@ -14,7 +14,7 @@ from natsflow.actors.jetstream.topology import inbox_subject
 from natsflow.events.errors import InputError
 from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
 from natsflow.events.messages import Start, json_encoder
-from natsflow.events.views import Started
+from natsflow.events.views import ExecutionSummary, Started
 from natsflow.manifests.starting import start_key
 
 
@@ -26,8 +26,8 @@ class Starter:
     action) as they are added, so that all of them pin versions, honour
     ``enabled`` and deduplicate by idempotency key in the same way.
 
-    ``started(execution)`` says whether an execution has started (its summary
-    exists), so a repeated key costs a read, not a start message.
+    ``summaries(execution)`` reads an execution's summary (None before it has
+    started), so a repeated key costs a read, not a start message.
 
     ``start`` pins the latest version (an execution keeps it through any
     redeploy), refuses a disabled workflow, takes the idempotency key (the
@@ -42,7 +42,7 @@ class Starter:
         definitions: Definitions,
         publisher: Publisher,
         keys: IdempotencyKeys,
-        started: Callable[[str], Awaitable[bool]],
+        summaries: Callable[[str], Awaitable[ExecutionSummary | None]],
         *,
         clock: Callable[[], float] = time.time,
         entropy: Callable[[int], bytes] = os.urandom,
@@ -50,7 +50,7 @@ class Starter:
         self._definitions = definitions
         self._publisher = publisher
         self._keys = keys
-        self._started = started
+        self._summaries = summaries
         self._clock = clock
         self._entropy = entropy
 
@@ -70,9 +70,10 @@ class Starter:
         created = True
         if key is not None:
             execution, created = await self._keys.claim(workflow, key, execution)
-        if not created and await self._started(execution):
+        if not created and (summary := await self._summaries(execution)) is not None:
+            # Started already: the version is the one it pinned then, not today's latest.
             return Started(
-                execution_id=execution, workflow=workflow, version=version, created=False
+                execution_id=execution, workflow=workflow, version=summary.version, created=False
             )
         # A key claimed before whose execution has not started: that start may have been
         # claimed but never published (NATS went away in between), so this one publishes

@@ -27,7 +27,7 @@ from natsflow.actors.jetstream.puller import Puller, ack
 from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
-from natsflow.actors.recently import RecentlyDone
+from natsflow.actors.recently import RecentResults
 from natsflow.events.errors import StepError
 from natsflow.events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5
 REMEMBERED_ATTEMPTS = 50_000
+REMEMBERED_BYTES = 64 << 20
 
 
 class WorkerPool:
@@ -61,7 +62,7 @@ class WorkerPool:
         # ack subject -> when it was handed over, for every task taken and not yet acked
         self._in_flight: dict[str, float] = {}
         # attempts whose result this process stored (a returning task is not run again)
-        self._done = RecentlyDone(REMEMBERED_ATTEMPTS)
+        self._done = RecentResults(REMEMBERED_ATTEMPTS, REMEMBERED_BYTES)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -107,9 +108,14 @@ class WorkerPool:
             error = f"invalid task message on {msg.subject}: {exc}"
             await dead_letter(self._nc, self._publisher, self._metrics, msg, "task", error)
             return
-        if task.idempotency_key in self._done:
+        stored = self._done.get(task.idempotency_key)
+        if stored is not None:
             # Its ack was lost (nats-server killed) after this process ran it and stored
-            # its result: nothing to run again.
+            # its result: publish that result again (deduplicated by the server if it still
+            # has it), and do not run the step a second time.
+            reply_to, body = stored
+            key = task.idempotency_key
+            await self._publisher.publish(reply_to, body, {"Nats-Msg-Id": f"result:{key}"})
             await ack(self._nc, msg)
             return
         result = await self._attempt(task)
@@ -121,7 +127,7 @@ class WorkerPool:
         await self._publisher.publish(
             task.reply_to, body, {"Nats-Msg-Id": f"result:{task.idempotency_key}"}
         )
-        self._done.add(task.idempotency_key)
+        self._done.add(task.idempotency_key, task.reply_to, body)
         await ack(self._nc, msg)
 
     async def _attempt(self, task: Task) -> Result:

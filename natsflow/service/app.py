@@ -21,7 +21,7 @@ from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.reads import has_started
+from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.topology import provision
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
@@ -138,7 +138,7 @@ async def serve(
         )
         definitions = Definitions(js)
         publisher = Publisher(nc)
-        starter = Starter(definitions, publisher, IdempotencyKeys(js), partial(has_started, js))
+        starter = Starter(definitions, publisher, IdempotencyKeys(js), partial(read_summary, js))
         operations = Operations(nc, js, definitions, publisher, starter)
         service = None
         async with anyio.create_task_group() as tg:

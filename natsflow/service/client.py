@@ -199,7 +199,10 @@ class Client:
         try:
             with anyio.fail_after(within):
                 while True:
-                    entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]
+                    try:
+                        entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]
+                    except nats.errors.TimeoutError:
+                        continue  # an hour without a change: still waiting, as asked
                     if (
                         entry is not None
                         and entry.value

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client
 
+from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import inbox_subject, provision
+from natsflow.events.commands import AnyCommand, DispatchTask
+from natsflow.events.errors import Unavailable
 from natsflow.events.messages import Start, json_encoder
 from natsflow.events.model import INITIAL, StepScheduled
 from natsflow.manifests.decider import ManifestDecider
@@ -48,3 +52,27 @@ async def test_a_first_delivery_of_an_answered_message_sends_its_lost_commands(
         shown = await engine.wait_done(execution, timeout=20)
     assert shown["status"] == "completed", shown
     assert [s["status"] for s in shown["steps"].values()] == ["completed", "completed"]
+
+
+async def test_commands_that_failed_to_go_out_are_sent_later(
+    nats_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS refuses a decision's commands once (after its batch was appended): they are
+    owed, sent later, and the execution completes with each step run once."""
+    failures: list[tuple[AnyCommand, ...]] = []
+    carry_out = Effects.carry_out
+
+    async def flaky(self: Effects, commands: tuple[AnyCommand, ...]) -> None:
+        if not failures and any(isinstance(c, DispatchTask) and c.step == "b" for c in commands):
+            failures.append(commands)
+            raise Unavailable("publish to natsflow.task.noop: NATS unavailable (test)")
+        await carry_out(self, commands)
+
+    monkeypatch.setattr(Effects, "carry_out", flaky)
+    async with running(nats_server) as engine:
+        await engine.deploy(TWO_STEPS)
+        execution = await engine.start("two", {})
+        shown = await engine.wait_done(execution, timeout=20)
+    assert failures, "the failure was never injected"
+    assert shown["status"] == "completed", shown
+    assert [len(s["attempts"]) for s in shown["steps"].values()] == [1, 1]

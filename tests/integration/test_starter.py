@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.reads import has_started
+from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.topology import (
     EXECUTIONS_BUCKET,
     INBOX_STREAM,
@@ -52,7 +52,7 @@ def make_starter(js: JetStreamContext, nc: Client, *, ack_timeout: float = 10.0)
         Definitions(js),
         Publisher(nc, ack_timeout=ack_timeout),
         IdempotencyKeys(js),
-        partial(has_started, js),
+        partial(read_summary, js),
         clock=lambda: NOW,
         entropy=counting_entropy(),
     )
@@ -139,6 +139,7 @@ async def test_a_repeated_key_of_a_started_execution_sends_no_start(
     )
     again = await starter.start("once", {"order": 1}, "k")
     assert (again.execution_id, again.created) == (first.execution_id, False)
+    assert again.version == "v"  # the version it pinned (its summary), not today's latest
     # A marker sent after it on the same connection comes next: nothing in between.
     await nc.publish("natsflow.in.marker", b"")
     assert (await seen.next_msg(timeout=5)).subject == inbox_subject(first.execution_id)
@@ -180,7 +181,7 @@ async def test_a_stopped_nats_server_is_unavailable(
         definitions,
         Publisher(nc, ack_timeout=1),
         IdempotencyKeys(js),
-        partial(has_started, js),
+        partial(read_summary, js),
         entropy=counting_entropy(),
     )
     await warm.start("once", {"order": 0}, None)  # the idempotency bucket is bound
@@ -209,7 +210,7 @@ async def test_a_stopped_nats_server_is_unavailable(
 async def test_a_closed_connection_is_unavailable(js: JetStreamContext, nc: Client) -> None:
     definitions = Definitions(js)
     await definitions.deploy(parse_manifest("name: plain\nsteps: {a: {action: noop}}", "yaml"))
-    starter = Starter(definitions, Publisher(nc), IdempotencyKeys(js), partial(has_started, js))
+    starter = Starter(definitions, Publisher(nc), IdempotencyKeys(js), partial(read_summary, js))
     await nc.close()
     with pytest.raises(Unavailable, match=r"publish to natsflow\.in\..*connection closed"):
         await starter.start("plain", {}, None)

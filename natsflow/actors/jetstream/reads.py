@@ -50,15 +50,15 @@ async def all_summaries(nc: Client) -> list[ExecutionSummary]:
     return out
 
 
-async def has_started(js: JetStreamContext, execution: str) -> bool:
-    """Whether ``execution`` has a summary: its start was decided and appended."""
+async def read_summary(js: JetStreamContext, execution: str) -> ExecutionSummary | None:
+    """The summary of ``execution``; None until its start has been decided and appended."""
     kv = await bind_bucket(js, EXECUTIONS_BUCKET)
     with unavailable_as(f"read the summary of {execution}"):
         try:
-            await kv.get(execution)
+            entry = await kv.get(execution)
         except (KeyNotFoundError, KeyDeletedError):
-            return False
-    return True
+            return None
+    return msgspec.json.decode(entry.value or b"{}", type=ExecutionSummary)
 
 
 async def archive_exists(js: JetStreamContext) -> bool:
