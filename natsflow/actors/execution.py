@@ -8,9 +8,13 @@ message. Each batch records the inbox sequence of the message it answers. A
 crash anywhere before the ack redelivers the message (after a kill of
 nats-server, even with a delivery count of 1 again); the actor then finds
 nothing new to append and carries out that decision's commands again, those the
-state still waits for (``resend_commands``); they carry ``Nats-Msg-Id``, so the
-server drops copies it still remembers. Commands that failed to go out (NATS
-away) are owed, and carried out before the actor acks any later message.
+state still waits for (``resend_commands``), unless this process carried them
+out already (``Executor.carried_out``); with the decision no longer in the tail
+(compacted), a redelivered message re-sends everything pending
+(``pending_commands``). Tasks and timers carry ``Nats-Msg-Id``, so the server
+drops copies it still remembers. Commands that failed to go out (NATS away) are
+owed, and carried out, as the state read again needs them, before the actor acks
+any later message.
 """
 
 from __future__ import annotations

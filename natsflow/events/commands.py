@@ -1,14 +1,18 @@
 """Effects as data: what a decision needs done outside, derived by pure code.
 
 The actor carries commands out with one ``match`` (``natsflow.actors.effects``),
-so a command nobody carries out is a type error. They come from two places:
+so a command nobody carries out is a type error. They come from three places:
 
 - ``commands_for(before, after, events)``: a fresh decision's effects;
-- ``pending_commands(state)``: everything a decided state may still need,
-  re-sent when a message is redelivered after a crash between the append and
-  the effects. Every command is idempotent where it is carried out (tasks and
-  timers carry a ``Nats-Msg-Id``, a summary is a KV put, a cancelled timer
-  stays cancelled), so sending one twice does no harm.
+- ``resend_commands(events, state)``: what one earlier decision's commands still
+  mean for the state now, carried out again when the message that caused it
+  comes back (its ack was lost) or when they failed to go out;
+- ``pending_commands(state)``: everything a decided state may still need, the
+  fallback when that decision is no longer at hand (compacted into a snapshot).
+
+Tasks and timers carry a ``Nats-Msg-Id`` and a cancelled timer stays cancelled,
+so sending one twice stores it once while the server remembers the id; a summary
+is a KV put of the state it was derived from (the last put wins).
 
 Subjects are not known here (they belong to the JetStream adapter): commands
 name the execution, step and timer, and the actor turns them into messages.

@@ -27,7 +27,7 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True):
 
     A typo in a manifest is an error, not ignored: ``manifests.validate``
     refuses unknown fields by path. The structs themselves decode leniently
-    (no ``forbid_unknown_fields``) because they are also stored (``Deployed``):
+    (no ``forbid_unknown_fields``) because they are also stored (``StoredDefinition``):
     an older natsflow must read a definition a newer one deployed.
     """
 

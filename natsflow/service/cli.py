@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 the execution failed (``start --wait``) or the
 service answered with an error, 2 invalid input (manifest, ``--input``, flags),
-3 no natsflow service reachable.
+3 no natsflow service reachable (NATS unreachable, no service, or a 503).
 """
 
 from __future__ import annotations
