@@ -110,9 +110,9 @@ class WorkerPool:
             return
         stored = self._done.get(task.idempotency_key)
         if stored is not None:
-            # Its ack was lost (nats-server killed) after this process ran it and stored
-            # its result: publish that result again (deduplicated by the server if it still
-            # has it), and do not run the step a second time.
+            # This process ran it already; the result's ack or the task's was lost (a
+            # restart of nats-server): publish that result again (deduplicated by the
+            # server if it still has it), and do not run the step a second time.
             reply_to, body = stored
             key = task.idempotency_key
             await self._publisher.publish(reply_to, body, {"Nats-Msg-Id": f"result:{key}"})
@@ -124,10 +124,12 @@ class WorkerPool:
         except (TypeError, msgspec.EncodeError) as exc:
             result = _failed(task, f"output is not serializable: {exc}", "not_serializable", False)
             body = json_encoder.encode(result)
+        # Kept before it is published: if NATS takes the result but the ack never comes
+        # (a restart), the task comes back and this result is published again, not rerun.
+        self._done.add(task.idempotency_key, task.reply_to, body)
         await self._publisher.publish(
             task.reply_to, body, {"Nats-Msg-Id": f"result:{task.idempotency_key}"}
         )
-        self._done.add(task.idempotency_key, task.reply_to, body)
         await ack(self._nc, msg)
 
     async def _attempt(self, task: Task) -> Result:

@@ -56,11 +56,15 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
         url = server.url
         log.info("embedded nats-server ready at %s (log: %s)", url, data / "nats-server.log")
     try:
+        quiet = ConnectionLog()
         nc = await nats.connect(
             servers=url.split(","),
             name="natsflow",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            error_cb=quiet.error,
+            disconnected_cb=quiet.disconnected,
+            reconnected_cb=quiet.reconnected,
         )
         try:
             version = await check_server_version(nc)
@@ -72,6 +76,33 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
     finally:
         if server is not None:
             await server.stop()
+
+
+class ConnectionLog:
+    """One log line when NATS goes away and one when it is back, not a traceback per retry."""
+
+    def __init__(self) -> None:
+        self._errors = 0
+
+    async def error(self, exc: Exception) -> None:
+        self._errors += 1
+        if self._errors == 1:
+            log.warning(
+                "NATS: %s (retrying; further errors are logged at debug level)",
+                exc or type(exc).__name__,
+            )
+        else:
+            log.debug("NATS: %r", exc)
+
+    async def disconnected(self) -> None:
+        log.warning("NATS disconnected; reconnecting")
+
+    async def reconnected(self) -> None:
+        if self._errors > 1:
+            log.info("NATS reconnected (after %d errors)", self._errors)
+        else:
+            log.info("NATS reconnected")
+        self._errors = 0
 
 
 def load_registry(modules: tuple[str, ...]) -> ActionRegistry:
@@ -173,7 +204,7 @@ async def serve(
                     serve_http,
                     operations.handle if actors else None,
                     metrics,
-                    lambda: ready,
+                    lambda: ready and nc.is_connected,
                     config.http_host,
                     config.http_port,
                 )

@@ -144,13 +144,21 @@ async def test_http_answers_503_while_nats_server_is_stopped(
             _, body = await eventually(unavailable, within=10)
             async with http.post(f"{base}/v1/workflows/hello/executions", data=b"{}") as resp:
                 started = resp.status, await resp.json()
+            async with http.get(f"{base}/readyz") as resp:  # not ready while NATS is away
+                not_ready = resp.status
         finally:
             await nats_server.start()
 
         async def back() -> None:
             async with http.get(f"{base}/v1/executions/{execution}") as resp:
                 assert resp.status == 200, resp.status
+            async with http.get(f"{base}/readyz") as resp:
+                assert resp.status == 200, resp.status
 
         await eventually(back, within=20)
+        # Work goes on after the restart: a new execution runs to its end.
+        again = await engine.start("hello", {"name": "Bo"})
+        assert (await engine.wait_done(again, timeout=20))["status"] == "completed"
+    assert not_ready == 503
     assert "NATS" in body["error"]
     assert started[0] == 503

@@ -23,6 +23,8 @@ from natsflow.actors.jetstream.errors import UNAVAILABLE, unavailable
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
+# How often the watchdog looks for a reconnect: work resumes this soon after one.
+REARM_CHECK = 0.25
 
 
 class Puller:
@@ -62,11 +64,17 @@ class Puller:
         try:
             await self._request(self._batch)
             task_status.started()
-            # Watchdog: a pull request lost with a reconnect is never answered.
+            # Watchdog: a pull request lost with a reconnect is never answered. It is
+            # sent again at once after a reconnect (the client counts them), and after
+            # a long silence in case a reconnect went unnoticed.
+            reconnects = self._nc.stats["reconnects"]
             while True:
-                await anyio.sleep(self._expires)
+                await anyio.sleep(REARM_CHECK)
+                if not self._nc.is_connected:
+                    continue
                 idle = anyio.current_time() - self._last_activity
-                if idle > self._expires * 1.5 and self._nc.is_connected:
+                if self._nc.stats["reconnects"] != reconnects or idle > self._expires * 1.5:
+                    reconnects = self._nc.stats["reconnects"]
                     self._outstanding = 0
                     await self._request(self._batch)
         finally:
