@@ -36,7 +36,7 @@ from natsflow.actors.deadletter import dead_letter
 from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.puller import Puller, ack, num_delivered, stream_sequence
+from natsflow.actors.jetstream.puller import Puller, ack, delivery
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
 from natsflow.actors.mailbox import Mailbox
@@ -138,10 +138,9 @@ class ExecutionActor:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
             return
         system.metrics.child(system.metrics.inbox_messages, type(message).__name__.lower()).inc()
+        delivered, sequence = delivery(msg)
         try:
-            await self._apply(
-                message, cause=stream_sequence(msg), redelivered=num_delivered(msg) > 1
-            )
+            await self._apply(message, cause=sequence, redelivered=delivered > 1)
         except NotFound as exc:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
             return
@@ -154,7 +153,7 @@ class ExecutionActor:
             # A bug must not take down every other execution in this process; a message
             # that keeps failing goes to the dead letters instead of looping forever.
             self._state = None
-            if num_delivered(msg) >= POISON_DELIVERIES:
+            if delivered >= POISON_DELIVERIES:
                 error = f"execution {self.execution}: {type(exc).__name__}: {exc}"
                 await system.dead_letter(msg, "inbox", error)
             else:

@@ -28,6 +28,7 @@ from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.recently import RecentResults
+from natsflow.events.commands import DispatchTask
 from natsflow.events.errors import StepError
 from natsflow.events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
 
@@ -156,35 +157,12 @@ class WorkerPool:
         )
         started = time.perf_counter()
         try:
-            result = await self._invoke(task, ctx)
+            result = await run_attempt(self._registry, task, ctx)
         finally:
             self._metrics.child(self._metrics.step_duration, task.action).observe(
                 time.perf_counter() - started
             )
         return result
-
-    async def _invoke(self, task: Task, ctx: ActionContext) -> Result:
-        """Run the action under the attempt's timeout; every failure becomes a Result."""
-        try:
-            action = self._registry.get(task.action)
-            params: dict[str, Any] = task.input if isinstance(task.input, dict) else {}
-            if task.timeout is None:
-                output = await action(ctx, params)
-            else:
-                with anyio.fail_after(task.timeout):
-                    output = await action(ctx, params)
-        except TimeoutError:
-            return _failed(
-                task, f"step {task.step} timed out after {task.timeout}s", "timeout", True
-            )
-        except StepError as exc:
-            retry_after = getattr(exc, "retry_after", None)
-            return _failed(task, exc.message, exc.kind, exc.retryable, retry_after)
-        except Exception as exc:
-            return _failed(task, f"{type(exc).__name__}: {exc}", type(exc).__name__, True)
-        return Result(
-            step=task.step, attempt=task.attempt, iteration=task.iteration, ok=True, output=output
-        )
 
     async def _keep_alive(self) -> None:
         """Tell the server, for every attempt running longer than a third of ack_wait,
@@ -197,8 +175,36 @@ class WorkerPool:
                 await self._nc.publish(reply, b"+WPI")
 
 
+async def run_attempt(
+    registry: ActionRegistry, task: Task | DispatchTask, ctx: ActionContext
+) -> Result:
+    """Run one attempt's action under its timeout; every failure becomes a Result."""
+    try:
+        action = registry.get(task.action)
+        params: dict[str, Any] = task.input if isinstance(task.input, dict) else {}
+        if task.timeout is None:
+            output = await action(ctx, params)
+        else:
+            with anyio.fail_after(task.timeout):
+                output = await action(ctx, params)
+    except TimeoutError:
+        return _failed(task, f"step {task.step} timed out after {task.timeout}s", "timeout", True)
+    except StepError as exc:
+        retry_after = getattr(exc, "retry_after", None)
+        return _failed(task, exc.message, exc.kind, exc.retryable, retry_after)
+    except Exception as exc:
+        return _failed(task, f"{type(exc).__name__}: {exc}", type(exc).__name__, True)
+    return Result(
+        step=task.step, attempt=task.attempt, iteration=task.iteration, ok=True, output=output
+    )
+
+
 def _failed(
-    task: Task, message: str, kind: str, retryable: bool, retry_after: float | None = None
+    task: Task | DispatchTask,
+    message: str,
+    kind: str,
+    retryable: bool,
+    retry_after: float | None = None,
 ) -> Result:
     error = ErrorInfo(message=message, kind=kind, retryable=retryable, retry_after=retry_after)
     return Result(

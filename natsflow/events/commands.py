@@ -93,27 +93,11 @@ def commands_for(
     execution = after.execution_id
     for event in events:
         match event:
-            case StepScheduled():
-                out.append(
-                    DispatchTask(
-                        execution_id=execution,
-                        step=event.step,
-                        attempt=event.attempt,
-                        iteration=event.iteration,
-                        action=event.action,
-                        input=event.input,
-                        timeout=event.timeout,
-                    )
-                )
-            case TimerStarted():
-                out.append(
-                    StartTimer(
-                        execution_id=execution,
-                        timer_id=event.timer_id,
-                        step=event.step,
-                        due=event.due,
-                    )
-                )
+            case StepScheduled() | TimerStarted():
+                # The state after the batch still waits for it: the command follows from that.
+                command = _outstanding(execution, event.step, after.steps[event.step])
+                assert command is not None  # it was scheduled or set by this very batch
+                out.append(command)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 out.extend(_cancel_timers(after))
             case (
@@ -136,22 +120,12 @@ def commands_for(
 def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
     """Everything ``state`` may still need done outside: tasks out, timers set, its summary."""
     out: list[AnyCommand] = []
-    execution = state.execution_id
-    if state.status in TERMINAL_EXECUTION:
-        out.extend(_cancel_timers(state))
-    elif state.status == "running":
+    if state.status == "running":
         for key, step in state.steps.items():
-            if step.status == "scheduled":
-                out.append(_dispatch(execution, key, step))
-            elif step.status == "waiting" and step.timer_id and step.due is not None:
-                out.append(
-                    StartTimer(
-                        execution_id=execution, timer_id=step.timer_id, step=key, due=step.due
-                    )
-                )
-    if state.status != "pending":
-        out.append(WriteSummary(execution_id=execution, summary=summary_of(state)))
-    return tuple(out)
+            command = _outstanding(state.execution_id, key, step)
+            if command is not None:
+                out.append(command)
+    return (*out, *_closing(state))
 
 
 def resend_commands(events: tuple[AnyEvent, ...], state: ExecutionState) -> tuple[AnyCommand, ...]:
@@ -162,50 +136,52 @@ def resend_commands(events: tuple[AnyEvent, ...], state: ExecutionState) -> tupl
     for: a task whose step has completed since is never sent again.
     """
     out: list[AnyCommand] = []
-    execution = state.execution_id
     if state.status == "running":
         for event in events:
-            if isinstance(event, StepScheduled):
-                step = state.steps.get(event.step)
-                if (
-                    step is not None
-                    and step.status == "scheduled"
-                    and (step.attempt, step.iteration) == (event.attempt, event.iteration)
-                ):
-                    out.append(_dispatch(execution, event.step, step))
-            elif isinstance(event, TimerStarted):
-                step = state.steps.get(event.step)
-                if (
-                    step is not None
-                    and step.status == "waiting"
-                    and step.timer_id == event.timer_id
-                ):
-                    out.append(
-                        StartTimer(
-                            execution_id=execution,
-                            timer_id=event.timer_id,
-                            step=event.step,
-                            due=event.due,
-                        )
-                    )
-    elif state.status in TERMINAL_EXECUTION:
-        out.extend(_cancel_timers(state))
+            if not isinstance(event, StepScheduled | TimerStarted):
+                continue
+            step = state.steps.get(event.step)
+            if step is not None and _still_waits_for(step, event):
+                command = _outstanding(state.execution_id, event.step, step)
+                if command is not None:
+                    out.append(command)
+    return (*out, *_closing(state))
+
+
+def _still_waits_for(step: StepState, event: StepScheduled | TimerStarted) -> bool:
+    """Whether ``step`` is still at the attempt or timer ``event`` started."""
+    if isinstance(event, StepScheduled):
+        return step.status == "scheduled" and (step.attempt, step.iteration) == (
+            event.attempt,
+            event.iteration,
+        )
+    return step.status == "waiting" and step.timer_id == event.timer_id
+
+
+def _outstanding(execution: str, key: str, step: StepState) -> AnyCommand | None:
+    """The task out or the timer set that ``step`` waits for now, if any."""
+    if step.status == "scheduled":
+        return DispatchTask(
+            execution_id=execution,
+            step=key,
+            attempt=step.attempt,
+            iteration=step.iteration,
+            action=step.action,
+            input=step.input,
+            timeout=step.timeout,
+        )
+    if step.status == "waiting" and step.timer_id and step.due is not None:
+        return StartTimer(execution_id=execution, timer_id=step.timer_id, step=key, due=step.due)
+    return None
+
+
+def _closing(state: ExecutionState) -> list[AnyCommand]:
+    """What any decided state needs, fresh or resent: its timers dropped once it has
+    ended, and its summary."""
+    out = _cancel_timers(state) if state.status in TERMINAL_EXECUTION else []
     if state.status != "pending":
-        out.append(WriteSummary(execution_id=execution, summary=summary_of(state)))
-    return tuple(out)
-
-
-def _dispatch(execution: str, key: str, step: StepState) -> DispatchTask:
-    """The task of the attempt ``step`` is at now."""
-    return DispatchTask(
-        execution_id=execution,
-        step=key,
-        attempt=step.attempt,
-        iteration=step.iteration,
-        action=step.action,
-        input=step.input,
-        timeout=step.timeout,
-    )
+        out.append(WriteSummary(execution_id=state.execution_id, summary=summary_of(state)))
+    return out
 
 
 def _cancel_timers(state: ExecutionState) -> list[AnyCommand]:

@@ -41,6 +41,7 @@ from msgspec.structs import replace
 
 from natsflow.actors import examples
 from natsflow.actors.actions import ActionContext, ActionRegistry, builtin_registry
+from natsflow.actors.worker import run_attempt
 from natsflow.events.commands import (
     CancelTimers,
     DispatchTask,
@@ -48,11 +49,9 @@ from natsflow.events.commands import (
     WriteSummary,
     commands_for,
 )
-from natsflow.events.errors import StepError
 from natsflow.events.messages import (
     AnyInbox,
     Cancel,
-    ErrorInfo,
     Progress,
     Result,
     Start,
@@ -176,7 +175,7 @@ class Simulation:
 async def attempt(
     registry: ActionRegistry, task: DispatchTask, report_progress: Callable[[str], Awaitable[None]]
 ) -> Result:
-    """Run one attempt with the real action, every failure as a Result (as a worker does)."""
+    """Run one attempt with the real action, as a worker does (``run_attempt``)."""
     ctx = ActionContext(
         execution_id=task.execution_id,
         step=task.step,
@@ -184,26 +183,7 @@ async def attempt(
         idempotency_key=idempotency_key(task.execution_id, task.step, task.attempt, task.iteration),
         report_progress=report_progress,
     )
-    params: dict[str, Any] = task.input if isinstance(task.input, dict) else {}
-    error: ErrorInfo
-    try:
-        action = registry.get(task.action)
-        with anyio.fail_after(task.timeout):
-            output = await action(ctx, params)
-    except TimeoutError:
-        error = ErrorInfo(message=f"step {task.step} timed out", kind="timeout")
-    except StepError as exc:
-        retry_after = getattr(exc, "retry_after", None)
-        error = ErrorInfo(
-            message=exc.message, kind=exc.kind, retryable=exc.retryable, retry_after=retry_after
-        )
-    else:
-        return Result(
-            step=task.step, attempt=task.attempt, iteration=task.iteration, ok=True, output=output
-        )
-    return Result(
-        step=task.step, attempt=task.attempt, iteration=task.iteration, ok=False, error=error
-    )
+    return await run_attempt(registry, task, ctx)
 
 
 async def record(workflow: Workflow) -> History:

@@ -92,28 +92,37 @@ class Definitions:
         version = self._latest.get(name)
         if version is not None:
             return version, await self.get(name, version)
+        version = (
+            await self._read(
+                f"{name}.latest",
+                f"read the latest version of workflow {name!r}",
+                f"workflow {name!r} is not deployed (natsflow deploy FILE)",
+            )
+        ).decode()
+        return version, await self.get(name, version)
+
+    async def _read(self, key: str, what: str, missing: str) -> bytes:
+        """The value of ``key``; ``NotFound(missing)`` without one, ``Unavailable`` naming
+        ``what`` when NATS does not answer."""
         kv = await self._bucket()
         try:
-            with unavailable_as(f"read the latest version of workflow {name!r}"):
-                entry = await kv.get(f"{name}.latest")
+            with unavailable_as(what):
+                entry = await kv.get(key)
         except (KeyNotFoundError, KeyDeletedError):
-            raise NotFound(f"workflow {name!r} is not deployed (natsflow deploy FILE)") from None
-        assert entry.value is not None
-        version = entry.value.decode()
-        return version, await self.get(name, version)
+            raise NotFound(missing) from None
+        return entry.value or b""
 
     async def get(self, name: str, version: str) -> Workflow:
         cached = self._cache.get((name, version))
         if cached is not None:
             return cached
-        kv = await self._bucket()
-        try:
-            with unavailable_as(f"read workflow {name!r} version {version}"):
-                entry = await kv.get(f"{name}.v.{version}")
-        except (KeyNotFoundError, KeyDeletedError):
-            raise NotFound(f"workflow {name!r} version {version} is not deployed") from None
-        assert entry.value is not None
-        record = decode_deployed(entry.value)
+        record = decode_deployed(
+            await self._read(
+                f"{name}.v.{version}",
+                f"read workflow {name!r} version {version}",
+                f"workflow {name!r} version {version} is not deployed",
+            )
+        )
         self._cache[(name, version)] = record.workflow
         return record.workflow
 

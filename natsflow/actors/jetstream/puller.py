@@ -133,27 +133,17 @@ async def terminate(nc: Client, msg: Msg) -> None:
             raise unavailable(f"terminate the message on {msg.subject}", exc) from exc
 
 
-def stream_sequence(msg: Msg) -> int:
-    """The message's sequence in its stream, from the ack subject (0 if it has none)."""
-    if not msg.reply:
-        return 0
-    parts = msg.reply.split(".")
-    index = 5 if len(parts) == 9 else 7  # see num_delivered for the two layouts
-    try:
-        return int(parts[index])
-    except (IndexError, ValueError):
-        return 0
+def delivery(msg: Msg) -> tuple[int, int]:
+    """``(delivery count, stream sequence)`` from the ack subject; ``(1, 0)`` without one.
 
-
-def num_delivered(msg: Msg) -> int:
-    """Delivery count from the ack subject ``$JS.ACK.<stream>.<consumer>.<delivered>....``."""
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1
+    layout), or with domain and account hash in front of the stream (v2, 12 tokens).
+    """
     if not msg.reply:
-        return 1
+        return 1, 0
     parts = msg.reply.split(".")
-    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (v1 layout) or
-    # with domain + account hash (v2 layout, 12 tokens).
     index = 4 if len(parts) == 9 else 6
     try:
-        return int(parts[index])
+        return int(parts[index]), int(parts[index + 1])
     except (IndexError, ValueError):
-        return 1
+        return 1, 0
