@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from natsflow.actors.deadletter import dead_letter
 from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
+from natsflow.actors.jetstream.deliveries import Held
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack, delivery
 from natsflow.actors.jetstream.store import EventStore
@@ -99,7 +100,10 @@ class ExecutionActor:
                         return
                     continue
                 self.last_active = time.monotonic()
-                await self._handle(item)
+                try:
+                    await self._handle(item)
+                finally:
+                    system.held.settle(item)
                 self.last_active = time.monotonic()
         finally:
             system.forget(self)
@@ -294,6 +298,7 @@ class Executor:
         snapshot_every: int = 100,
         archive: bool = False,
         publisher: Publisher | None = None,
+        ack_wait: float = 30.0,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -308,8 +313,13 @@ class Executor:
         self.archive = archive
         # (execution, inbox sequence) of the decisions whose commands this process sent
         self.carried_out = RecentlyDone(REMEMBERED_DECISIONS)
+        # inbox messages routed and not yet handled: kept alive, handed back on drain
+        self.held = Held(nc, ack_wait)
         self._actors: OrderedDict[str, ExecutionActor] = OrderedDict()
         self._tg: TaskGroup | None = None
+        self._puller: Puller | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._draining = False
 
     @property
     def active(self) -> int:
@@ -318,12 +328,32 @@ class Executor:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            puller = Puller(self.nc, INBOX_STREAM, ACTORS_CONSUMER, self._route, batch=512)
-            await tg.start(puller.run)
-            tg.start_soon(self._sweep_idle, name="passivate idle actors")
-            task_status.started()
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.held.keep_alive, name="actor in-progress acks")
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    self._puller = Puller(
+                        self.nc, INBOX_STREAM, ACTORS_CONSUMER, self._route, batch=512
+                    )
+                    await tg.start(self._puller.run)
+                    tg.start_soon(self._sweep_idle, name="passivate idle actors")
+                    task_status.started()
+            # Stopped by drain: messages still in mailboxes go back to the stream.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self.held.hand_back()
+            outer.cancel_scope.cancel()
+
+    async def drain(self, grace: float) -> None:
+        """Take no more inbox messages; let the actors handle what they have (within
+        ``grace`` seconds), then stop them and hand back what is left."""
+        self._draining = True
+        if self._puller is not None:
+            await self._puller.stop()
+        with anyio.move_on_after(grace):
+            await self.held.wait_empty()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _sweep_idle(self) -> None:
         """Ask actors idle for ``idle_timeout`` to passivate (snapshot and leave memory)."""
@@ -335,6 +365,10 @@ class Executor:
                     actor.mailbox.send_nowait(_Passivate())
 
     async def _route(self, msg: Msg) -> None:
+        self.held.hold(msg)
+        if self._draining:
+            await self.held.hand_back(msg)
+            return
         execution = execution_from_subject(msg.subject)
         actor = self._actors.get(execution)
         if actor is None:

@@ -3,9 +3,12 @@
 A pool pulls from one durable consumer with at most ``concurrency`` tasks in
 hand, so a slow step holds back no more than its own slot. While an attempt
 runs, the pool tells the server it is in progress, so a long step is not
-redelivered; if the process dies, the server redelivers after ``ack_wait``.
+redelivered; if the process dies, another instance takes the task after
+``ack_wait`` (or a restarted one at once, see ``deliveries.release_pending``).
 The attempt's result is published (and its ack awaited) before the task is
-acked: a crash in between runs the attempt again, never loses it.
+acked: a crash in between runs the attempt again, never loses it. ``drain``
+stops taking tasks, lets the running ones finish within a grace period, then
+stops the rest and hands their tasks back for another instance to run at once.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from nats.js import JetStreamContext
 
 from natsflow.actors.actions import ActionContext, ActionRegistry
 from natsflow.actors.deadletter import dead_letter
+from natsflow.actors.jetstream.deliveries import Held
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack
 from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
@@ -60,10 +64,15 @@ class WorkerPool:
         self._concurrency = concurrency
         self._ack_wait = ack_wait
         self._publisher = publisher or Publisher(nc)
-        # ack subject -> when it was handed over, for every task taken and not yet acked
-        self._in_flight: dict[str, float] = {}
+        # every task taken and not yet settled: kept alive, handed back on drain
+        self._held = Held(nc, ack_wait)
         # attempts whose result this process stored (a returning task is not run again)
         self._done = RecentResults(REMEMBERED_ATTEMPTS, REMEMBERED_BYTES)
+        self._mailbox: Mailbox[Msg] = Mailbox(concurrency)
+        self._puller: Puller | None = None
+        self._slots: anyio.CancelScope | None = None
+        self._running = 0
+        self._draining = False
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -71,36 +80,77 @@ class WorkerPool:
         # Slots take tasks from one mailbox; the puller blocks while it is full, so at
         # most about 2 x `concurrency` tasks are pulled ahead, and the in-progress loop
         # covers those waiting in the mailbox as well as those running.
-        mailbox: Mailbox[Msg] = Mailbox(self._concurrency)
-
-        async def hand_over(msg: Msg) -> None:
-            if msg.reply:
-                self._in_flight[msg.reply] = time.perf_counter()
-            await mailbox.send(msg)
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._keep_alive, name="worker in-progress acks")
-            for index in range(self._concurrency):
-                tg.start_soon(self._slot, mailbox, name=f"worker slot {index}")
-            puller = Puller(
-                self._nc, TASKS_STREAM, WORKERS_CONSUMER, hand_over, batch=self._concurrency
-            )
-            await tg.start(puller.run)
-            task_status.started()
+            tg.start_soon(self._held.keep_alive, name="worker in-progress acks")
+            with anyio.CancelScope() as self._slots:
+                async with anyio.create_task_group() as slots:
+                    for index in range(self._concurrency):
+                        slots.start_soon(self._slot, name=f"worker slot {index}")
+                    self._puller = Puller(
+                        self._nc,
+                        TASKS_STREAM,
+                        WORKERS_CONSUMER,
+                        self._hand_over,
+                        batch=self._concurrency,
+                    )
+                    await slots.start(self._puller.run)
+                    task_status.started()
+            # Cancelled by drain: what the slots still held goes back to the stream.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._held.hand_back()
+            tg.cancel_scope.cancel()
 
-    async def _slot(self, mailbox: Mailbox[Msg]) -> None:
+    async def drain(self, grace: float) -> None:
+        """Take no more tasks, give running attempts ``grace`` seconds, stop the rest
+        (a shell step's process gets SIGTERM, then SIGKILL) and hand every task that
+        did not finish back to the stream, to run again at once elsewhere."""
+        self._draining = True
+        await self._hand_back_waiting()
+        if self._puller is not None:
+            await self._puller.stop()
+        await self._hand_back_waiting()
+        with anyio.move_on_after(grace):
+            await self._held.wait_empty()  # only the running attempts are held now
+        if self._running:
+            log.warning("drain: stopping %d step(s) still running after %ss", self._running, grace)
+        if self._slots is not None:
+            self._slots.cancel()
+
+    async def _hand_back_waiting(self) -> None:
         while True:
-            msg = await mailbox.receive()
+            try:
+                msg = self._mailbox.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            await self._held.hand_back(msg)
+
+    async def _hand_over(self, msg: Msg) -> None:
+        self._held.hold(msg)
+        if self._draining:
+            await self._held.hand_back(msg)
+            return
+        await self._mailbox.send(msg)
+
+    async def _slot(self) -> None:
+        while True:
+            msg = await self._mailbox.receive()
+            if self._draining:
+                await self._held.hand_back(msg)
+                continue
             self._metrics.worker_tasks_in_flight.inc()
+            self._running += 1
             try:
                 await self._run_task(msg)
             except Exception:
                 log.exception(
                     "task on %s failed in the runtime; it will be redelivered", msg.subject
                 )
+                self._held.settle(msg)
+            else:
+                self._held.settle(msg)
             finally:
+                self._running -= 1
                 self._metrics.worker_tasks_in_flight.dec()
-                self._in_flight.pop(msg.reply or "", None)
 
     async def _run_task(self, msg: Msg) -> None:
         try:
@@ -163,16 +213,6 @@ class WorkerPool:
                 time.perf_counter() - started
             )
         return result
-
-    async def _keep_alive(self) -> None:
-        """Tell the server, for every attempt running longer than a third of ack_wait,
-        that it is still in progress: one loop for the pool, nothing per fast task."""
-        period = self._ack_wait / 3
-        while True:
-            await anyio.sleep(period)
-            due = time.perf_counter() - period
-            for reply in [r for r, started in self._in_flight.items() if started <= due]:
-                await self._nc.publish(reply, b"+WPI")
 
 
 async def run_attempt(

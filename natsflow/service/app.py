@@ -13,16 +13,26 @@ from pathlib import Path
 import anyio
 import nats
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.deliveries import release_pending
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
+from natsflow.actors.jetstream.presence import answer_presence, others_running, this_instance
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import read_summary
-from natsflow.actors.jetstream.topology import provision
+from natsflow.actors.jetstream.topology import (
+    ACTORS_CONSUMER,
+    INBOX_STREAM,
+    TASKS_STREAM,
+    WORKERS_CONSUMER,
+    provision,
+    stream_replicas,
+)
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.actors.worker import WorkerPool
@@ -30,7 +40,13 @@ from natsflow.events.errors import InputError, ManifestError
 from natsflow.manifests.loader import FORMATS
 from natsflow.service.admin import start_admin_service
 from natsflow.service.config import Config
-from natsflow.service.embedded import EmbeddedServer, check_server_version
+from natsflow.service.durability import (
+    check_embedded,
+    embedded_config,
+    embedded_syncs_always,
+    log_external,
+)
+from natsflow.service.embedded import EmbeddedServer, check_server_version, free_port
 from natsflow.service.http import serve_http
 from natsflow.service.operations import Operations
 from natsflow.service.protocol import DeployRequest, request_from
@@ -46,8 +62,13 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
     if url is None:
         data = Path(config.data_dir)
         (data / "nats").mkdir(parents=True, exist_ok=True)
+        monitor_port = free_port()
+        server_config = data / "nats-server.conf"
+        server_config.write_text(
+            embedded_config(config.durability, monitor_port, config.nats_config, data)
+        )
         server = EmbeddedServer(
-            config_file=config.nats_config,
+            config_file=str(server_config),
             port=config.nats_port,
             store_dir=str(data / "nats"),
             log_file=str(data / "nats-server.log"),
@@ -55,6 +76,12 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
         await server.start()
         url = server.url
         log.info("embedded nats-server ready at %s (log: %s)", url, data / "nats-server.log")
+        try:
+            syncs = await embedded_syncs_always(monitor_port)
+            check_embedded(config.durability, syncs, config.nats_config)
+        except BaseException:
+            await server.stop()
+            raise
     try:
         quiet = ConnectionLog()
         nc = await nats.connect(
@@ -150,9 +177,13 @@ async def serve(
     config: Config,
     *,
     actors: bool = True,
+    stopping: anyio.Event | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until cancelled: execution actors, workers, admin API and HTTP sidecar.
+    """Run execution actors, workers, admin API and HTTP sidecar until cancelled, or
+    until ``stopping`` is set: then drain (``/readyz`` turns 503, no new messages are
+    taken, steps in flight get ``config.drain_grace`` seconds, the rest is handed
+    back to run again at once elsewhere) and return.
 
     ``task_status.started`` reports the NATS URL in use once everything is ready.
     With ``actors=False`` the process is a worker only (``natsflow worker``).
@@ -163,15 +194,23 @@ async def serve(
     async with connected(config) as (nc, js):
         await provision(
             js,
-            ack_wait=config.task_ack_wait,
+            ack_wait=config.takeover_after,
             archive=config.archive,
             archive_max_age_days=config.archive_max_age_days,
+            replicated=config.durability == "replicated",
         )
+        if config.nats_url is not None:
+            url = nc.connected_url.geturl() if nc.connected_url else config.nats_url
+            log_external(config.durability, await stream_replicas(js), url)
+        roles = ("actors",) * actors + ("workers",) * bool(config.workers)
+        presence = await take_over(nc, js, roles)
         definitions = Definitions(js)
         publisher = Publisher(nc)
         starter = Starter(definitions, publisher, IdempotencyKeys(js), partial(read_summary, js))
         operations = Operations(nc, js, definitions, publisher, starter)
         service = None
+        executor: Executor | None = None
+        pool: WorkerPool | None = None
         async with anyio.create_task_group() as tg:
             await tg.start(definitions.follow_latest)
             if actors:
@@ -186,6 +225,7 @@ async def serve(
                     snapshot_every=config.snapshot_every,
                     archive=config.archive,
                     publisher=publisher,
+                    ack_wait=config.takeover_after,
                 )
                 await tg.start(executor.run)
                 service = await start_admin_service(nc, operations.handle, tg)
@@ -196,7 +236,7 @@ async def serve(
                     registry,
                     metrics,
                     concurrency=config.workers,
-                    ack_wait=config.task_ack_wait,
+                    ack_wait=config.takeover_after,
                 )
                 await tg.start(pool.run)
             if config.http_port:
@@ -215,8 +255,48 @@ async def serve(
             log.info("natsflow ready (pid %s)", os.getpid())
             task_status.started(nc.connected_url.geturl() if nc.connected_url else "")
             try:
-                await anyio.sleep_forever()
+                if stopping is None:
+                    await anyio.sleep_forever()
+                else:
+                    await stopping.wait()
+                    ready = False
+                    await drain(executor, pool, config.drain_grace)
+                    tg.cancel_scope.cancel()
             finally:
-                if service is not None:
-                    with anyio.move_on_after(2, shield=True):
+                with anyio.move_on_after(2, shield=True):
+                    if service is not None:
                         await service.stop()
+                    if nc.is_connected:
+                        await presence.unsubscribe()
+
+
+async def take_over(nc: Client, js: JetStreamContext, roles: tuple[str, ...]) -> Subscription:
+    """Hand back at once what a stopped predecessor held, if no other instance runs;
+    then answer presence requests (the returned subscription) as a running instance."""
+    me = this_instance(roles)
+    others = await others_running(nc, me)
+    if others:
+        log.info(
+            "%d other natsflow instance(s) running (%s): messages of a stopped one are "
+            "taken over after its ack wait",
+            len(others),
+            ", ".join(f"{o.host}:{o.pid}" for o in others),
+        )
+    else:
+        if "actors" in roles:
+            await release_pending(nc, js, INBOX_STREAM, ACTORS_CONSUMER)
+        if "workers" in roles:
+            await release_pending(nc, js, TASKS_STREAM, WORKERS_CONSUMER)
+    return await answer_presence(nc, me)
+
+
+async def drain(executor: Executor | None, pool: WorkerPool | None, grace: float) -> None:
+    """Stop taking messages, let the work in hand finish within ``grace`` seconds, hand
+    back the rest; actors and workers drain side by side."""
+    log.info("draining: taking no new work; steps in flight get %ss to finish", grace)
+    async with anyio.create_task_group() as tg:
+        if executor is not None:
+            tg.start_soon(executor.drain, grace)
+        if pool is not None:
+            tg.start_soon(pool.drain, grace)
+    log.info("drained")

@@ -148,20 +148,31 @@ async def _serve(args: argparse.Namespace) -> None:
         if args.http_port is None and not os.environ.get("NATSFLOW_HTTP_PORT"):
             overrides["http_port"] = 0
     config = load_config(os.environ, **overrides)
+    stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        await tg.start(_stop_on_signal, tg.cancel_scope)
-        await serve(config, actors=args.command == "serve")
+        await tg.start(_stop_on_signal, stopping, tg.cancel_scope)
+        await serve(config, actors=args.command == "serve", stopping=stopping)
+        tg.cancel_scope.cancel()
 
 
 async def _stop_on_signal(
-    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    stopping: anyio.Event,
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    """The first SIGTERM or SIGINT drains the service; a second one stops it at once."""
+    log = logging.getLogger("natsflow")
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for signum in signals:
-            logging.getLogger("natsflow").info("%s: shutting down", signal.Signals(signum).name)
-            scope.cancel()
-            return
+            name = signal.Signals(signum).name
+            if stopping.is_set():
+                log.warning("%s again: stopping now", name)
+                scope.cancel()
+                return
+            log.info("%s: draining (send it again to stop at once)", name)
+            stopping.set()
 
 
 async def _client(args: argparse.Namespace) -> None:

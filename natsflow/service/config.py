@@ -8,7 +8,6 @@ An empty environment variable counts as unset.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,18 +16,12 @@ import msgspec
 
 from natsflow.events.errors import InputError
 
-__all__ = ["DEFAULT_NATS_CONFIG", "ENV_VARS", "Config", "load_config"]
+__all__ = ["DURABILITY_MODES", "ENV_VARS", "Config", "load_config"]
 
 
-def _repo_nats_conf() -> str | None:
-    # natsflow/service/config.py -> the repository root, beside natsflow/.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "nats.conf")
-    path = os.path.normpath(path)
-    return path if os.path.isfile(path) else None
-
-
-DEFAULT_NATS_CONFIG: str | None = _repo_nats_conf()
-"""The repository's ``nats.conf`` if it exists (a source checkout), else None."""
+DURABILITY_MODES = ("fsync", "replicated", "relaxed")
+"""``fsync``: every acknowledged write is on disk; ``replicated``: R3 streams on a
+cluster; ``relaxed``: nats-server's lazy default (a power failure can lose writes)."""
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,8 +36,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     nats_port: int = 4222
     """Client port of the embedded nats-server (ignored with ``nats_url``)."""
 
-    nats_config: str | None = DEFAULT_NATS_CONFIG
-    """Config file for the embedded nats-server; None runs it with flags only."""
+    nats_config: str | None = None
+    """Extra config file for the embedded nats-server, included after natsflow's own."""
+
+    durability: str = "fsync"
+    """What an acknowledged write survives: one of ``DURABILITY_MODES``."""
 
     http_host: str = "127.0.0.1"
     """Address the HTTP sidecar binds to; loopback unless deliberately exposed."""
@@ -55,8 +51,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 4
     """Step tasks this process runs concurrently; 0 runs no in-process workers."""
 
-    task_ack_wait: float = 30.0
-    """Seconds a worker may hold a task without progress before it is redelivered."""
+    takeover_after: float = 5.0
+    """Seconds after which another instance takes over the messages of one that died
+    (the consumers' ack wait; live instances send in-progress acks for longer work)."""
+
+    drain_grace: float = 30.0
+    """Seconds steps in flight get to finish after SIGTERM before they are stopped."""
 
     actor_idle_timeout: float = 30.0
     """Seconds an execution actor stays in memory without messages before passivation."""
@@ -163,6 +163,17 @@ def _check_list(value: object) -> object:
     return tuple(value)
 
 
+def _choice_kind(choices: tuple[str, ...]) -> _Kind:
+    expected = "one of " + ", ".join(choices)
+
+    def check(value: object) -> object:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ValueError
+        return value.strip().lower()
+
+    return _Kind(expected, check, check)
+
+
 _STR = _Kind("a non-empty string", _check_str, _check_str)
 _OPTIONAL_STR = _Kind("a string", _check_optional_str, _check_optional_str)
 _BOOL = _Kind("1/true/yes/on or 0/false/no/off", _parse_bool, _check_bool)
@@ -176,7 +187,9 @@ _FIELDS: dict[str, _Kind] = {
     "http_host": _STR,
     "http_port": _int_kind(0, 65535),
     "workers": _int_kind(0),
-    "task_ack_wait": _float_kind(positive=True),
+    "durability": _choice_kind(DURABILITY_MODES),
+    "takeover_after": _float_kind(positive=True),
+    "drain_grace": _float_kind(positive=True),
     "actor_idle_timeout": _float_kind(positive=True),
     "max_active_actors": _int_kind(1),
     "snapshot_every": _int_kind(1),
@@ -194,7 +207,9 @@ ENV_VARS: dict[str, str] = {
     "NATSFLOW_HTTP_HOST": "http_host",
     "NATSFLOW_HTTP_PORT": "http_port",
     "NATSFLOW_WORKERS": "workers",
-    "NATSFLOW_TASK_ACK_WAIT": "task_ack_wait",
+    "NATSFLOW_DURABILITY": "durability",
+    "NATSFLOW_TAKEOVER_AFTER": "takeover_after",
+    "NATSFLOW_DRAIN_GRACE": "drain_grace",
     "NATSFLOW_ACTOR_IDLE_TIMEOUT": "actor_idle_timeout",
     "NATSFLOW_MAX_ACTIVE_ACTORS": "max_active_actors",
     "NATSFLOW_SNAPSHOT_EVERY": "snapshot_every",
@@ -232,4 +247,10 @@ def load_config(env: Mapping[str, str], **overrides: Any) -> Config:
             values[field] = kind.check(value)
         except ValueError:
             raise InputError(f"{field}: expected {kind.expected}, got {_show(value)}") from None
-    return msgspec.convert(values, Config)
+    config = msgspec.convert(values, Config)
+    if config.durability == "replicated" and config.nats_url is None:
+        raise InputError(
+            'NATSFLOW_DURABILITY: "replicated" needs a NATS cluster of 3 or more servers '
+            "(set NATS_URL); the embedded nats-server is a single node"
+        )
+    return config

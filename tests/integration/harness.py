@@ -140,7 +140,7 @@ def service_config(server_url: str, **overrides: Any) -> Config:
         "nats_url": server_url,
         "http_port": 0,
         "workers": 8,
-        "task_ack_wait": 2.0,
+        "takeover_after": 2.0,
         "actor_idle_timeout": 5.0,
         "python_modules": PYTHON_MODULES,
         "deploy_paths": (),

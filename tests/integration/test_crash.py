@@ -85,7 +85,7 @@ def service_env(
         **os.environ,
         "NATS_URL": server.url,
         "NATSFLOW_HTTP_PORT": "0",
-        "NATSFLOW_TASK_ACK_WAIT": "2",
+        "NATSFLOW_TAKEOVER_AFTER": "2",
         "NATSFLOW_WORKERS": "4",
         "NATSFLOW_DATA_DIR": str(data_dir),
         "NATSFLOW_LOG_LEVEL": "INFO",

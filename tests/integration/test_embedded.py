@@ -14,7 +14,8 @@ import pytest
 from nats.aio.client import Client
 
 from natsflow.events.errors import NatsflowError
-from natsflow.service.config import DEFAULT_NATS_CONFIG
+from natsflow.service.durability import embedded_config, embedded_syncs_always
+from natsflow.service.embedded import free_port
 from natsflow.service.embedded import (
     EmbeddedServer,
     _hint,
@@ -84,12 +85,28 @@ async def test_flags_override_the_config_files_listen(tmp_path: Path) -> None:
     assert (tmp_path / "store" / "jetstream").is_dir()
 
 
-async def test_the_repository_nats_conf_runs_embedded(tmp_path: Path) -> None:
-    """``make run`` starts the embedded server with the repo's nats.conf plus flags."""
-    assert DEFAULT_NATS_CONFIG is not None, "the repository's nats.conf is missing"
-    async with _server(tmp_path, config_file=DEFAULT_NATS_CONFIG) as server:
+@pytest.mark.parametrize(("durability", "syncs"), [("fsync", True), ("relaxed", False)])
+async def test_the_generated_config_sets_the_sync_mode(
+    tmp_path: Path, durability: str, syncs: bool
+) -> None:
+    """The embedded server's config follows NATSFLOW_DURABILITY, as the server reports it."""
+    monitor = free_port()
+    conf = tmp_path / "nats-server.conf"
+    conf.write_text(embedded_config(durability, monitor, None, tmp_path))
+    async with _server(tmp_path, config_file=str(conf)) as server:
         await _publish_once(server.url)
-    assert (tmp_path / "store" / "jetstream").is_dir()
+        assert await embedded_syncs_always(monitor) is syncs
+
+
+async def test_a_user_config_is_included_and_can_drop_the_sync(tmp_path: Path) -> None:
+    """A user config's jetstream block replaces natsflow's: the server then reports no fsync."""
+    user = tmp_path / "mine.conf"
+    user.write_text("jetstream { max_memory_store: 64M }\n")
+    monitor = free_port()
+    conf = tmp_path / "nats-server.conf"
+    conf.write_text(embedded_config("fsync", monitor, str(user), tmp_path))
+    async with _server(tmp_path, config_file=str(conf)):
+        assert await embedded_syncs_always(monitor) is False
 
 
 def test_a_config_file_store_dir_conflict_is_explained(tmp_path: Path) -> None:

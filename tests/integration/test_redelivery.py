@@ -34,7 +34,7 @@ async def test_a_first_delivery_of_an_answered_message_sends_its_lost_commands(
     nats_server: EmbeddedServer, nc: Client
 ) -> None:
     js = nc.jetstream()
-    await provision(js, ack_wait=service_config(nats_server.url).task_ack_wait)
+    await provision(js, ack_wait=service_config(nats_server.url).takeover_after)
     workflow = parse_manifest(TWO_STEPS, "yaml")
     version, _ = await Definitions(js).deploy(workflow)
     execution = "two-lost-commands"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from natsflow.events.errors import InputError
-from natsflow.service.config import DEFAULT_NATS_CONFIG, ENV_VARS, Config, load_config
+from natsflow.service.config import ENV_VARS, Config, load_config
 
 
 def test_defaults_without_environment() -> None:
@@ -14,7 +14,9 @@ def test_defaults_without_environment() -> None:
     assert config.nats_url is None
     assert config.data_dir == "./data"
     assert config.nats_port == 4222
-    assert config.nats_config == DEFAULT_NATS_CONFIG
+    assert config.nats_config is None
+    assert config.durability == "fsync"
+    assert (config.takeover_after, config.drain_grace) == (5.0, 30.0)
     assert (config.http_host, config.http_port) == ("127.0.0.1", 8080)
     assert config.workers == 4
     assert config.python_modules == ()
@@ -29,7 +31,9 @@ def test_environment_sets_every_documented_variable() -> None:
         "NATSFLOW_HTTP_HOST": "0.0.0.0",
         "NATSFLOW_HTTP_PORT": "0",
         "NATSFLOW_WORKERS": "16",
-        "NATSFLOW_TASK_ACK_WAIT": "2.5",
+        "NATSFLOW_TAKEOVER_AFTER": "2.5",
+        "NATSFLOW_DRAIN_GRACE": "7",
+        "NATSFLOW_DURABILITY": " Relaxed ",
         "NATSFLOW_ACTOR_IDLE_TIMEOUT": "60",
         "NATSFLOW_SNAPSHOT_EVERY": "50",
         "NATSFLOW_ARCHIVE": "yes",
@@ -42,7 +46,9 @@ def test_environment_sets_every_documented_variable() -> None:
     assert config.http_host == "0.0.0.0"
     assert config.http_port == 0
     assert config.workers == 16
-    assert config.task_ack_wait == 2.5
+    assert config.takeover_after == 2.5
+    assert config.drain_grace == 7.0
+    assert config.durability == "relaxed"
     assert config.actor_idle_timeout == 60.0
     assert isinstance(config.actor_idle_timeout, float)
     assert config.snapshot_every == 50
@@ -66,19 +72,19 @@ def test_empty_variables_count_as_unset() -> None:
     config = load_config({"NATS_URL": "", "NATSFLOW_WORKERS": "  ", "NATSFLOW_NATS_CONFIG": ""})
     assert config.nats_url is None
     assert config.workers == 4
-    assert config.nats_config == DEFAULT_NATS_CONFIG
+    assert config.nats_config is None
 
 
 def test_overrides_win_over_environment_and_none_is_ignored() -> None:
     env = {"NATSFLOW_WORKERS": "8", "NATSFLOW_HTTP_PORT": "9000", "NATS_URL": "nats://a:4222"}
     config = load_config(
-        env, workers=2, http_port=None, nats_url=None, python_modules=["x.y"], task_ack_wait=5
+        env, workers=2, http_port=None, nats_url=None, python_modules=["x.y"], takeover_after=5
     )
     assert config.workers == 2
     assert config.http_port == 9000
     assert config.nats_url == "nats://a:4222"
     assert config.python_modules == ("x.y",)
-    assert config.task_ack_wait == 5.0
+    assert config.takeover_after == 5.0
 
 
 def test_empty_nats_config_override_runs_without_a_file() -> None:
@@ -106,7 +112,12 @@ def test_unknown_override_is_a_programming_error() -> None:
             "http",
             'NATSFLOW_HTTP_PORT: expected an integer from 0 to 65535, got "http"',
         ),
-        ("NATSFLOW_TASK_ACK_WAIT", "0", 'NATSFLOW_TASK_ACK_WAIT: expected a number > 0, got "0"'),
+        ("NATSFLOW_TAKEOVER_AFTER", "0", 'NATSFLOW_TAKEOVER_AFTER: expected a number > 0, got "0"'),
+        (
+            "NATSFLOW_DURABILITY",
+            "paranoid",
+            'NATSFLOW_DURABILITY: expected one of fsync, replicated, relaxed, got "paranoid"',
+        ),
         (
             "NATSFLOW_ACTOR_IDLE_TIMEOUT",
             "nan",
@@ -150,3 +161,10 @@ def test_bad_overrides_name_the_field(field: str, value: object, message: str) -
     with pytest.raises(InputError) as info:
         load_config({}, **{field: value})
     assert str(info.value) == message
+
+
+def test_replicated_durability_needs_a_cluster() -> None:
+    with pytest.raises(InputError, match="replicated.*needs a NATS cluster"):
+        load_config({"NATSFLOW_DURABILITY": "replicated"})
+    config = load_config({"NATSFLOW_DURABILITY": "replicated", "NATS_URL": "nats://a:4222"})
+    assert config.durability == "replicated"

@@ -9,6 +9,7 @@ connection was lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -54,6 +55,7 @@ class Puller:
         self._last_activity = 0.0
         self._sub: Subscription | None = None
         self._inbox = ""
+        self._stopped = anyio.Event()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -68,9 +70,10 @@ class Puller:
             # sent again at once after a reconnect (the client counts them), and after
             # a long silence in case a reconnect went unnoticed.
             reconnects = self._nc.stats["reconnects"]
-            while True:
-                await anyio.sleep(REARM_CHECK)
-                if not self._nc.is_connected:
+            while not self._stopped.is_set():
+                with anyio.move_on_after(REARM_CHECK):
+                    await self._stopped.wait()
+                if self._stopped.is_set() or not self._nc.is_connected:
                     continue
                 idle = anyio.current_time() - self._last_activity
                 if self._nc.stats["reconnects"] != reconnects or idle > self._expires * 1.5:
@@ -79,8 +82,22 @@ class Puller:
                     await self._request(self._batch)
         finally:
             with anyio.move_on_after(2, shield=True):
-                if self._sub is not None and self._nc.is_connected:
+                if self._sub is not None and self._nc.is_connected and not self._stopped.is_set():
                     await self._sub.unsubscribe()
+
+    async def stop(self) -> None:
+        """Take no more messages; returns once the handler has seen every one received.
+
+        The subscription is drained (the server stops delivering to it, and what
+        already arrived still goes to the handler), so a stopping process can hand
+        back everything it holds at once.
+        """
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._sub is not None and self._nc.is_connected:
+            with anyio.move_on_after(5), contextlib.suppress(*UNAVAILABLE):
+                await self._sub.drain()  # type: ignore[no-untyped-call]
 
     async def _request(self, n: int) -> None:
         if n <= 0:
@@ -107,7 +124,7 @@ class Puller:
                 await self._handler(msg)
             except Exception:
                 log.exception("handler failed on %s; the message will be redelivered", msg.subject)
-        if self._outstanding <= self._batch // 2:
+        if self._outstanding <= self._batch // 2 and not self._stopped.is_set():
             await self._request(self._batch - self._outstanding)
 
 

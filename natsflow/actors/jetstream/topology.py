@@ -84,7 +84,9 @@ def execution_from_subject(subject: str) -> str:
     return subject.split(".", 2)[2]
 
 
-def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.StreamConfig]:
+def stream_configs(
+    *, archive: bool, archive_max_age_days: float, replicas: int = 1
+) -> list[api.StreamConfig]:
     file = api.StorageType.FILE
     configs = [
         api.StreamConfig(
@@ -121,6 +123,8 @@ def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.St
             description="natsflow dead letters: messages that could not be processed",
         ),
     ]
+    for config in configs:
+        config.num_replicas = replicas
     if archive:
         configs.append(
             api.StreamConfig(
@@ -130,18 +134,26 @@ def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.St
                 allow_direct=True,
                 sources=[api.StreamSource(name=EVENTS_STREAM, filter_subject="natsflow.ev.>")],
                 description="natsflow full event history (audit trail)",
+                num_replicas=replicas,
             )
         )
     return configs
 
 
-async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
-    """Create the stream, or bring an existing one's config up to date."""
+async def ensure_stream(
+    js: JetStreamContext, config: api.StreamConfig, *, keep_replicas: bool = False
+) -> None:
+    """Create the stream, or bring an existing one's config up to date (with
+    ``keep_replicas``, an existing stream keeps its replica count)."""
     try:
         await js.add_stream(config)
     except BadRequestError as exc:
         if exc.err_code != 10058:  # "stream name already in use with a different configuration"
             raise
+        if keep_replicas:
+            assert config.name is not None
+            existing = await js.stream_info(config.name)
+            config.num_replicas = existing.config.num_replicas
         await js.update_stream(config)
 
 
@@ -151,20 +163,31 @@ async def provision(
     ack_wait: float,
     archive: bool = False,
     archive_max_age_days: float = 30,
+    replicated: bool = False,
 ) -> None:
     """Create every stream, consumer and bucket natsflow needs; safe to run on each start.
 
-    Raises ``Unavailable`` when NATS (or JetStream) does not answer.
+    ``replicated`` makes them R3 (existing ones are scaled up); otherwise new ones
+    are R1 and existing ones keep their replicas. Raises ``Unavailable`` when NATS
+    (or JetStream) does not answer.
     """
     with unavailable_as("provision natsflow's streams, consumers and KV buckets"):
-        await _provision(js, ack_wait, archive, archive_max_age_days)
+        await _provision(js, ack_wait, archive, archive_max_age_days, replicated)
 
 
 async def _provision(
-    js: JetStreamContext, ack_wait: float, archive: bool, archive_max_age_days: float
+    js: JetStreamContext,
+    ack_wait: float,
+    archive: bool,
+    archive_max_age_days: float,
+    replicated: bool,
 ) -> None:
-    for config in stream_configs(archive=archive, archive_max_age_days=archive_max_age_days):
-        await ensure_stream(js, config)
+    replicas = 3 if replicated else 1
+    configs = stream_configs(
+        archive=archive, archive_max_age_days=archive_max_age_days, replicas=replicas
+    )
+    for config in configs:
+        await ensure_stream(js, config, keep_replicas=not replicated)
     await js.add_consumer(
         INBOX_STREAM,
         api.ConsumerConfig(
@@ -188,21 +211,36 @@ async def _provision(
         ),
     )
     for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
-        await ensure_bucket(js, bucket)
+        await ensure_bucket(js, bucket, replicas=replicas)
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str) -> None:
-    """A KV bucket with direct gets on (``ls`` reads every summary in one batch)."""
+async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> None:
+    """A KV bucket with direct gets on (``ls`` reads every summary in one batch); an
+    existing one is scaled up to ``replicas``, never down."""
     try:
         await js.key_value(bucket)
     except BucketNotFoundError:
         await js.create_key_value(
-            api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE, direct=True)
+            api.KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                storage=api.StorageType.FILE,
+                direct=True,
+                replicas=replicas,
+            )
         )
     info = await js.stream_info(f"KV_{bucket}")
-    if not info.config.allow_direct:
+    if not info.config.allow_direct or (info.config.num_replicas or 1) < replicas:
         info.config.allow_direct = True
+        info.config.num_replicas = max(info.config.num_replicas or 1, replicas)
         await js.update_stream(info.config)
+
+
+async def stream_replicas(js: JetStreamContext) -> int:
+    """Replicas of the events stream (the one whose loss would lose executions)."""
+    with unavailable_as(f"read the config of stream {EVENTS_STREAM}"):
+        info = await js.stream_info(EVENTS_STREAM)
+    return info.config.num_replicas or 1
 
 
 async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
