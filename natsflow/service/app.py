@@ -95,9 +95,11 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
         )
         try:
             version = await check_server_version(nc)
-            log.info("connected to nats-server %s at %s", version, nc.connected_url)
+            where = nc.connected_url.geturl() if nc.connected_url else url
+            log.info("connected to nats-server %s at %s", version, where)
             yield nc, nc.jetstream(timeout=10, publish_async_max_pending=20000)
         finally:
+            quiet.closing = True
             with anyio.move_on_after(5, shield=True):
                 await nc.drain()
     finally:
@@ -110,6 +112,7 @@ class ConnectionLog:
 
     def __init__(self) -> None:
         self._errors = 0
+        self.closing = False  # set when natsflow closes the connection itself
 
     async def error(self, exc: Exception) -> None:
         self._errors += 1
@@ -122,7 +125,8 @@ class ConnectionLog:
             log.debug("NATS: %r", exc)
 
     async def disconnected(self) -> None:
-        log.warning("NATS disconnected; reconnecting")
+        if not self.closing:
+            log.warning("NATS disconnected; reconnecting")
 
     async def reconnected(self) -> None:
         if self._errors > 1:
