@@ -7,6 +7,7 @@ find it are settled, not redelivered forever; and show, history and ls answer.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +157,40 @@ async def test_an_undecodable_event_parks_the_execution_visibly(
         # The service goes on with other executions.
         other = await engine.start("napper", {})
         assert (await engine.wait_for(other, ("running",), timeout=10))["status"] == "running"
+
+
+# A step that runs until the test lets it finish (a file appears).
+GATED = """
+name: gated
+steps:
+  gate:
+    action: shell
+    with:
+      argv:
+        - python3
+        - -c
+        - "import os,sys,time\\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.02)"
+        - "${{ input.gate }}"
+"""
+
+
+async def test_a_step_result_after_an_undecodable_event_parks_it(
+    nats_server: EmbeddedServer, nc: Client, tmp_path: Path
+) -> None:
+    """The step in flight finishes after garbage was appended: its result parks it."""
+    gate = tmp_path / "gate"
+    async with running(nats_server, **SETTINGS) as engine:
+        await engine.deploy(GATED)
+        execution = await engine.start("gated", {"gate": str(gate)})
+        await engine.wait_for(execution, ("running",), timeout=10)
+        bad = (await nc.jetstream().publish(events_subject(execution), GARBAGE)).seq
+        gate.touch()
+        shown = await parked(engine, execution)
+        assert shown["parked"]["seq"] == bad
+        assert shown["steps"]["gate"]["status"] == "scheduled"  # its result was not folded
+        await drained(nc)
+        ((_, headers),) = await letters(nc, "natsflow.dlq.inbox")
+        assert headers["Natsflow-Error"] == f"parked: {shown['error']}"
 
 
 async def test_a_parked_execution_is_parked_once_across_activations(
