@@ -15,6 +15,12 @@ out already (``Executor.carried_out``); with the decision no longer in the tail
 drops copies it still remembers. Commands that failed to go out (NATS away) are
 owed, and carried out, as the state read again needs them, before the actor acks
 any later message.
+
+A history that cannot be read to its end (an event or snapshot that does not
+decode: ``Undecodable``) parks the execution instead of redelivering its messages
+forever: its summary says failed, naming the message; a copy of that message goes
+to the dead letters, its timers are dropped, and the inbox message that found it,
+like every later one while the actor is in memory, is dead-lettered without a read.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from natsflow.actors.deadletter import dead_letter
+from natsflow.actors.deadletter import dead_letter, dead_letter_stored
 from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.deliveries import Held
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack, delivery
+from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
 from natsflow.actors.mailbox import Mailbox
@@ -45,13 +52,16 @@ from natsflow.actors.metrics import Metrics
 from natsflow.actors.recently import RecentlyDone
 from natsflow.events.commands import (
     AnyCommand,
+    CancelTimers,
+    WriteSummary,
     commands_for,
     pending_commands,
     resend_commands,
 )
-from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound
+from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound, Undecodable
 from natsflow.events.messages import AnyInbox, Start, inbox_decoder
 from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
+from natsflow.events.views import parked_summary
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,8 @@ class ExecutionActor:
         # the inbox sequence and events of an appended decision whose commands have not
         # all gone out yet (NATS went away meanwhile)
         self._owed: tuple[int, tuple[AnyEvent, ...]] | None = None
+        # why the execution is parked (its history cannot be read), once it is
+        self._parked: str | None = None
         self.last_active = time.monotonic()
 
     @property
@@ -136,6 +148,9 @@ class ExecutionActor:
 
     async def _process(self, msg: Msg) -> None:
         system = self._system
+        if self._parked is not None:
+            await system.dead_letter(msg, "inbox", f"parked: {self._parked}")
+            return
         try:
             message = inbox_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
@@ -147,6 +162,9 @@ class ExecutionActor:
             await self._apply(message, cause=sequence, redelivered=delivered > 1)
         except NotFound as exc:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
+            return
+        except Undecodable as exc:
+            await self._park(msg, exc)
             return
         except (NatsflowError, OSError, TimeoutError) as exc:
             # NATS unavailable, a conflict storm, a timeout: leave the message unacked.
@@ -253,6 +271,33 @@ class ExecutionActor:
         self._owed = None
         if cause:
             self._system.carried_out.add((self.execution, cause))
+
+    async def _park(self, msg: Msg, problem: Undecodable) -> None:
+        """Park the execution: its history cannot be read past ``problem``.
+
+        Failed in its summary (``ls --status failed``), a copy of the message in the dead
+        letters, its timers dropped; all once, whichever instance parks it first (a
+        summary parked already with the same error means done). Then ``msg`` itself is
+        dead-lettered. Should NATS fail meanwhile, ``msg`` comes again and parks anew.
+        """
+        system = self._system
+        self._state, self._owed = None, None
+        error = str(problem)
+        try:
+            previous = await read_summary(system.js, self.execution)
+        except Undecodable:
+            previous = None  # rewritten below
+        summary = parked_summary(self.execution, error, previous, time.time())
+        if summary != previous:
+            await dead_letter_stored(system.publisher, system.metrics, problem)
+            await system.effects.carry_out(
+                (
+                    WriteSummary(execution_id=self.execution, summary=summary),
+                    CancelTimers(execution_id=self.execution),
+                )
+            )
+        self._parked = error
+        await system.dead_letter(msg, "inbox", f"parked: {error}")
 
     async def _activate(self) -> None:
         system = self._system

@@ -83,6 +83,39 @@ class SnapshotSchemaError(NatsflowError):
         self.version = version
 
 
+class Undecodable(NatsflowError):
+    """Stored data cannot be decoded (corrupt, or not written by natsflow).
+
+    ``what`` says which kind (``event``, ``snapshot``, ``summary``); ``stream``,
+    ``subject`` and ``seq`` say where it is; ``reason`` is the decoder's words.
+    An execution whose event or snapshot is undecodable cannot be folded: the
+    actor parks it as failed (it never skips a fact it cannot read), with this
+    message as its error, and dead-letters a copy of ``data``.
+    """
+
+    def __init__(
+        self,
+        execution: str,
+        what: str,
+        stream: str,
+        subject: str,
+        seq: int,
+        reason: str,
+        data: bytes = b"",
+    ) -> None:
+        super().__init__(
+            f"execution {execution}: undecodable {what} on {subject}"
+            f" at sequence {seq} of {stream}: {reason}"
+        )
+        self.execution = execution
+        self.what = what
+        self.stream = stream
+        self.subject = subject
+        self.seq = seq
+        self.reason = reason
+        self.data = data
+
+
 class Conflict(NatsflowError):
     """The request contradicts the current state (cancel a finished execution, ...): 409."""
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace
 
+from natsflow.events.errors import Undecodable
 from natsflow.events.model import TERMINAL_STEP, AttemptRecord, ExecutionState, StepState
+
+# The status of an ``ls`` row whose summary cannot be decoded (not an execution status).
+UNKNOWN_STATUS = "unknown"
 
 
 class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -39,6 +44,35 @@ def summary_of(state: ExecutionState) -> ExecutionSummary:
     )
 
 
+def parked_summary(
+    execution: str, error: str, previous: ExecutionSummary | None, now: float
+) -> ExecutionSummary:
+    """The ``ls`` row of an execution parked because its history cannot be read: failed,
+    with ``error``, keeping the workflow and start time of its ``previous`` row.
+
+    A row parked already with the same error is returned as it is, so parking again (a
+    later activation, another instance) is recognisable and writes nothing new.
+    """
+    if previous is not None and previous.status == "failed" and previous.error == error:
+        return previous
+    return ExecutionSummary(
+        execution_id=execution,
+        workflow=previous.workflow if previous else "",
+        version=previous.version if previous else "",
+        status="failed",
+        started_at=previous.started_at if previous else None,
+        finished_at=now,
+        error=error,
+    )
+
+
+def unreadable_summary(execution: str, error: str) -> ExecutionSummary:
+    """The ``ls`` row standing for a summary that cannot be decoded: status ``unknown``."""
+    return ExecutionSummary(
+        execution_id=execution, workflow="", version="", status=UNKNOWN_STATUS, error=error
+    )
+
+
 class Started(msgspec.Struct, frozen=True, kw_only=True):
     """What starting an execution answers (``natsflow.actors.starter.Starter.start``).
 
@@ -58,6 +92,45 @@ class ResumePoint(msgspec.Struct, frozen=True, kw_only=True):
 
     events: int
     stream_seq: int
+
+
+class Parked(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an execution's stored history stops being readable (``Undecodable``): the
+    execution is parked as failed, and a copy of that message is in the dead letters."""
+
+    what: str
+    stream: str
+    subject: str
+    seq: int
+    reason: str
+
+
+def parked_at(problem: Undecodable) -> Parked:
+    return Parked(
+        what=problem.what,
+        stream=problem.stream,
+        subject=problem.subject,
+        seq=problem.seq,
+        reason=problem.reason,
+    )
+
+
+def parked_state(
+    state: ExecutionState, error: str, summary: ExecutionSummary | None
+) -> ExecutionState:
+    """``state`` (what could be read of the history) as a parked execution: failed with
+    ``error``. What the history cannot say (nothing, behind an unreadable snapshot) comes
+    from the execution's ``summary``, and so does the time it was parked."""
+    if summary is not None and not state.workflow:
+        state = replace(
+            state,
+            workflow=summary.workflow,
+            version=summary.version,
+            started_at=summary.started_at,
+        )
+    parked_then = summary is not None and summary.status == "failed" and summary.error == error
+    finished = summary.finished_at if summary is not None and parked_then else None
+    return replace(state, status="failed", error=error, finished_at=finished)
 
 
 class StepView(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,11 +168,14 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     current: tuple[str, ...]
     resume_point: ResumePoint
     steps: dict[str, StepView]
+    parked: Parked | None = None
 
 
-def execution_view(state: ExecutionState, last_seq: int, total: int) -> ExecutionView:
+def execution_view(
+    state: ExecutionState, last_seq: int, total: int, parked: Parked | None = None
+) -> ExecutionView:
     """The ``show`` view of ``state`` (read up to stream sequence ``last_seq``), of ``total``
-    top-level steps in its definition."""
+    top-level steps in its definition; ``parked`` says where its history became unreadable."""
     top = [v for v in state.steps.values() if v.parent is None]
     return ExecutionView(
         execution_id=state.execution_id,
@@ -117,6 +193,7 @@ def execution_view(state: ExecutionState, last_seq: int, total: int) -> Executio
         current=tuple(k for k, v in state.steps.items() if v.status not in TERMINAL_STEP),
         resume_point=ResumePoint(events=state.events, stream_seq=last_seq),
         steps={k: step_view(v) for k, v in state.steps.items()},
+        parked=parked,
     )
 
 

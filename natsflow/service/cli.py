@@ -276,6 +276,12 @@ def _render_show(s: dict[str, Any]) -> str:
     ]
     if s["error"]:
         lines.append(f"error      {s['error']}")
+    if s.get("parked"):
+        p = s["parked"]
+        lines.append(
+            f"parked     {p['what']} {p['subject']} seq {p['seq']} cannot be decoded;"
+            f" its copy is in natsflow.dlq.{p['what']}"
+        )
     lines.append("steps:")
     for key, step in s["steps"].items():
         took = ""

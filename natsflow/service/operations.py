@@ -9,7 +9,7 @@ the summaries and the definitions through the JetStream adapter.
 
 from __future__ import annotations
 
-from typing import assert_never
+from typing import Any, assert_never
 
 import msgspec
 from nats.aio.client import Client
@@ -17,13 +17,20 @@ from nats.js import JetStreamContext
 
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.reads import all_summaries, archive_exists
+from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
 from natsflow.actors.starter import Starter
-from natsflow.events.errors import Conflict, InputError, NotFound, Unavailable
+from natsflow.events.errors import Conflict, InputError, NotFound, Unavailable, Undecodable
 from natsflow.events.messages import Cancel, json_encoder
-from natsflow.events.views import ExecutionSummary, ExecutionView, execution_view
+from natsflow.events.model import AnyEvent
+from natsflow.events.views import (
+    ExecutionSummary,
+    ExecutionView,
+    execution_view,
+    parked_at,
+    parked_state,
+)
 from natsflow.manifests.loader import parse_manifest
 from natsflow.service.protocol import (
     AdminRequest,
@@ -105,15 +112,28 @@ class Operations:
         return rows[: request.limit]
 
     async def show(self, execution_id: str) -> ExecutionView:
-        loaded = await self._store.load(execution_id)
-        state = loaded.state
-        if state.status == "pending":
+        """The execution as its history tells it; one whose history cannot be read to the
+        end is shown parked: failed, naming the message, with what precedes it."""
+        loaded = await self._store.load(execution_id, partial=True)
+        state, problem = loaded.state, loaded.problem
+        parked = None
+        if problem is not None:
+            state = parked_state(state, str(problem), await self._summary(execution_id))
+            parked = parked_at(problem)
+        elif state.status == "pending":
             raise NotFound(f"execution {execution_id!r} not found")
         try:
             total = len((await self._definitions.get(state.workflow, state.version)).steps)
         except NotFound:
             total = sum(1 for step in state.steps.values() if step.parent is None)
-        return execution_view(state, loaded.last_seq, total)
+        return execution_view(state, loaded.last_seq, total, parked)
+
+    async def _summary(self, execution_id: str) -> ExecutionSummary | None:
+        """The execution's ``ls`` row; None if there is none, or it cannot be read either."""
+        try:
+            return await read_summary(self._js, execution_id)
+        except Undecodable:
+            return None
 
     async def history(self, request: HistoryRequest) -> History:
         execution_id, archive = request.execution_id, request.all
@@ -125,11 +145,19 @@ class Operations:
             )
         events = tuple(
             [
-                {"seq": seq, **msgspec.to_builtins(event)}
+                history_entry(seq, event)
                 async for seq, event in self._store.read_history(execution_id, archive=archive)
             ]
         )
-        snapshot = None if archive else await self._store.snapshot_info(execution_id)
+        try:
+            snapshot = None if archive else await self._store.snapshot_info(execution_id)
+        except Undecodable as problem:
+            return History(
+                execution_id=execution_id,
+                events=tuple(sorted((history_entry(problem.seq, problem), *events), key=_seq)),
+                note=f"{problem}; the execution is read from its events if they are all still"
+                " stored since its start, and is parked as failed otherwise",
+            )
         if not events and snapshot is None:
             raise NotFound(f"execution {execution_id!r} not found")
         if snapshot is None:
@@ -161,3 +189,25 @@ class Operations:
             f"execution {request.execution_id} has no step waiting for signal {request.name!r}"
             " (this version has no `wait` action)"
         )
+
+
+def history_entry(seq: int, event: AnyEvent | Undecodable) -> dict[str, Any]:
+    """One line of ``history``: an event's fields, or, for a message that cannot be
+    decoded, ``type: undecodable`` with where it is and why (its ``at`` is unknown)."""
+    if isinstance(event, Undecodable):
+        return {
+            "seq": seq,
+            "type": "undecodable",
+            "at": None,
+            "what": event.what,
+            "stream": event.stream,
+            "subject": event.subject,
+            "reason": event.reason,
+        }
+    entry: dict[str, Any] = {"seq": seq, **msgspec.to_builtins(event)}
+    return entry
+
+
+def _seq(entry: dict[str, Any]) -> int:
+    seq: int = entry["seq"]
+    return seq

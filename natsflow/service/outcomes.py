@@ -10,7 +10,9 @@ code   raised by the handler                                        raised by a 
 409    ``Conflict``, ``ConcurrencyConflict`` (the request           ``Conflict``
        contradicts the state: cancel a finished execution, ...)
 503    ``Unavailable`` (NATS down or not answering: retry later)    ``Unavailable``
-500    anything else (a bug: logged with its traceback)             ``InternalError``
+500    ``Undecodable`` (stored data that cannot be decoded: its     ``InternalError``
+       message names the subject and sequence); anything else
+       (a bug: logged with its traceback)
 =====  ===========================================================  ==================
 
 Request bodies are decoded by ``protocol.decode_request`` / ``request_from``,
@@ -33,6 +35,7 @@ from natsflow.events.errors import (
     NatsflowError,
     NotFound,
     Unavailable,
+    Undecodable,
 )
 
 log = logging.getLogger("natsflow.api")
@@ -63,6 +66,9 @@ def outcome(exc: Exception) -> Outcome:
             return Outcome(409, str(exc))
         case Unavailable():
             return Outcome(503, str(exc))
+        case Undecodable():
+            log.error("admin request failed: %s", exc)
+            return Outcome(500, str(exc))
         case _:
             log.error("admin request failed", exc_info=exc)
             return Outcome(500, f"internal error ({type(exc).__name__}; see the service log)")

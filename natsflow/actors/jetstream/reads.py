@@ -2,10 +2,14 @@
 
 Every execution summary in one batched direct get (ADR-31 ``multi_last``, not a
 get per key), and whether the archive stream exists. NATS's errors become
-``Unavailable`` here, like everywhere in the adapter.
+``Unavailable`` here, like everywhere in the adapter; a summary that cannot be
+decoded becomes ``Undecodable`` (one execution's summary) or a row marked
+``unknown`` (the list), never a raw decoder error.
 """
 
 from __future__ import annotations
+
+import logging
 
 import msgspec
 import orjson
@@ -20,7 +24,10 @@ from natsflow.actors.jetstream.topology import (
     bind_bucket,
     summary_subject,
 )
-from natsflow.events.views import ExecutionSummary
+from natsflow.events.errors import Undecodable
+from natsflow.events.views import ExecutionSummary, unreadable_summary
+
+log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 10.0
 _MAX_SUMMARIES = 100_000
@@ -44,7 +51,7 @@ async def all_summaries(nc: Client) -> list[ExecutionSummary]:
                 if status:  # 204: the end of the batch; 404: no executions yet
                     break
                 if msg.data:
-                    out.append(msgspec.json.decode(msg.data, type=ExecutionSummary))
+                    out.append(_listed(msg.data, msg.headers or {}))
         finally:
             await sub.unsubscribe()
     return out
@@ -58,7 +65,33 @@ async def read_summary(js: JetStreamContext, execution: str) -> ExecutionSummary
             entry = await kv.get(execution)
         except (KeyNotFoundError, KeyDeletedError):
             return None
-    return msgspec.json.decode(entry.value or b"{}", type=ExecutionSummary)
+    try:
+        return _decode_summary(entry.value or b"{}")
+    except msgspec.DecodeError as exc:
+        subject = summary_subject(execution)
+        raise Undecodable(
+            execution, "summary", f"KV_{EXECUTIONS_BUCKET}", subject, entry.revision or 0, str(exc)
+        ) from None
+
+
+def _decode_summary(data: bytes) -> ExecutionSummary:
+    return msgspec.json.decode(data, type=ExecutionSummary)
+
+
+def _listed(data: bytes, headers: dict[str, str]) -> ExecutionSummary:
+    """One row of ``all_summaries``: a summary that cannot be decoded is listed as
+    ``unknown``, naming where it is and why, so one bad row does not hide the others."""
+    try:
+        return _decode_summary(data)
+    except msgspec.DecodeError as exc:
+        subject = headers.get("Nats-Subject", "")
+        execution = subject.removeprefix(summary_subject(""))
+        seq = int(headers.get("Nats-Sequence", "0"))
+        problem = Undecodable(
+            execution, "summary", f"KV_{EXECUTIONS_BUCKET}", subject, seq, str(exc), data
+        )
+        log.warning("%s", problem)
+        return unreadable_summary(execution, str(problem))
 
 
 async def archive_exists(js: JetStreamContext) -> bool:

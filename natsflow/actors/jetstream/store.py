@@ -10,9 +10,11 @@ in time raises ``Unavailable``. Histories are read with batched direct gets
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import anyio
+import msgspec
 import orjson
 from msgspec.structs import replace
 from nats.aio.client import Client
@@ -34,9 +36,11 @@ from natsflow.events.codec import (
     encode_batch,
     encode_snapshot,
 )
-from natsflow.events.errors import ConcurrencyConflict
+from natsflow.events.errors import ConcurrencyConflict, Undecodable
 from natsflow.events.fold import fold
-from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
+from natsflow.events.model import INITIAL, AnyEvent, ExecutionStarted, ExecutionState
+
+log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
 PUBLISH_TIMEOUT = 10.0
@@ -52,10 +56,12 @@ class Loaded:
     """An execution as read from the stream: its state and the sequence to append after.
 
     ``recent`` maps the inbox sequence of each of the last decisions read (at most
-    ``RECENT_DECISIONS``) to its events.
+    ``RECENT_DECISIONS``) to its events. ``problem`` is the message the read stopped at
+    because it cannot be decoded (only with ``load(partial=True)``): the state is then
+    the fold of what precedes it.
     """
 
-    __slots__ = ("events_read", "last_seq", "recent", "snapshot_seq", "state")
+    __slots__ = ("events_read", "last_seq", "problem", "recent", "snapshot_seq", "state")
 
     def __init__(
         self,
@@ -64,12 +70,14 @@ class Loaded:
         snapshot_seq: int,
         events_read: int,
         recent: dict[int, tuple[AnyEvent, ...]],
+        problem: Undecodable | None = None,
     ) -> None:
         self.state = state
         self.last_seq = last_seq
         self.snapshot_seq = snapshot_seq
         self.events_read = events_read
         self.recent = recent
+        self.problem = problem
 
 
 class EventStore:
@@ -144,8 +152,16 @@ class EventStore:
         source = msg.headers.get("Nats-Stream-Source") if msg and msg.headers else None
         return int(source.split()[1]) if source else 0
 
-    async def load(self, execution: str, *, use_snapshot: bool = True) -> Loaded:
+    async def load(
+        self, execution: str, *, use_snapshot: bool = True, partial: bool = False
+    ) -> Loaded:
         """Latest snapshot (if any) plus the events after it, folded.
+
+        A message that cannot be decoded raises ``Undecodable`` (naming its subject and
+        sequence), or with ``partial`` is returned as ``Loaded.problem`` beside the state
+        folded from what precedes it. An undecodable snapshot is read around when the
+        history it covers is still whole in the stream (the fold of every event is the
+        same state); its sequence stays the one the next snapshot replaces.
 
         Another instance may write a newer snapshot and purge the events it covers
         while this one reads the tail; the tail would then have a gap. So the
@@ -153,51 +169,83 @@ class EventStore:
         """
         for _ in range(MAX_LOAD_ATTEMPTS):
             loaded = await self._load_once(execution, use_snapshot)
-            if not use_snapshot:
-                return loaded
-            latest = await self._last_message(snapshot_subject(execution))
-            if (latest[0] if latest else 0) == loaded.snapshot_seq:
-                return loaded
+            if use_snapshot:
+                latest = await self._last_message(snapshot_subject(execution))
+                if (latest[0] if latest else 0) != loaded.snapshot_seq:
+                    continue
+            if loaded.problem is not None and not partial:
+                raise loaded.problem
+            return loaded
         raise ConcurrencyConflict(execution, loaded.last_seq)
 
     async def _load_once(self, execution: str, use_snapshot: bool) -> Loaded:
         state = replace(INITIAL, execution_id=execution)
         start, snapshot_seq = 1, 0
+        bad_snapshot: Undecodable | None = None
         if use_snapshot:
             snap = await self._last_message(snapshot_subject(execution))
             if snap is not None:
                 snapshot_seq, data = snap
-                state, covers = decode_snapshot(data, execution)
-                start = covers + 1
+                try:
+                    state, covers = decode_snapshot(data, execution)
+                    start = covers + 1
+                except msgspec.DecodeError as exc:
+                    subject = snapshot_subject(execution)
+                    bad_snapshot = _undecodable(
+                        execution, "snapshot", subject, snapshot_seq, data, exc
+                    )
         last_seq, read = start - 1, 0
         recent: dict[int, tuple[AnyEvent, ...]] = {}
-        async for seq, data in self.read_messages(events_subject(execution), start):
-            batch = decode_batch_with_cause(data)
+        subject = events_subject(execution)
+        async for seq, data in self.read_messages(subject, start):
+            try:
+                batch = decode_batch_with_cause(data)
+            except msgspec.DecodeError as exc:
+                problem = _undecodable(execution, "event", subject, seq, data, exc)
+                return Loaded(state, last_seq, snapshot_seq, read, recent, problem)
+            if bad_snapshot is not None and read == 0 and not _starts_history(batch.events):
+                break  # what the snapshot covers is gone: the state cannot be known
             state = fold(batch.events, state)
             last_seq, read = seq, read + len(batch.events)
             if batch.cause:
                 recent[batch.cause] = batch.events
                 if len(recent) > RECENT_DECISIONS:
                     del recent[next(iter(recent))]
+        if bad_snapshot is not None:
+            if read == 0:
+                return Loaded(state, 0, snapshot_seq, 0, {}, bad_snapshot)
+            log.warning("%s; read around it, from the whole history still stored", bad_snapshot)
         if read == 0 and snapshot_seq == 0:
             last_seq = 0
         return Loaded(state, last_seq, snapshot_seq, read, recent)
 
     async def read_history(
         self, execution: str, *, archive: bool = False
-    ) -> AsyncIterator[tuple[int, AnyEvent]]:
-        """Every event still stored for the execution (from the archive stream if asked)."""
+    ) -> AsyncIterator[tuple[int, AnyEvent | Undecodable]]:
+        """Every event still stored for the execution (from the archive stream if asked);
+        a message that cannot be decoded comes as ``Undecodable``, and the rest follow."""
         stream = ARCHIVE_STREAM if archive else EVENTS_STREAM
-        async for seq, data in self.read_messages(events_subject(execution), 1, stream=stream):
-            for event in decode_batch(data):
+        subject = events_subject(execution)
+        async for seq, data in self.read_messages(subject, 1, stream=stream):
+            try:
+                events = decode_batch(data)
+            except msgspec.DecodeError as exc:
+                yield seq, _undecodable(execution, "event", subject, seq, data, exc, stream)
+                continue
+            for event in events:
                 yield seq, event
 
     async def snapshot_info(self, execution: str) -> tuple[int, ExecutionState, int] | None:
-        """(snapshot sequence, state, covered sequence) of the latest snapshot, if any."""
+        """(snapshot sequence, state, covered sequence) of the latest snapshot, if any;
+        raises ``Undecodable`` for one that cannot be decoded."""
         snap = await self._last_message(snapshot_subject(execution))
         if snap is None:
             return None
-        state, covers = decode_snapshot(snap[1], execution)
+        try:
+            state, covers = decode_snapshot(snap[1], execution)
+        except msgspec.DecodeError as exc:
+            subject = snapshot_subject(execution)
+            raise _undecodable(execution, "snapshot", subject, snap[0], snap[1], exc) from None
         return snap[0], state, covers
 
     async def read_messages(
@@ -267,6 +315,23 @@ class EventStore:
         if status is not None:
             raise _status_error(what, status)
         return msg
+
+
+def _undecodable(
+    execution: str,
+    what: str,
+    subject: str,
+    seq: int,
+    data: bytes,
+    exc: msgspec.DecodeError,
+    stream: str = EVENTS_STREAM,
+) -> Undecodable:
+    return Undecodable(execution, what, stream, subject, seq, str(exc), data)
+
+
+def _starts_history(events: tuple[AnyEvent, ...]) -> bool:
+    """Whether a batch is an execution's first: the history from it on is whole."""
+    return bool(events) and isinstance(events[0], ExecutionStarted)
 
 
 def _status_error(what: str, status: str) -> Exception:
