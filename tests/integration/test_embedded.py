@@ -15,7 +15,6 @@ from nats.aio.client import Client
 
 from natsflow.events.errors import NatsflowError
 from natsflow.service.durability import embedded_config, embedded_syncs_always
-from natsflow.service.embedded import free_port
 from natsflow.service.embedded import (
     EmbeddedServer,
     _hint,

@@ -164,7 +164,7 @@ def test_bad_overrides_name_the_field(field: str, value: object, message: str) -
 
 
 def test_replicated_durability_needs_a_cluster() -> None:
-    with pytest.raises(InputError, match="replicated.*needs a NATS cluster"):
+    with pytest.raises(InputError, match=r"replicated.*needs a NATS cluster"):
         load_config({"NATSFLOW_DURABILITY": "replicated"})
     config = load_config({"NATSFLOW_DURABILITY": "replicated", "NATS_URL": "nats://a:4222"})
     assert config.durability == "replicated"
