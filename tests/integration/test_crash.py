@@ -81,7 +81,6 @@ def service_env(
     server: EmbeddedServer, data_dir: Path, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     return {
-        **(extra or {}),
         **os.environ,
         "NATS_URL": server.url,
         "NATSFLOW_HTTP_PORT": "0",
@@ -89,6 +88,7 @@ def service_env(
         "NATSFLOW_WORKERS": "4",
         "NATSFLOW_DATA_DIR": str(data_dir),
         "NATSFLOW_LOG_LEVEL": "INFO",
+        **(extra or {}),
     }
 
 
@@ -153,15 +153,18 @@ async def test_kill_9_mid_step_resumes_without_rerunning_finished_steps(
 ) -> None:
     effects = SideEffects(tmp_path / "effects.log")
     steps = ["s1", "s2", "s3", "s4", "s5"]
+    # A takeover wait far beyond the test's deadline: the restarted service must find no
+    # other instance and hand back what the killed one held at once.
+    never = {"NATSFLOW_TAKEOVER_AFTER": "600"}
     async with connect(nats_server.url) as engine:
-        async with serve_process(nats_server, tmp_path) as first:
+        async with serve_process(nats_server, tmp_path, never) as first:
             await engine.wait_ready()
             await engine.deploy(chain("chain", ["0", "0", "3", "0", "0"]))
             execution = await engine.start("chain", {"path": str(effects.path)})
             await effects.wait_started("s3", within=15)
             await kill_9(first, effects)
         before = await completed_steps(engine, execution)
-        async with serve_process(nats_server, tmp_path):
+        async with serve_process(nats_server, tmp_path, never):
             shown = await engine.wait_done(execution, timeout=20)
             completed = await completions(engine, execution)
 
