@@ -27,14 +27,16 @@ from natsflow.actors.actions import ActionContext, ActionRegistry
 from natsflow.actors.deadletter import dead_letter
 from natsflow.actors.jetstream.deliveries import Held
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.puller import Puller, ack
+from natsflow.actors.jetstream.puller import Puller, ack, delivery
+from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.recently import RecentResults
 from natsflow.events.commands import DispatchTask
-from natsflow.events.errors import StepError
+from natsflow.events.errors import NatsflowError, StepError
 from natsflow.events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
+from natsflow.events.model import awaits_result
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,11 @@ class WorkerPool:
         concurrency: int,
         ack_wait: float,
         publisher: Publisher | None = None,
+        store: EventStore | None = None,
     ) -> None:
         self._nc = nc
+        # reads the execution before running a task delivered again (not per step)
+        self._store = store
         self._js = js
         self._registry = registry
         self._metrics = metrics
@@ -159,14 +164,21 @@ class WorkerPool:
             error = f"invalid task message on {msg.subject}: {exc}"
             await dead_letter(self._nc, self._publisher, self._metrics, msg, "task", error)
             return
-        stored = self._done.get(task.idempotency_key)
+        key = task.idempotency_key
+        stored = self._done.get(key)
         if stored is not None:
             # This process ran it already; the result's ack or the task's was lost (a
             # restart of nats-server): publish that result again (deduplicated by the
             # server if it still has it), and do not run the step a second time.
             reply_to, body = stored
-            key = task.idempotency_key
             await self._publisher.publish(reply_to, body, {"Nats-Msg-Id": f"result:{key}"})
+            await ack(self._nc, msg)
+            return
+        delivered, _ = delivery(msg)
+        if delivered > 1 and not await self._still_awaited(task):
+            # Its result was recorded and only the task's ack was lost (the worker died
+            # in between): running the step again would repeat a finished step.
+            log.info("task %s came back after its result was recorded: not run again", key)
             await ack(self._nc, msg)
             return
         result = await self._attempt(task)
@@ -182,6 +194,18 @@ class WorkerPool:
             task.reply_to, body, {"Nats-Msg-Id": f"result:{task.idempotency_key}"}
         )
         await ack(self._nc, msg)
+
+    async def _still_awaited(self, task: Task) -> bool:
+        """Whether the execution still waits for this attempt; when in doubt, yes
+        (steps are at-least-once)."""
+        if self._store is None:
+            return True
+        try:
+            loaded = await self._store.load(task.execution_id, partial=True)
+        except NatsflowError as exc:
+            log.info("task %s: execution not read (%s); running it", task.idempotency_key, exc)
+            return True
+        return awaits_result(loaded.state, task.step, task.attempt, task.iteration)
 
     async def _attempt(self, task: Task) -> Result:
         last_progress = 0.0

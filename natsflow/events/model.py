@@ -206,3 +206,16 @@ class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 INITIAL = ExecutionState()
+
+
+def awaits_result(state: ExecutionState, step: str, attempt: int, iteration: int) -> bool:
+    """Whether ``state`` still waits for this attempt's result: a result for any other
+    attempt is ignored, and a task delivered again for one is not worth running."""
+    current = state.steps.get(step)
+    return (
+        state.status == "running"
+        and current is not None
+        and current.status == "scheduled"
+        and current.attempt == attempt
+        and current.iteration == iteration
+    )

@@ -22,6 +22,7 @@ from natsflow.events.model import (
     StepState,
     TimerFired,
     TimerStarted,
+    awaits_result,
 )
 from natsflow.manifests.expressions import evaluate
 from natsflow.manifests.schema import Workflow
@@ -52,18 +53,16 @@ def facts(
         case _ if state.status != "running":
             return ()
         case Result():
-            step = state.steps.get(message.step)
-            if not _is_current(step, message.attempt, message.iteration):
+            if not awaits_result(state, message.step, message.attempt, message.iteration):
                 return ()
-            assert step is not None
+            step = state.steps[message.step]
             if message.ok:
                 return _completion(state, workflow, message, step, now)
             return _failure(workflow, message, step, now)
         case Progress():
-            step = state.steps.get(message.step)
-            if not _is_current(step, message.attempt, message.iteration):
+            if not awaits_result(state, message.step, message.attempt, message.iteration):
                 return ()
-            assert step is not None
+            step = state.steps[message.step]
             if step.progress == message.message:
                 return ()  # a re-delivery, or a report that says nothing new
             return (
@@ -76,20 +75,11 @@ def facts(
                 ),
             )
         case TimerDue():
-            step = state.steps.get(message.step)
-            if step is None or step.timer_id != message.timer_id:
+            waiting = state.steps.get(message.step)
+            if waiting is None or waiting.timer_id != message.timer_id:
                 return ()
             return (TimerFired(at=now, timer_id=message.timer_id, step=message.step),)
     return ()
-
-
-def _is_current(step: StepState | None, attempt: int, iteration: int) -> bool:
-    return (
-        step is not None
-        and step.status == "scheduled"
-        and step.attempt == attempt
-        and step.iteration == iteration
-    )
 
 
 def _completion(

@@ -25,6 +25,7 @@ from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.presence import answer_presence, others_running, this_instance
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import read_summary
+from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import (
     ACTORS_CONSUMER,
     INBOX_STREAM,
@@ -241,6 +242,7 @@ async def serve(
                     metrics,
                     concurrency=config.workers,
                     ack_wait=config.takeover_after,
+                    store=EventStore(nc, js, publisher),
                 )
                 await tg.start(pool.run)
             if config.http_port:

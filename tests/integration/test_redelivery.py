@@ -9,6 +9,7 @@ actor carry out the decision's commands again.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from msgspec.structs import replace
@@ -17,14 +18,21 @@ from nats.aio.client import Client
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.store import EventStore
-from natsflow.actors.jetstream.topology import inbox_subject, provision
+from natsflow.actors.jetstream.topology import (
+    TASKS_STREAM,
+    WORKERS_CONSUMER,
+    inbox_subject,
+    provision,
+    task_subject,
+)
 from natsflow.events.commands import AnyCommand, DispatchTask
 from natsflow.events.errors import Unavailable
-from natsflow.events.messages import Start, json_encoder
+from natsflow.events.messages import Start, Task, json_encoder
 from natsflow.events.model import INITIAL, StepScheduled
 from natsflow.manifests.decider import ManifestDecider
 from natsflow.manifests.loader import parse_manifest
 from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
 from tests.integration.harness import running, service_config
 
 TWO_STEPS = "name: two\nsteps:\n  a: {action: noop}\n  b: {action: noop, needs: [a]}\n"
@@ -76,3 +84,46 @@ async def test_commands_that_failed_to_go_out_are_sent_later(
     assert failures, "the failure was never injected"
     assert shown["status"] == "completed", shown
     assert [len(s["attempts"]) for s in shown["steps"].values()] == [1, 1]
+
+
+async def test_a_task_delivered_again_after_its_result_was_recorded_is_not_run(
+    nats_server: EmbeddedServer, nc: Client, tmp_path: Path
+) -> None:
+    """A worker that dies after its result is stored and before the task's ack leaves
+    the task to come back (delivery count 2): it is acked, not run again."""
+    effects = tmp_path / "effects.log"
+    manifest = (
+        "name: once\nsteps:\n  a:\n    action: shell\n    with:\n"
+        "      argv: [sh, -c, 'echo ran >> \"$0\"', '${{ input.path }}']\n"
+    )
+    async with running(nats_server) as engine:
+        await engine.deploy(manifest)
+        execution = await engine.start("once", {"path": str(effects)})
+        assert (await engine.wait_done(execution, timeout=20))["status"] == "completed"
+    assert effects.read_text().splitlines() == ["ran"]
+
+    # The same attempt's task again, delivered once and handed back: count 2 next time.
+    task = Task(
+        execution_id=execution,
+        step="a",
+        attempt=1,
+        action="shell",
+        input={"argv": ["sh", "-c", 'echo ran >> "$0"', str(effects)]},
+        idempotency_key=f"{execution}:a:1",
+        reply_to=inbox_subject(execution),
+    )
+    js = nc.jetstream()
+    await js.publish(task_subject("shell"), json_encoder.encode(task))
+    pulled = await js.pull_subscribe_bind(durable=WORKERS_CONSUMER, stream=TASKS_STREAM)
+    [first] = await pulled.fetch(1, timeout=5)
+    await first.nak()
+    await pulled.unsubscribe()
+
+    async with running(nats_server):
+
+        async def settled() -> None:
+            info = await js.consumer_info(TASKS_STREAM, WORKERS_CONSUMER)
+            assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+        await eventually(settled, within=10)
+    assert effects.read_text().splitlines() == ["ran"]
