@@ -22,7 +22,7 @@ from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import read_summary
-from natsflow.actors.jetstream.topology import provision
+from natsflow.actors.jetstream.topology import find_missing, provision
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.actors.worker import WorkerPool
@@ -31,6 +31,7 @@ from natsflow.manifests.loader import FORMATS
 from natsflow.service.admin import start_admin_service
 from natsflow.service.config import Config
 from natsflow.service.embedded import EmbeddedServer, check_server_version
+from natsflow.service.health import Health
 from natsflow.service.http import serve_http
 from natsflow.service.operations import Operations
 from natsflow.service.protocol import DeployRequest, request_from
@@ -161,18 +162,25 @@ async def serve(
     metrics = Metrics()
     ready = False
     async with connected(config) as (nc, js):
-        await provision(
+        setup = partial(
+            provision,
             js,
             ack_wait=config.task_ack_wait,
             archive=config.archive,
             archive_max_age_days=config.archive_max_age_days,
         )
+        await setup()
+        check = partial(
+            find_missing, js, actors=actors, workers=config.workers > 0, archive=config.archive
+        )
+        health = Health(check, setup, lambda: nc.is_connected)
         definitions = Definitions(js)
         publisher = Publisher(nc)
         starter = Starter(definitions, publisher, IdempotencyKeys(js), partial(read_summary, js))
         operations = Operations(nc, js, definitions, publisher, starter)
         service = None
         async with anyio.create_task_group() as tg:
+            await tg.start(health.run)
             await tg.start(definitions.follow_latest)
             if actors:
                 await deploy_all(operations, config.deploy_paths)
@@ -204,7 +212,7 @@ async def serve(
                     serve_http,
                     operations.handle if actors else None,
                     metrics,
-                    lambda: ready and nc.is_connected,
+                    lambda: health.reason() if ready else "starting or stopping",
                     config.http_host,
                     config.http_port,
                 )
