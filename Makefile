@@ -32,6 +32,7 @@ test-slow: $(STAMP)
 # reference from ../shared/bench beside natsflow in the same session.
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/crash.py
 	$(BIN)/python bench/resume.py
 	$(BIN)/python bench/loop.py --events 100000
 

@@ -193,6 +193,30 @@ class Child:
 # ---------------------------------------------------------------------------
 
 
+def bench_server(directory: Path, *, fsync: bool, extra_args: Sequence[str] = ()) -> EmbeddedServer:
+    """A nats-server with its store, log and config in ``directory``, on a free port
+    (never 4222); ``fsync``: a config with ``sync_interval: always``."""
+    port = free_port()
+    while port == 4222:
+        port = free_port()
+    config = None
+    if fsync:
+        config = str(directory / "nats.conf")
+        Path(config).write_text("jetstream {\n  sync_interval: always\n}\n")
+    return EmbeddedServer(
+        config_file=config,
+        port=port,
+        store_dir=str(directory / "jetstream"),
+        log_file=str(directory / "nats-server.log"),
+        extra_args=extra_args,
+    )
+
+
+def natsflow_argv(command: str, *, uvloop: bool) -> list[str]:
+    """``natsflow COMMAND`` run by this interpreter, on uvloop or plain asyncio."""
+    return [sys.executable, "-c", _LAUNCH_UVLOOP if uvloop else _LAUNCH_ASYNCIO, command]
+
+
 @dataclass
 class StackOptions:
     workers: int = 256
@@ -211,19 +235,10 @@ class Stack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.dir = Path(tempfile.mkdtemp(prefix="natsflow-bench-", dir="/tmp"))
-        port = free_port()
-        while port == 4222:
-            port = free_port()
         self.monitor_port = free_port()
-        config = None
-        if options.fsync:
-            config = str(self.dir / "nats.conf")
-            Path(config).write_text("jetstream {\n  sync_interval: always\n}\n")
-        self.server = EmbeddedServer(
-            config_file=config,
-            port=port,
-            store_dir=str(self.dir / "jetstream"),
-            log_file=str(self.dir / "nats-server.log"),
+        self.server = bench_server(
+            self.dir,
+            fsync=options.fsync,
             extra_args=["-m", str(self.monitor_port)],  # /varz, /connz: message counts
         )
         self.serve: Child | None = None
@@ -250,8 +265,7 @@ class Stack:
         return env
 
     def _argv(self, command: str) -> list[str]:
-        code = _LAUNCH_UVLOOP if self.options.uvloop else _LAUNCH_ASYNCIO
-        return [sys.executable, "-c", code, command]
+        return natsflow_argv(command, uvloop=self.options.uvloop)
 
     async def __aenter__(self) -> Stack:
         try:

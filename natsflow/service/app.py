@@ -31,6 +31,7 @@ from natsflow.actors.jetstream.topology import (
     INBOX_STREAM,
     TASKS_STREAM,
     WORKERS_CONSUMER,
+    find_missing,
     provision,
     stream_replicas,
 )
@@ -48,6 +49,7 @@ from natsflow.service.durability import (
     log_external,
 )
 from natsflow.service.embedded import EmbeddedServer, check_server_version, free_port
+from natsflow.service.health import Health
 from natsflow.service.http import serve_http
 from natsflow.service.operations import Operations
 from natsflow.service.protocol import DeployRequest, request_from
@@ -197,16 +199,22 @@ async def serve(
     metrics = Metrics()
     ready = False
     async with connected(config) as (nc, js):
-        await provision(
+        setup = partial(
+            provision,
             js,
             ack_wait=config.takeover_after,
             archive=config.archive,
             archive_max_age_days=config.archive_max_age_days,
             replicated=config.durability == "replicated",
         )
+        await setup()
         if config.nats_url is not None:
             url = nc.connected_url.geturl() if nc.connected_url else config.nats_url
             log_external(config.durability, await stream_replicas(js), url)
+        check = partial(
+            find_missing, js, actors=actors, workers=config.workers > 0, archive=config.archive
+        )
+        health = Health(check, setup, lambda: nc.is_connected)
         roles = ("actors",) * actors + ("workers",) * bool(config.workers)
         presence = await take_over(nc, js, roles)
         definitions = Definitions(js)
@@ -217,6 +225,7 @@ async def serve(
         executor: Executor | None = None
         pool: WorkerPool | None = None
         async with anyio.create_task_group() as tg:
+            await tg.start(health.run)
             await tg.start(definitions.follow_latest)
             if actors:
                 await deploy_all(operations, config.deploy_paths)
@@ -250,7 +259,7 @@ async def serve(
                     serve_http,
                     operations.handle if actors else None,
                     metrics,
-                    lambda: ready and nc.is_connected,
+                    lambda: health.reason() if ready else "starting or stopping",
                     config.http_host,
                     config.http_port,
                 )

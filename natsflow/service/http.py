@@ -123,10 +123,12 @@ def _query_limit(request: web.Request) -> int:
 class _Routes:
     """Request handlers bound to one process's admin handler, metrics and readiness check."""
 
-    def __init__(self, handle: Handler | None, metrics: Metrics, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, handle: Handler | None, metrics: Metrics, not_ready: Callable[[], str | None]
+    ) -> None:
         self._handle = handle
         self.metrics = metrics
-        self.ready = ready
+        self.not_ready = not_ready
 
     async def _call(self, request: AdminRequest) -> Any:
         if self._handle is None:
@@ -138,11 +140,10 @@ class _Routes:
 
     async def readyz(self, request: web.Request) -> web.Response:
         try:
-            is_ready = self.ready()
-            reason = "not ready: starting, stopping, or not connected to NATS"
+            reason = self.not_ready()
         except Exception as exc:
-            is_ready, reason = False, f"readiness check failed: {exc}"
-        if is_ready:
+            reason = f"readiness check failed: {exc}"
+        if reason is None:
             return _json({"ready": True})
         return _json({"ready": False, "reason": reason}, 503)
 
@@ -184,10 +185,14 @@ class _Routes:
 
 
 def make_app(
-    handle: Handler | None, metrics: Metrics, ready: Callable[[], bool]
+    handle: Handler | None, metrics: Metrics, not_ready: Callable[[], str | None]
 ) -> web.Application:
-    """Build the aiohttp application; ``handle=None`` serves health and metrics only."""
-    routes = _Routes(handle, metrics, ready)
+    """Build the aiohttp application; ``handle=None`` serves health and metrics only.
+
+    ``not_ready()`` says why the process is not ready (``/readyz`` answers 503 with
+    it), or None when it is.
+    """
+    routes = _Routes(handle, metrics, not_ready)
     app = web.Application(middlewares=[_errors], client_max_size=_MAX_BODY)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
@@ -203,7 +208,7 @@ def make_app(
 async def serve_http(
     handle: Handler | None,
     metrics: Metrics,
-    ready: Callable[[], bool],
+    not_ready: Callable[[], str | None],
     host: str,
     port: int,
     *,
@@ -211,10 +216,10 @@ async def serve_http(
 ) -> None:
     """Serve HTTP on ``host:port`` until cancelled; ``port=0`` picks a free port.
 
-    Use ``port = await tg.start(serve_http, handle, metrics, ready, host, port)``:
+    Use ``port = await tg.start(serve_http, handle, metrics, not_ready, host, port)``:
     it reports the bound port once the socket listens.
     """
-    runner = web.AppRunner(make_app(handle, metrics, ready), access_log=None)
+    runner = web.AppRunner(make_app(handle, metrics, not_ready), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,10 +12,18 @@ import anyio
 import msgspec
 import pytest
 from aiohttp import web
+from nats.aio.client import Client as Nats
 
+from natsflow.actors.jetstream.topology import (
+    ACTORS_CONSUMER,
+    INBOX_STREAM,
+    TASKS_STREAM,
+    WORKERS_CONSUMER,
+)
 from natsflow.actors.metrics import Metrics
 from natsflow.events.errors import ConcurrencyConflict, InputError, NotFound
 from natsflow.events.views import ExecutionSummary, ExecutionView, ResumePoint, Started
+from natsflow.service.embedded import EmbeddedServer, free_port
 from natsflow.service.http import make_app, serve_http
 from natsflow.service.protocol import (
     AdminRequest,
@@ -28,6 +37,8 @@ from natsflow.service.protocol import (
     SignalRequest,
     StartRequest,
 )
+from tests.eventually import eventually
+from tests.integration.harness import running
 
 
 def _view(execution_id: str) -> ExecutionView:
@@ -113,7 +124,7 @@ async def sidecar() -> AsyncIterator[Sidecar]:
     typed: Handler = api  # FakeHandler is an admin handler
     metrics = Metrics()
     readiness = [False]
-    runner = web.AppRunner(make_app(typed, metrics, lambda: readiness[0]))
+    runner = web.AppRunner(make_app(typed, metrics, lambda: None if readiness[0] else "starting"))
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -144,8 +155,7 @@ async def test_healthz(sidecar: Sidecar) -> None:
 async def test_readyz_turns_from_503_to_200(sidecar: Sidecar) -> None:
     status, body = await _get(sidecar, "/readyz")
     assert status == 503
-    assert body["ready"] is False
-    assert body["reason"]
+    assert body == {"ready": False, "reason": "starting"}
     sidecar.readiness[0] = True
     assert await _get(sidecar, "/readyz") == (200, {"ready": True})
 
@@ -293,7 +303,7 @@ async def test_cancel_with_and_without_reason(sidecar: Sidecar) -> None:
 
 async def test_serve_http_reports_its_port_and_stops_when_cancelled() -> None:
     async with anyio.create_task_group() as tg:
-        port = await tg.start(serve_http, None, Metrics(), lambda: True, "127.0.0.1", 0)
+        port = await tg.start(serve_http, None, Metrics(), lambda: None, "127.0.0.1", 0)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
                 assert resp.status == 200
@@ -304,3 +314,55 @@ async def test_serve_http_reports_its_port_and_stops_when_cancelled() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(f"http://127.0.0.1:{port}/healthz")
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+
+
+@pytest.mark.parametrize(
+    ("stream", "consumer", "named"),
+    [
+        (TASKS_STREAM, WORKERS_CONSUMER, "consumer natsflow-workers on NATSFLOW_TASKS"),
+        (INBOX_STREAM, ACTORS_CONSUMER, "consumer natsflow-actors on NATSFLOW_INBOX"),
+        (TASKS_STREAM, None, "stream NATSFLOW_TASKS"),
+    ],
+    ids=["workers-consumer", "actors-consumer", "tasks-stream"],
+)
+async def test_readyz_names_a_missing_stream_or_consumer_until_the_service_restores_it(
+    nats_server: EmbeddedServer, nc: Nats, stream: str, consumer: str | None, named: str
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with running(nats_server, http_port=port) as engine, aiohttp.ClientSession() as http:
+        await engine.deploy(EXAMPLES / "hello.yaml")
+
+        async def readyz() -> tuple[int, Any]:
+            async with http.get(f"{base}/readyz") as resp:
+                return resp.status, await resp.json()
+
+        assert await readyz() == (200, {"ready": True})
+        js = nc.jetstream()
+        if consumer is None:
+            await js.delete_stream(stream)
+        else:
+            await js.delete_consumer(stream, consumer)
+
+        async def not_ready() -> Any:
+            status, body = await readyz()
+            assert status == 503, body
+            return body
+
+        body = await eventually(not_ready, within=10, interval=0.02)
+        assert named in body["reason"], body
+
+        async def ready_again() -> None:
+            assert await readyz() == (200, {"ready": True})
+
+        await eventually(ready_again, within=10)
+        if consumer is not None:
+            await js.consumer_info(stream, consumer)  # re-created by the service
+        # The pullers resume on the re-created consumer: new work runs to its end.
+        execution = await engine.start("hello", {"name": "Bo"})
+        shown = await engine.wait_done(execution, timeout=20)
+    assert shown["status"] == "completed", shown
+    assert shown["output"] == {"greeting": "Hello, Bo!"}

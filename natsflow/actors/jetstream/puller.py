@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Msg], Awaitable[None]]
 # How often the watchdog looks for a reconnect: work resumes this soon after one.
 REARM_CHECK = 0.25
+# A pull request answered "no responders" (the consumer is gone) is asked again this
+# long after: soon enough to resume within ~1 s of the consumer being re-created,
+# rare enough not to spin while it is missing.
+MISSING_RETRY = 0.75
 
 
 class Puller:
@@ -53,6 +57,7 @@ class Puller:
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._outstanding = 0
         self._last_activity = 0.0
+        self._missing = False
         self._sub: Subscription | None = None
         self._inbox = ""
         self._stopped = anyio.Event()
@@ -76,8 +81,13 @@ class Puller:
                 if self._stopped.is_set() or not self._nc.is_connected:
                     continue
                 idle = anyio.current_time() - self._last_activity
-                if self._nc.stats["reconnects"] != reconnects or idle > self._expires * 1.5:
+                if (
+                    self._nc.stats["reconnects"] != reconnects
+                    or idle > self._expires * 1.5
+                    or (self._missing and idle > MISSING_RETRY)
+                ):
                     reconnects = self._nc.stats["reconnects"]
+                    self._missing = False
                     self._outstanding = 0
                     await self._request(self._batch)
         finally:
@@ -110,6 +120,12 @@ class Puller:
     async def _on_msg(self, msg: Msg) -> None:
         self._last_activity = anyio.current_time()
         headers = msg.headers
+        if headers and not msg.data and headers.get("Status") == "503":
+            # No responders: the consumer does not exist (deleted, not provisioned yet).
+            # The watchdog asks again shortly; asking now would spin until it is back.
+            self._outstanding = 0
+            self._missing = True
+            return
         if headers and not msg.data and "Status" in headers:
             pending = headers.get("Nats-Pending-Messages")
             if pending is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from natsflow.actors.jetstream.errors import unavailable, unavailable_as
@@ -212,6 +212,40 @@ async def _provision(
     )
     for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
         await ensure_bucket(js, bucket, replicas=replicas)
+
+
+async def find_missing(
+    js: JetStreamContext, *, actors: bool, workers: bool, archive: bool = False
+) -> list[str]:
+    """What of natsflow's topology a process needs and cannot find, in words.
+
+    Every stream and KV bucket ``provision`` makes (each process reads and writes
+    them all), the actors' consumer when ``actors``, the workers' when ``workers``:
+    e.g. ``["consumer natsflow-workers on NATSFLOW_TASKS"]``; empty when all is
+    there. Raises ``Unavailable`` when NATS does not answer.
+    """
+    found: list[str] = []
+    with unavailable_as("check natsflow's streams and consumers"):
+        configs = stream_configs(archive=archive, archive_max_age_days=30)
+        streams = {f"stream {c.name}": str(c.name) for c in configs}
+        for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
+            streams[f"KV bucket {bucket}"] = f"KV_{bucket}"
+        for what, stream in streams.items():
+            try:
+                await js.stream_info(stream)
+            except NotFoundError:
+                found.append(what)
+        consumers = [(INBOX_STREAM, ACTORS_CONSUMER)] if actors else []
+        consumers += [(TASKS_STREAM, WORKERS_CONSUMER)] if workers else []
+        for stream, consumer in consumers:
+            if f"stream {stream}" in found:
+                found.append(f"consumer {consumer} on {stream}")  # went with its stream
+                continue
+            try:
+                await js.consumer_info(stream, consumer)
+            except NotFoundError:
+                found.append(f"consumer {consumer} on {stream}")
+    return found
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> None:
