@@ -23,9 +23,9 @@ Re-runs come from the side-effect file (a step's starts minus one), split into s
 completed before the kill (``StepCompleted`` in the stream, read right after the kill:
 must be 0) and the others, i.e. the step in flight (at most once more each).
 
-``--takeover-after S`` sets both ``NATSFLOW_TASK_ACK_WAIT`` (today's redelivery delay)
-and ``NATSFLOW_TAKEOVER_AFTER`` (its successor) for the serve processes; without it
-they run with their defaults. Everything started here is stopped on exit, Ctrl-C or
+``--takeover-after S`` sets ``NATSFLOW_TAKEOVER_AFTER`` (the consumers' ack wait: how
+long a surviving instance waits before it takes over) for the serve processes; without
+it they run with the default. Everything started here is stopped on exit, Ctrl-C or
 SIGTERM (bench/common.py's ``Child`` and ``run_main``).
 """
 
@@ -168,8 +168,7 @@ class Bench:
         )
         if self.settings.takeover_after is not None:
             seconds = f"{self.settings.takeover_after:g}"
-            env["NATSFLOW_TASK_ACK_WAIT"] = seconds  # today's redelivery delay
-            env["NATSFLOW_TAKEOVER_AFTER"] = seconds  # its successor (issue 7)
+            env["NATSFLOW_TAKEOVER_AFTER"] = seconds
         return env
 
     def spawn(self) -> Child:
@@ -433,8 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="NATSFLOW_TASK_ACK_WAIT and NATSFLOW_TAKEOVER_AFTER of the serve processes "
-        "(default: theirs)",
+        help="NATSFLOW_TAKEOVER_AFTER of the serve processes (default: theirs)",
     )
     parser.add_argument(
         "--fsync", action="store_true", help="nats-server with sync_interval: always"
