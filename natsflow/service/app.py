@@ -13,16 +13,20 @@ from pathlib import Path
 import anyio
 import nats
 from nats.aio.client import Client
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
-from natsflow.actors.jetstream.deliveries import release_pending
+from natsflow.actors.jetstream.deliveries import Pending, pending_deliveries, release
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
-from natsflow.actors.jetstream.presence import answer_presence, others_running, this_instance
+from natsflow.actors.jetstream.presence import (
+    Instance,
+    answer_presence,
+    others_running,
+    this_instance,
+)
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.store import EventStore
@@ -38,7 +42,7 @@ from natsflow.actors.jetstream.topology import (
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.actors.worker import WorkerPool
-from natsflow.events.errors import InputError, ManifestError
+from natsflow.events.errors import InputError, ManifestError, Unavailable
 from natsflow.manifests.loader import FORMATS
 from natsflow.service.admin import start_admin_service
 from natsflow.service.config import Config
@@ -216,7 +220,9 @@ async def serve(
         )
         health = Health(check, setup, lambda: nc.is_connected)
         roles = ("actors",) * actors + ("workers",) * bool(config.workers)
-        presence = await take_over(nc, js, roles)
+        me = this_instance(roles)
+        held_by_others = await deliveries_of_others(js, roles)
+        presence = await answer_presence(nc, me)
         definitions = Definitions(js)
         publisher = Publisher(nc)
         starter = Starter(definitions, publisher, IdempotencyKeys(js), partial(read_summary, js))
@@ -266,6 +272,7 @@ async def serve(
                 log.info(
                     "HTTP on http://%s:%s (/healthz /readyz /metrics /v1)", config.http_host, port
                 )
+            tg.start_soon(take_over, nc, me, held_by_others, name="take over a stopped instance")
             ready = True
             log.info("natsflow ready (pid %s)", os.getpid())
             task_status.started(nc.connected_url.geturl() if nc.connected_url else "")
@@ -285,24 +292,45 @@ async def serve(
                         await presence.unsubscribe()
 
 
-async def take_over(nc: Client, js: JetStreamContext, roles: tuple[str, ...]) -> Subscription:
-    """Hand back at once what a stopped predecessor held, if no other instance runs;
-    then answer presence requests (the returned subscription) as a running instance."""
-    me = this_instance(roles)
-    others = await others_running(nc, me)
-    if others:
-        log.info(
-            "%d other natsflow instance(s) running (%s): messages of a stopped one are "
-            "taken over after its ack wait",
-            len(others),
-            ", ".join(f"{o.host}:{o.pid}" for o in others),
-        )
-    else:
-        if "actors" in roles:
-            await release_pending(nc, js, INBOX_STREAM, ACTORS_CONSUMER)
-        if "workers" in roles:
-            await release_pending(nc, js, TASKS_STREAM, WORKERS_CONSUMER)
-    return await answer_presence(nc, me)
+async def deliveries_of_others(js: JetStreamContext, roles: tuple[str, ...]) -> dict[str, Pending]:
+    """Per role, the deliveries pending on the consumer this process will pull from,
+    read before it pulls: all of them are held by other instances, running or dead."""
+    pending: dict[str, Pending] = {}
+    if "actors" in roles:
+        pending["actors"] = await pending_deliveries(js, INBOX_STREAM, ACTORS_CONSUMER)
+    if "workers" in roles:
+        pending["workers"] = await pending_deliveries(js, TASKS_STREAM, WORKERS_CONSUMER)
+    return pending
+
+
+async def take_over(nc: Client, me: Instance, held_by_others: dict[str, Pending]) -> None:
+    """Deliveries held on a consumer nobody else pulls from or serves belong to a dead
+    instance: hand them back at once (instead of after the ack wait). Runs beside the
+    pullers, so the question costs no start-up time."""
+    candidates = {
+        role: pending
+        for role, pending in held_by_others.items()
+        if pending.ack_subjects and not pending.pulling
+    }
+    if not candidates:
+        return
+    try:
+        others = await others_running(nc, me)
+    except Unavailable as exc:
+        log.info("not asked which instances run (%s): a stopped one's work waits its ack wait", exc)
+        return
+    for role, pending in candidates.items():
+        holders = [f"{o.host}:{o.pid}" for o in others if role in o.roles]
+        if holders:
+            log.info(
+                "%s held by another instance (%s, running): taken over after the ack wait "
+                "if it stopped",
+                role,
+                ", ".join(holders),
+            )
+            continue
+        released = await release(nc, pending.ack_subjects)
+        log.info("released %d %s deliveries held by a stopped instance", released, role)
 
 
 async def drain(executor: Executor | None, pool: WorkerPool | None, grace: float) -> None:

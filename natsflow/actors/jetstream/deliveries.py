@@ -8,15 +8,18 @@ a third of the ack wait: nothing is sent per fast message.
 
 Two ways to hand messages back at once instead of after the ack wait:
 ``Held.hand_back`` (a draining process NAKs what it will not finish) and
-``release_pending`` (a process that starts while no other natsflow instance is
-running NAKs every delivery its dead predecessor held; the delivery count is
-kept, so the runtime still knows the message came before).
+``release`` (a starting process notes the deliveries pending before it pulls,
+``pending_deliveries``; if no other natsflow instance turns out to be running,
+their holder is gone and it NAKs them; the delivery count is kept, so the
+runtime still knows the message came before).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import NamedTuple
 
 import anyio
 from nats.aio.client import Client
@@ -87,28 +90,39 @@ class Held:
         return sent
 
 
-async def release_pending(nc: Client, js: JetStreamContext, stream: str, consumer: str) -> int:
-    """NAK every delivery of ``consumer`` that nobody acked yet; returns how many.
+class Pending(NamedTuple):
+    """What other instances hold on one consumer, seen before this process pulls."""
 
-    Only for a process that found no other natsflow instance running: the holders
-    of these deliveries are gone, and without this they would wait for the ack
-    wait. The server takes a NAK for a pending stream sequence with any consumer
-    sequence above the ack floor, so the ack subject is rebuilt from the consumer's
+    ack_subjects: list[str]
+    """one per delivery nobody acked yet"""
+    pulling: int
+    """pull requests of live clients waiting on the consumer (a dead client's are
+    dropped by the server as soon as its connection is gone)"""
+
+
+async def pending_deliveries(js: JetStreamContext, stream: str, consumer: str) -> Pending:
+    """The ack subjects of every delivery of ``consumer`` that nobody acked yet.
+
+    Read by a starting process before it pulls anything, so that all of them belong
+    to other instances; if none of those turns out to be running, ``release`` hands
+    them back. The server takes a NAK for a pending stream sequence with any consumer
+    sequence above the ack floor, so each ack subject is rebuilt from the consumer's
     info and the pending messages still in the (work-queue) stream.
     """
-    with unavailable_as(f"release the deliveries of consumer {consumer}"):
+    with unavailable_as(f"read the pending deliveries of consumer {consumer}"):
         try:
             info = await js.consumer_info(stream, consumer)
         except NotFoundError:
-            return 0
+            return Pending([], 0)
+        pulling = info.num_waiting or 0
         if not info.num_ack_pending or info.delivered is None or info.ack_floor is None:
-            return 0
+            return Pending([], pulling)
         last_delivered = info.delivered.stream_seq or 0
         dseq = info.delivered.consumer_seq or 0
         filters = list(info.config.filter_subjects or [])
         if info.config.filter_subject:
             filters.append(info.config.filter_subject)
-        released = 0
+        subjects: list[str] = []
         seq = (info.ack_floor.stream_seq or 0) + 1
         while seq <= last_delivered:
             try:
@@ -118,14 +132,24 @@ async def release_pending(nc: Client, js: JetStreamContext, stream: str, consume
             found = msg.seq or 0
             if found == 0 or found > last_delivered:
                 break
-            subject = f"$JS.ACK.{stream}.{consumer}.1.{found}.{dseq}.0.0"
-            await nc.publish(subject, b"-NAK")
-            released += 1
+            subjects.append(f"$JS.ACK.{stream}.{consumer}.1.{found}.{dseq}.0.0")
             seq = found + 1
-        await nc.flush()
-    if released:
-        log.info("released %d deliveries of %s held by a stopped instance", released, consumer)
-    return released
+    return Pending(subjects, pulling)
+
+
+async def release(nc: Client, ack_subjects: list[str]) -> int:
+    """NAK each delivery (see ``pending_deliveries``): delivered again at once, with its
+    delivery count kept. Returns how many NAKs went out."""
+    sent = 0
+    for subject in ack_subjects:
+        try:
+            await nc.publish(subject, b"-NAK")
+            sent += 1
+        except UNAVAILABLE:
+            break  # delivered again after the ack wait instead
+    with contextlib.suppress(*UNAVAILABLE, TimeoutError):
+        await nc.flush(timeout=5)
+    return sent
 
 
 def _common(filters: list[str]) -> str:

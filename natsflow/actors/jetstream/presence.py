@@ -22,10 +22,11 @@ from nats.aio.subscription import Subscription
 from natsflow.actors.jetstream.errors import unavailable_as
 
 PRESENCE_SUBJECT = "natsflow.presence"
-# How long a starting process listens for answers: a live instance answers in
-# milliseconds; one too busy to answer within this is taken for gone (its messages
-# are then delivered again, which the runtime tolerates: steps are at-least-once).
-ANSWER_WINDOW = 0.25
+# How long a starting process listens for answers: a live instance answers in about a
+# millisecond; one too busy to answer within this is taken for gone (its messages are
+# then delivered again, which the runtime tolerates: steps are at-least-once). The
+# starting process asks only when no other client is pulling from its consumers.
+ANSWER_WINDOW = 0.1
 
 
 class Instance(msgspec.Struct, frozen=True):
