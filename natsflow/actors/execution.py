@@ -43,7 +43,7 @@ from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.deliveries import Held
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.puller import Puller, ack, delivery
+from natsflow.actors.jetstream.puller import Puller, ack, delivery, nak
 from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 MAILBOX_SIZE = 64
 MAX_CONFLICT_RETRIES = 5
 POISON_DELIVERIES = 5
+# How soon a message whose handling failed for a passing reason (NATS away) comes again.
+RETRY_DELAY = 1.0
 REMEMBERED_DECISIONS = 50_000
 
 
@@ -167,9 +169,11 @@ class ExecutionActor:
             await self._park(msg, exc)
             return
         except (NatsflowError, OSError, TimeoutError) as exc:
-            # NATS unavailable, a conflict storm, a timeout: leave the message unacked.
+            # NATS unavailable, a conflict storm, a timeout: the message comes again in a
+            # second (or after the ack wait, if NATS cannot even take the NAK).
             log.warning("execution %s: %s; the message will be redelivered", self.execution, exc)
             self._state = None  # re-read on the next message
+            await nak(system.nc, msg, delay=RETRY_DELAY)
             return
         except Exception as exc:
             # A bug must not take down every other execution in this process; a message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from msgspec.structs import replace
@@ -127,3 +128,26 @@ async def test_a_task_delivered_again_after_its_result_was_recorded_is_not_run(
 
         await eventually(settled, within=10)
     assert effects.read_text().splitlines() == ["ran"]
+
+
+async def test_a_message_that_failed_for_a_passing_reason_comes_again_soon(
+    nats_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS refuses an append once: the message is NAKed with a short delay, so it is
+    handled again well before the ack wait (here far beyond the test's deadline)."""
+    refused: list[str] = []
+    append = EventStore.append
+
+    async def flaky(self: EventStore, execution: str, *args: Any, **kwargs: Any) -> int:
+        if not refused:
+            refused.append(execution)
+            raise Unavailable("publish to natsflow.ev: NATS unavailable (test)")
+        return await append(self, execution, *args, **kwargs)
+
+    monkeypatch.setattr(EventStore, "append", flaky)
+    async with running(nats_server, takeover_after=600) as engine:
+        await engine.deploy(TWO_STEPS)
+        execution = await engine.start("two", {})
+        shown = await engine.wait_done(execution, timeout=20)
+    assert refused == [execution]
+    assert shown["status"] == "completed", shown

@@ -157,6 +157,15 @@ async def ack(nc: Client, msg: Msg) -> None:
             raise unavailable(f"ack the message on {msg.subject}", exc) from exc
 
 
+async def nak(nc: Client, msg: Msg, *, delay: float = 0.0) -> None:
+    """Ask for the message again after ``delay`` seconds; best effort (if NATS cannot
+    take the NAK, the message comes again after its ack wait anyway)."""
+    if msg.reply:
+        body = b"-NAK" if delay <= 0 else b"-NAK " + orjson.dumps({"delay": int(delay * 1e9)})
+        with contextlib.suppress(*UNAVAILABLE):
+            await nc.publish(msg.reply, body)
+
+
 async def terminate(nc: Client, msg: Msg) -> None:
     """Stop redelivery of a message that can never be processed (after dead-lettering it)."""
     if msg.reply:
