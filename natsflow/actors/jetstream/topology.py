@@ -79,6 +79,30 @@ def dlq_subject(reason: str) -> str:
     return f"natsflow.dlq.{reason}"
 
 
+# The streams whose writes the publisher may group into atomic batches (``allow_atomic``),
+# by the second token of natsflow's subjects; the executions bucket's stream by its prefix.
+_ATOMIC_STREAMS = {
+    "ev": EVENTS_STREAM,
+    "snap": EVENTS_STREAM,
+    "in": INBOX_STREAM,
+    "sched": INBOX_STREAM,
+    "task": TASKS_STREAM,
+}
+_SUMMARY_PREFIX = f"$KV.{EXECUTIONS_BUCKET}."
+ATOMIC_BUCKETS = (EXECUTIONS_BUCKET,)
+
+
+def atomic_stream(subject: str) -> str | None:
+    """The stream that stores ``subject`` if natsflow provisions it with atomic batches on,
+    else None (the dead letters, the other buckets, subjects that are not natsflow's)."""
+    if subject.startswith("natsflow."):
+        end = subject.find(".", 9)
+        return _ATOMIC_STREAMS.get(subject[9:end]) if end > 0 else None
+    if subject.startswith(_SUMMARY_PREFIX):
+        return f"KV_{EXECUTIONS_BUCKET}"
+    return None
+
+
 def execution_from_subject(subject: str) -> str:
     """``natsflow.in.<id>`` -> ``<id>``."""
     return subject.split(".", 2)[2]
@@ -95,6 +119,7 @@ def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.St
             allow_rollup_hdrs=True,
             duplicate_window=120,
             description="natsflow execution events and snapshots",
+            allow_atomic=True,
         ),
         api.StreamConfig(
             name=INBOX_STREAM,
@@ -104,6 +129,7 @@ def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.St
             allow_msg_schedules=True,
             duplicate_window=120,
             description="natsflow actor inboxes and durable timers",
+            allow_atomic=True,
         ),
         api.StreamConfig(
             name=TASKS_STREAM,
@@ -112,6 +138,7 @@ def stream_configs(*, archive: bool, archive_max_age_days: float) -> list[api.St
             retention=api.RetentionPolicy.WORK_QUEUE,
             duplicate_window=120,
             description="natsflow step attempts for workers",
+            allow_atomic=True,
         ),
         api.StreamConfig(
             name=DLQ_STREAM,
@@ -192,7 +219,8 @@ async def _provision(
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: str) -> None:
-    """A KV bucket with direct gets on (``ls`` reads every summary in one batch)."""
+    """A KV bucket with direct gets on (``ls`` reads every summary in one batch), and atomic
+    batches on for the buckets in ``ATOMIC_BUCKETS`` (the publisher groups their puts)."""
     try:
         await js.key_value(bucket)
     except BucketNotFoundError:
@@ -200,8 +228,10 @@ async def ensure_bucket(js: JetStreamContext, bucket: str) -> None:
             api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE, direct=True)
         )
     info = await js.stream_info(f"KV_{bucket}")
-    if not info.config.allow_direct:
+    atomic = bucket in ATOMIC_BUCKETS
+    if not info.config.allow_direct or (atomic and not info.config.allow_atomic):
         info.config.allow_direct = True
+        info.config.allow_atomic = info.config.allow_atomic or atomic
         await js.update_stream(info.config)
 
 
