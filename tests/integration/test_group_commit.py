@@ -6,8 +6,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+from nats.js import api
 
 from natsflow.actors.jetstream.lanes import Lane, Write
+from natsflow.actors.jetstream.topology import (
+    EVENTS_STREAM,
+    EXECUTIONS_BUCKET,
+    INBOX_STREAM,
+    TASKS_STREAM,
+    provision,
+)
 from natsflow.service.embedded import EmbeddedServer
 from tests.integration.harness import running
 
@@ -70,3 +79,18 @@ async def test_executions_complete_with_their_writes_batched(
         assert done["status"] == "completed", done
         assert done["output"] == {"greeting": f"Hello, n{n}!"}
     assert sum(batches) > 0, batches  # writes did go out in batches
+
+
+async def test_provisioning_turns_atomic_batches_on_for_existing_streams(nc: Client) -> None:
+    js = nc.jetstream()
+    # As an older natsflow left them: no atomic batches anywhere.
+    await js.add_stream(api.StreamConfig(name=EVENTS_STREAM, subjects=["natsflow.ev.>"]))
+    await js.create_key_value(api.KeyValueConfig(bucket=EXECUTIONS_BUCKET, history=1))
+    await provision(js, ack_wait=30)
+    for stream in (EVENTS_STREAM, INBOX_STREAM, TASKS_STREAM, f"KV_{EXECUTIONS_BUCKET}"):
+        config = (await js.stream_info(stream)).config
+        assert config.allow_atomic, stream
+    kv = (await js.stream_info(f"KV_{EXECUTIONS_BUCKET}")).config
+    assert kv.allow_direct
+    dlq = (await js.stream_info("NATSFLOW_DLQ")).config
+    assert not dlq.allow_atomic  # its writes never batch
