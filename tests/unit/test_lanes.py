@@ -52,10 +52,10 @@ def test_a_batch_holds_live_writes_and_one_subject_check_each() -> None:
 
         gone = write("a")
         gone.future.cancel()
-        first = [write("a", expect=True), write("b", expect=True), write("b")]
-        lane.queue.extend([gone, *first, write("a", expect=True), write("c")])
-        assert lane.take_batch() == first  # the second check on "a" starts the next
-        assert [w.subject for w in lane.queue] == ["a", "c"]
+        first = [write("a", expect=True), write("b"), write("b"), write("c", expect=True)]
+        lane.queue.extend([gone, *first, write("b", expect=True), write("d")])
+        assert lane.take_batch() == first  # a check on "b", written already, starts the next
+        assert [w.subject for w in lane.queue] == ["b", "d"]
         lane.queue.extend(write(f"x{i}") for i in range(MAX_BATCH + 5))
         assert len(lane.take_batch()) == MAX_BATCH
         assert len(lane.queue) == 7

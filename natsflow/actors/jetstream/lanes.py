@@ -102,10 +102,11 @@ class Lane:
         self.min_batch = self.MIN_BATCH if on else math.inf
 
     def take_batch(self) -> list[Write]:
-        """The queue's head as one batch: live writes, at most MAX_BATCH, and no second
-        expected-subject-sequence check on a subject already in it."""
+        """The queue's head as one batch: live writes, at most MAX_BATCH, ending before a
+        write that checks its subject's last sequence when the batch writes that subject
+        already (the server would refuse the whole batch)."""
         batch: list[Write] = []
-        checked: set[str] = set()
+        subjects: set[str] = set()
         queue = self.queue
         while queue and len(batch) < MAX_BATCH:
             write = queue[0]
@@ -113,10 +114,9 @@ class Lane:
                 queue.popleft()
                 continue
             headers = write.headers
-            if headers and EXPECTED_SUBJECT_SEQ in headers:
-                if write.subject in checked:
-                    break
-                checked.add(write.subject)
+            if headers and EXPECTED_SUBJECT_SEQ in headers and write.subject in subjects:
+                break
+            subjects.add(write.subject)
             batch.append(queue.popleft())
         return batch
 
