@@ -79,6 +79,30 @@ def dlq_subject(reason: str) -> str:
     return f"natsflow.dlq.{reason}"
 
 
+# The streams whose writes the publisher may group into atomic batches (``allow_atomic``),
+# by the second token of natsflow's subjects; the executions bucket's stream by its prefix.
+_ATOMIC_STREAMS = {
+    "ev": EVENTS_STREAM,
+    "snap": EVENTS_STREAM,
+    "in": INBOX_STREAM,
+    "sched": INBOX_STREAM,
+    "task": TASKS_STREAM,
+}
+_SUMMARY_PREFIX = f"$KV.{EXECUTIONS_BUCKET}."
+ATOMIC_BUCKETS = (EXECUTIONS_BUCKET,)
+
+
+def atomic_stream(subject: str) -> str | None:
+    """The stream that stores ``subject`` if natsflow provisions it with atomic batches on,
+    else None (the dead letters, the other buckets, subjects that are not natsflow's)."""
+    if subject.startswith("natsflow."):
+        end = subject.find(".", 9)
+        return _ATOMIC_STREAMS.get(subject[9:end]) if end > 0 else None
+    if subject.startswith(_SUMMARY_PREFIX):
+        return f"KV_{EXECUTIONS_BUCKET}"
+    return None
+
+
 def execution_from_subject(subject: str) -> str:
     """``natsflow.in.<id>`` -> ``<id>``."""
     return subject.split(".", 2)[2]
@@ -97,6 +121,7 @@ def stream_configs(
             allow_rollup_hdrs=True,
             duplicate_window=120,
             description="natsflow execution events and snapshots",
+            allow_atomic=True,
         ),
         api.StreamConfig(
             name=INBOX_STREAM,
@@ -106,6 +131,7 @@ def stream_configs(
             allow_msg_schedules=True,
             duplicate_window=120,
             description="natsflow actor inboxes and durable timers",
+            allow_atomic=True,
         ),
         api.StreamConfig(
             name=TASKS_STREAM,
@@ -114,6 +140,7 @@ def stream_configs(
             retention=api.RetentionPolicy.WORK_QUEUE,
             duplicate_window=120,
             description="natsflow step attempts for workers",
+            allow_atomic=True,
         ),
         api.StreamConfig(
             name=DLQ_STREAM,
@@ -249,8 +276,9 @@ async def find_missing(
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> None:
-    """A KV bucket with direct gets on (``ls`` reads every summary in one batch); an
-    existing one is scaled up to ``replicas``, never down."""
+    """A KV bucket with direct gets on (``ls`` reads every summary in one batch), atomic
+    batches on for the buckets in ``ATOMIC_BUCKETS`` (the publisher groups their puts);
+    an existing one is scaled up to ``replicas``, never down."""
     try:
         await js.key_value(bucket)
     except BucketNotFoundError:
@@ -264,8 +292,11 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, *, replicas: int = 1)
             )
         )
     info = await js.stream_info(f"KV_{bucket}")
-    if not info.config.allow_direct or (info.config.num_replicas or 1) < replicas:
+    atomic = bucket in ATOMIC_BUCKETS
+    scale_up = (info.config.num_replicas or 1) < replicas
+    if not info.config.allow_direct or (atomic and not info.config.allow_atomic) or scale_up:
         info.config.allow_direct = True
+        info.config.allow_atomic = info.config.allow_atomic or atomic
         info.config.num_replicas = max(info.config.num_replicas or 1, replicas)
         await js.update_stream(info.config)
 
