@@ -258,6 +258,9 @@ class Stack:
                 "NATSFLOW_HTTP_PORT": "0",
                 "NATSFLOW_DATA_DIR": str(self.dir / "data"),
                 "NATSFLOW_LOG_LEVEL": self.options.log_level,
+                # natsflow's durability setting matches the server's sync mode, as an
+                # operator would set it (relaxed turns group commit off).
+                "NATSFLOW_DURABILITY": "fsync" if self.options.fsync else "relaxed",
                 "PYTHONUNBUFFERED": "1",
             }
         )
