@@ -32,7 +32,9 @@ test-slow: $(STAMP)
 # reference from ../shared/bench beside natsflow in the same session.
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py
-	$(BIN)/python bench/crash.py
+	$(BIN)/python bench/compare.py --fsync
+	$(BIN)/python bench/crash.py --fsync
+	$(BIN)/python bench/nats_restart.py --fsync
 	$(BIN)/python bench/resume.py
 	$(BIN)/python bench/loop.py --events 100000
 
