@@ -114,10 +114,9 @@ class ExecutionActor:
                         return
                     continue
                 self.last_active = time.monotonic()
-                try:
-                    await self._handle(item)
-                finally:
-                    system.held.settle(item)
+                await self._handle(item)
+                # Not on cancellation (a drain): a message in hand is then handed back.
+                system.held.settle(item)
                 self.last_active = time.monotonic()
         finally:
             system.forget(self)
@@ -368,6 +367,7 @@ class Executor:
         self._tg: TaskGroup | None = None
         self._puller: Puller | None = None
         self._scope: anyio.CancelScope | None = None
+        self._handed_back = anyio.Event()
         self._draining = False
 
     @property
@@ -391,6 +391,7 @@ class Executor:
             # Stopped by drain: messages still in mailboxes go back to the stream.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self.held.hand_back()
+            self._handed_back.set()
             outer.cancel_scope.cancel()
 
     async def drain(self, grace: float) -> None:
@@ -403,6 +404,8 @@ class Executor:
             await self.held.wait_empty()
         if self._scope is not None:
             self._scope.cancel()
+            with anyio.move_on_after(10):  # run() hands back what is left, then returns
+                await self._handed_back.wait()
 
     async def _sweep_idle(self) -> None:
         """Ask actors idle for ``idle_timeout`` to passivate (snapshot and leave memory)."""

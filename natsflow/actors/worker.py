@@ -76,6 +76,7 @@ class WorkerPool:
         self._mailbox: Mailbox[Msg] = Mailbox(concurrency)
         self._puller: Puller | None = None
         self._slots: anyio.CancelScope | None = None
+        self._handed_back = anyio.Event()
         self._running = 0
         self._draining = False
 
@@ -103,6 +104,7 @@ class WorkerPool:
             # Cancelled by drain: what the slots still held goes back to the stream.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._held.hand_back()
+            self._handed_back.set()
             tg.cancel_scope.cancel()
 
     async def drain(self, grace: float) -> None:
@@ -120,6 +122,8 @@ class WorkerPool:
             log.warning("drain: stopping %d step(s) still running after %ss", self._running, grace)
         if self._slots is not None:
             self._slots.cancel()
+            with anyio.move_on_after(10):  # stopped steps are reaped, then handed back
+                await self._handed_back.wait()
 
     async def _hand_back_waiting(self) -> None:
         while True:

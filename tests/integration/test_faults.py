@@ -73,46 +73,55 @@ async def test_another_instance_takes_over_when_one_dies(
 async def test_sigterm_drains_hands_back_and_exits_0(
     nats_server: EmbeddedServer, tmp_path: Path
 ) -> None:
+    """SIGTERM during 50 running steps: /readyz 503, the steps are stopped after the grace
+    period and handed back, exit 0; another instance (started while the first drains, so
+    it does not release anything itself) runs them at once."""
     marks = tmp_path / "marks"
     marks.mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     http_port = free_port()
+    # far beyond the test's deadline: only a hand-back lets the steps run again in time
+    never = {"NATSFLOW_TAKEOVER_AFTER": "600"}
     first_env = {
+        **never,
         "NATSFLOW_WORKERS": "50",
-        "NATSFLOW_DRAIN_GRACE": "3",
+        "NATSFLOW_DRAIN_GRACE": "5",
         "NATSFLOW_HTTP_PORT": str(http_port),
-        # far beyond the test's deadline: only a hand-back lets the steps run again in time
-        "NATSFLOW_TAKEOVER_AFTER": "600",
     }
-    async with connect(nats_server.url) as engine:
-        async with serve_process(nats_server, tmp_path, first_env) as first:
-            await engine.wait_ready()
-            await engine.deploy(long_once_manifest())
-            executions = [await engine.start("long-once", {"dir": str(marks)}) for _ in range(50)]
+    async with (
+        connect(nats_server.url) as engine,
+        serve_process(nats_server, tmp_path / "a", first_env) as first,
+    ):
+        await engine.wait_ready()
+        await engine.deploy(long_once_manifest())
+        executions = [await engine.start("long-once", {"dir": str(marks)}) for _ in range(50)]
 
-            async def all_running() -> None:
-                assert len(list(marks.iterdir())) == 50
+        async def all_running() -> None:
+            assert len(list(marks.iterdir())) == 50
 
-            await eventually(all_running, within=30)
-            first.send_signal(signal.SIGTERM)
+        await eventually(all_running, within=30)
+        first.send_signal(signal.SIGTERM)
 
-            async def not_ready() -> None:
-                url = f"http://127.0.0.1:{http_port}/readyz"
-                async with aiohttp.ClientSession() as http, http.get(url) as reply:
-                    assert reply.status == 503
+        async def not_ready() -> None:
+            url = f"http://127.0.0.1:{http_port}/readyz"
+            async with aiohttp.ClientSession() as http, http.get(url) as reply:
+                assert reply.status == 503
 
-            await eventually(not_ready, within=3, interval=0.05)
-            with anyio.fail_after(3 + 15):  # the grace period, then stopping and flushing
+        await eventually(not_ready, within=3, interval=0.05)
+        async with serve_process(nats_server, tmp_path / "b", never):
+            with anyio.fail_after(5 + 15):  # the grace period, then stopping and flushing
                 code = await first.wait()
             assert code == 0
-        log = (tmp_path / "serve.log").read_text()
-        assert "stopping 50 step(s) still running" in log, log[-3000:]
-        # Every step's shell got SIGTERM and is gone: no orphans keep running.
-        assert _sleepers(nats_server.url) == []
-
-        async with serve_process(nats_server, tmp_path, {"NATSFLOW_TAKEOVER_AFTER": "600"}):
+            first_log = (tmp_path / "a" / "serve.log").read_text()
+            assert "stopping 50 step(s) still running" in first_log, first_log[-3000:]
+            # Every step's shell got SIGTERM and is gone: no orphans keep running.
+            assert _sleepers(nats_server.url) == []
             for execution in executions:
                 shown = await engine.wait_done(execution, timeout=30)
                 assert shown["status"] == "completed", shown
+        second_log = (tmp_path / "b" / "serve.log").read_text()
+        assert "released" not in second_log, second_log[-3000:]
 
 
 def _sleepers(nats_url: str) -> list[int]:
