@@ -98,6 +98,9 @@ class WorkerPool:
                         WORKERS_CONSUMER,
                         self._hand_over,
                         batch=self._concurrency,
+                        # running plus waiting in the mailbox: never more in hand, so a
+                        # task never waits unheld (and not kept alive) behind a full mailbox
+                        credit=lambda: 2 * self._concurrency - len(self._held),
                     )
                     await slots.start(self._puller.run)
                     task_status.started()
@@ -160,6 +163,8 @@ class WorkerPool:
             finally:
                 self._running -= 1
                 self._metrics.worker_tasks_in_flight.dec()
+            if self._puller is not None:
+                await self._puller.refill()
 
     async def _run_task(self, msg: Msg) -> None:
         try:

@@ -16,7 +16,7 @@ import anyio
 from natsflow.actors.jetstream.presence import answer_presence, others_running, this_instance
 from natsflow.service.embedded import EmbeddedServer, free_port
 from tests.eventually import eventually
-from tests.integration.harness import connect
+from tests.integration.harness import connect, running
 from tests.integration.test_crash import SideEffects, chain, kill_9, serve_process
 
 # Runs a long time on its first attempt for an execution and ends at once on any later
@@ -153,3 +153,20 @@ async def test_presence_lists_the_other_instances(nats_server: EmbeddedServer) -
             await mine.unsubscribe()
             await theirs.unsubscribe()
     assert os.getpid() == me.pid
+
+
+async def test_tasks_waiting_for_a_busy_pool_are_not_run_twice(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """More long steps than slots, with a takeover wait shorter than a step: tasks the
+    pool has taken but not started are kept alive, and the ones it has no room for stay
+    in the stream, so none is delivered twice."""
+    effects = SideEffects(tmp_path / "effects.log")
+    async with running(nats_server, workers=2, takeover_after=1.0) as engine:
+        await engine.deploy(chain("slow", ["2.5"]))
+        executions = [await engine.start("slow", {"path": str(effects.path)}) for _ in range(6)]
+        for execution in executions:
+            shown = await engine.wait_done(execution, timeout=40)
+            assert shown["status"] == "completed", shown
+    started = [line for line in effects.lines() if line[0] == "start"]
+    assert len(started) == 6, started

@@ -49,8 +49,14 @@ class Puller:
         *,
         batch: int = 256,
         expires: float = 5.0,
+        credit: Callable[[], int] | None = None,
     ) -> None:
+        """``credit`` (optional) says how many more messages the handler's side can take
+        without blocking: pull requests never ask for more, so a delivered message never
+        waits unseen (and unkept) behind a blocked handler; call ``refill`` when room
+        frees up."""
         self._nc = nc
+        self._credit = credit
         self._handler = handler
         self._batch = batch
         self._expires = expires
@@ -69,7 +75,7 @@ class Puller:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg, pending_msgs_limit=-1)
         try:
-            await self._request(self._batch)
+            await self._request(self._wanted())
             task_status.started()
             # Watchdog: a pull request lost with a reconnect is never answered. It is
             # sent again at once after a reconnect (the client counts them), and after
@@ -89,7 +95,7 @@ class Puller:
                     reconnects = self._nc.stats["reconnects"]
                     self._missing = False
                     self._outstanding = 0
-                    await self._request(self._batch)
+                    await self._request(self._wanted())
         finally:
             with anyio.move_on_after(2, shield=True):
                 if self._sub is not None and self._nc.is_connected and not self._stopped.is_set():
@@ -140,8 +146,20 @@ class Puller:
                 await self._handler(msg)
             except Exception:
                 log.exception("handler failed on %s; the message will be redelivered", msg.subject)
+        await self.refill()
+
+    async def refill(self) -> None:
+        """Ask for more once half of what was asked for has come (and credit allows)."""
         if self._outstanding <= self._batch // 2 and not self._stopped.is_set():
-            await self._request(self._batch - self._outstanding)
+            wanted = self._wanted()
+            if wanted >= max(1, self._batch // 4) or (wanted > 0 and not self._outstanding):
+                await self._request(wanted)
+
+    def _wanted(self) -> int:
+        wanted = self._batch - self._outstanding
+        if self._credit is not None:
+            wanted = min(wanted, self._credit() - self._outstanding)
+        return wanted
 
 
 async def ack(nc: Client, msg: Msg) -> None:
