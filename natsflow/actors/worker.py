@@ -110,6 +110,11 @@ class WorkerPool:
             self._handed_back.set()
             tg.cancel_scope.cancel()
 
+    @property
+    def held(self) -> Held:
+        """The tasks this pool holds (taken, not settled)."""
+        return self._held
+
     async def drain(self, grace: float) -> None:
         """Take no more tasks, give running attempts ``grace`` seconds, stop the rest
         (a shell step's process gets SIGTERM, then SIGKILL) and hand every task that

@@ -19,7 +19,7 @@ from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
-from natsflow.actors.jetstream.deliveries import Pending, pending_deliveries, release
+from natsflow.actors.jetstream.deliveries import Held, Pending, pending_deliveries, release
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.presence import (
     Instance,
@@ -276,7 +276,12 @@ async def serve(
                 log.info(
                     "HTTP on http://%s:%s (/healthz /readyz /metrics /v1)", config.http_host, port
                 )
-            tg.start_soon(take_over, nc, me, held_by_others, name="take over a stopped instance")
+            held_here = {"actors": executor.held} if executor is not None else {}
+            if pool is not None:
+                held_here["workers"] = pool.held
+            tg.start_soon(
+                take_over, nc, me, held_by_others, held_here, name="take over a stopped instance"
+            )
             ready = True
             log.info("natsflow ready (pid %s)", os.getpid())
             task_status.started(nc.connected_url.geturl() if nc.connected_url else "")
@@ -307,10 +312,16 @@ async def deliveries_of_others(js: JetStreamContext, roles: tuple[str, ...]) -> 
     return pending
 
 
-async def take_over(nc: Client, me: Instance, held_by_others: dict[str, Pending]) -> None:
+async def take_over(
+    nc: Client,
+    me: Instance,
+    held_by_others: dict[str, Pending],
+    held_here: dict[str, Held],
+) -> None:
     """Deliveries held on a consumer nobody else pulls from or serves belong to a dead
     instance: hand them back at once (instead of after the ack wait). Runs beside the
-    pullers, so the question costs no start-up time."""
+    pullers, so the question costs no start-up time; a delivery this process holds by
+    now (its ack wait ran out and it came here) is not touched."""
     candidates = {
         role: pending
         for role, pending in held_by_others.items()
@@ -333,7 +344,9 @@ async def take_over(nc: Client, me: Instance, held_by_others: dict[str, Pending]
                 ", ".join(holders),
             )
             continue
-        released = await release(nc, pending.ack_subjects)
+        mine = held_here[role].stream_sequences() if role in held_here else set()
+        subjects = [subject for seq, subject in pending.ack_subjects.items() if seq not in mine]
+        released = await release(nc, subjects)
         log.info("released %d %s deliveries held by a stopped instance", released, role)
 
 

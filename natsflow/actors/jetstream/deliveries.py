@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from natsflow.actors.jetstream.errors import UNAVAILABLE, unavailable_as
+from natsflow.actors.jetstream.puller import delivery_of
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class Held:
 
     def __len__(self) -> int:
         return len(self._since)
+
+    def stream_sequences(self) -> set[int]:
+        """The stream sequences of what is held now."""
+        return {delivery_of(reply)[1] for reply in self._since}
 
     def hold(self, msg: Msg) -> None:
         if msg.reply:
@@ -93,8 +98,8 @@ class Held:
 class Pending(NamedTuple):
     """What other instances hold on one consumer, seen before this process pulls."""
 
-    ack_subjects: list[str]
-    """one per delivery nobody acked yet"""
+    ack_subjects: dict[int, str]
+    """stream sequence -> ack subject, one per delivery nobody acked yet"""
     pulling: int
     """pull requests of live clients waiting on the consumer (a dead client's are
     dropped by the server as soon as its connection is gone)"""
@@ -113,16 +118,16 @@ async def pending_deliveries(js: JetStreamContext, stream: str, consumer: str) -
         try:
             info = await js.consumer_info(stream, consumer)
         except NotFoundError:
-            return Pending([], 0)
+            return Pending({}, 0)
         pulling = info.num_waiting or 0
         if not info.num_ack_pending or info.delivered is None or info.ack_floor is None:
-            return Pending([], pulling)
+            return Pending({}, pulling)
         last_delivered = info.delivered.stream_seq or 0
         dseq = info.delivered.consumer_seq or 0
         filters = list(info.config.filter_subjects or [])
         if info.config.filter_subject:
             filters.append(info.config.filter_subject)
-        subjects: list[str] = []
+        subjects: dict[int, str] = {}
         seq = (info.ack_floor.stream_seq or 0) + 1
         while seq <= last_delivered:
             try:
@@ -132,7 +137,7 @@ async def pending_deliveries(js: JetStreamContext, stream: str, consumer: str) -
             found = msg.seq or 0
             if found == 0 or found > last_delivered:
                 break
-            subjects.append(f"$JS.ACK.{stream}.{consumer}.1.{found}.{dseq}.0.0")
+            subjects[found] = f"$JS.ACK.{stream}.{consumer}.1.{found}.{dseq}.0.0"
             seq = found + 1
     return Pending(subjects, pulling)
 

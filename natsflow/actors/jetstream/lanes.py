@@ -80,6 +80,12 @@ class Lane:
         """Whether a new write goes out plain now (nothing queued, window not full)."""
         return not self.queue and self.outstanding < self.window
 
+    def admits_queued(self) -> bool:
+        """Whether the queue's head may go now (plain, or in a batch)."""
+        return self.outstanding < self.window or (
+            bool(self.atomic) and self.batches < self.MAX_BATCHES and self.worth_batch()
+        )
+
     def worth_batch(self) -> bool:
         """Whether enough writes wait for a batch."""
         return len(self.queue) >= self.min_batch

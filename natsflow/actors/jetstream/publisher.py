@@ -116,6 +116,7 @@ class Publisher:
         )
         self.stats = PublisherStats()
         self._sweeping = False
+        self._pumps: set[asyncio.Task[None]] = set()
 
     async def _ensure_started(self) -> None:
         if self._sub is None:
@@ -137,6 +138,8 @@ class Publisher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         lane = self._lane(subject, headers) if self._group_commit else None
+        if lane is not None and len(payload) > self._nc.max_payload // 2:
+            lane = None  # near the size limit: alone, so its error reaches only its caller
         if lane is None or lane.admits():
             try:
                 await self._send_plain(subject, payload, headers, future, lane, loop)
@@ -245,7 +248,7 @@ class Publisher:
         future = write.future
         try:
             await self._send_plain(write.subject, write.payload, write.headers, future, lane, loop)
-        except NatsflowError as exc:
+        except Exception as exc:  # any failure of this write is its caller's, not the sender's
             if not future.done():
                 future.set_exception(exc)
 
@@ -273,13 +276,20 @@ class Publisher:
                     await publish(write.subject, write.payload, self._prefix + token, headers)
                 else:
                     await publish(write.subject, write.payload, headers=headers)
-        except UNAVAILABLE as exc:
+        except Exception as exc:
+            # Half sent, never committed: the server drops it. Each write fails with the
+            # reason (NATS away: Unavailable, as a plain write would).
             if self._pending.pop(token, None) is not None:
                 lane.batches -= 1
             done.cancel()
             for write in writes:
                 if not write.future.done():
-                    write.future.set_exception(unavailable(f"publish to {write.subject}", exc))
+                    error = (
+                        unavailable(f"publish to {write.subject}", exc)
+                        if isinstance(exc, UNAVAILABLE)
+                        else exc
+                    )
+                    write.future.set_exception(error)
 
     async def _probe(self, lane: Lane, loop: asyncio.AbstractEventLoop) -> None:
         """Ask once whether the lane's stream takes atomic batches (``allow_atomic``)."""
@@ -320,6 +330,13 @@ class Publisher:
                                 unavailable(f"publish to {write.subject}", reason)
                             )
                 future.set_exception(unavailable(f"publish to {subject}", reason))
+        # Overdue writes freed their places: what waits in a queue goes now (no ack or
+        # send may come to pump it, e.g. after the server restarted).
+        for lane in self._lanes.values():
+            if lane.queue and lane.admits_queued():
+                task = loop.create_task(self._pump(lane, loop))
+                self._pumps.add(task)
+                task.add_done_callback(self._pumps.discard)
         if sent:
             loop.call_later(self._sweep_every, self._sweep, loop)
         else:

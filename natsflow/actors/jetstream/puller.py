@@ -194,14 +194,17 @@ async def terminate(nc: Client, msg: Msg) -> None:
 
 
 def delivery(msg: Msg) -> tuple[int, int]:
-    """``(delivery count, stream sequence)`` from the ack subject; ``(1, 0)`` without one.
+    """``(delivery count, stream sequence)`` from the ack subject; ``(1, 0)`` without one."""
+    return delivery_of(msg.reply) if msg.reply else (1, 0)
+
+
+def delivery_of(ack_subject: str) -> tuple[int, int]:
+    """``(delivery count, stream sequence)`` of an ack subject; ``(1, 0)`` if unreadable.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1
     layout), or with domain and account hash in front of the stream (v2, 12 tokens).
     """
-    if not msg.reply:
-        return 1, 0
-    parts = msg.reply.split(".")
+    parts = ack_subject.split(".")
     index = 4 if len(parts) == 9 else 6
     try:
         return int(parts[index]), int(parts[index + 1])
