@@ -4,7 +4,7 @@ A pool pulls from one durable consumer with at most ``concurrency`` tasks in
 hand, so a slow step holds back no more than its own slot. While an attempt
 runs, the pool tells the server it is in progress, so a long step is not
 redelivered; if the process dies, another instance takes the task after
-``ack_wait`` (or a restarted one at once, see ``deliveries.release_pending``).
+``ack_wait`` (or a restarted one at once, see ``deliveries.release``).
 The attempt's result is published (and its ack awaited) before the task is
 acked: a crash in between runs the attempt again, never loses it. ``drain``
 stops taking tasks, lets the running ones finish within a grace period, then

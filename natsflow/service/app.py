@@ -71,14 +71,13 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
         (data / "nats").mkdir(parents=True, exist_ok=True)
         monitor_port = free_port()
         server_config = data / "nats-server.conf"
-        server_config.write_text(
-            embedded_config(config.durability, monitor_port, config.nats_config, data)
-        )
+        server_config.write_text(embedded_config(config.durability, config.nats_config, data))
         server = EmbeddedServer(
-            config_file=str(server_config),
+            config_file=str(server_config.absolute()),
             port=config.nats_port,
             store_dir=str(data / "nats"),
             log_file=str(data / "nats-server.log"),
+            extra_args=("-m", str(monitor_port)),
         )
         await server.start()
         url = server.url

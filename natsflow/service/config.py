@@ -8,6 +8,7 @@ An empty environment variable counts as unset.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,18 @@ import msgspec
 
 from natsflow.events.errors import InputError
 
-__all__ = ["DURABILITY_MODES", "ENV_VARS", "Config", "load_config"]
+__all__ = ["DEFAULT_NATS_CONFIG", "DURABILITY_MODES", "ENV_VARS", "Config", "load_config"]
 
+
+def _repo_nats_conf() -> str | None:
+    # natsflow/service/config.py -> the repository root, beside natsflow/.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "nats.conf")
+    path = os.path.normpath(path)
+    return path if os.path.isfile(path) else None
+
+
+DEFAULT_NATS_CONFIG: str | None = _repo_nats_conf()
+"""The repository's ``nats.conf`` if it exists (a source checkout), else None."""
 
 DURABILITY_MODES = ("fsync", "replicated", "relaxed")
 """``fsync``: every acknowledged write is on disk; ``replicated``: R3 streams on a
@@ -36,7 +47,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     nats_port: int = 4222
     """Client port of the embedded nats-server (ignored with ``nats_url``)."""
 
-    nats_config: str | None = None
+    nats_config: str | None = DEFAULT_NATS_CONFIG
     """Extra config file for the embedded nats-server, included after natsflow's own."""
 
     durability: str = "fsync"

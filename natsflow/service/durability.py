@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from natsflow.events.errors import InputError
+from natsflow.events.errors import InputError, NatsflowError
 
 log = logging.getLogger("natsflow")
 
@@ -30,7 +30,6 @@ _BASE = """\
 # Put your own settings in a file named by NATSFLOW_NATS_CONFIG: it is included below.
 server_name: natsflow-embedded
 max_payload: 8MB
-http: "127.0.0.1:{monitor_port}"
 
 jetstream {{
   max_file_store: 10G
@@ -39,16 +38,16 @@ jetstream {{
 """
 
 
-def embedded_config(
-    durability: str, monitor_port: int, user_config: str | None, config_dir: str | Path
-) -> str:
+def embedded_config(durability: str, user_config: str | None, config_dir: str | Path) -> str:
     """The embedded server's config file (to be written in ``config_dir``) for
-    ``durability`` (``fsync`` or ``relaxed``)."""
+    ``durability`` (``fsync`` or ``relaxed``). Its monitoring port is a command-line
+    flag (``-m``), which no config file can move."""
     sync = "  sync_interval: always\n" if durability == "fsync" else ""
-    text = _BASE.format(monitor_port=monitor_port, sync=sync)
+    text = _BASE.format(sync=sync)
     if user_config is not None:
-        # nats-server resolves an include relative to the including file, even "/a/b".
-        path = os.path.relpath(Path(user_config).resolve(), Path(config_dir).resolve())
+        # nats-server joins an include onto the including file's directory as written
+        # (even "/a/b"), without resolving links: so no resolve() on either side here.
+        path = os.path.relpath(os.path.abspath(user_config), os.path.abspath(config_dir))
         text += f"\ninclude {json.dumps(path)}\n"
     return text
 
@@ -58,8 +57,14 @@ async def embedded_syncs_always(monitor_port: int) -> bool:
 
     def read() -> bool:
         url = f"http://127.0.0.1:{monitor_port}/varz"
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            varz = json.load(reply)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                varz = json.load(reply)
+        except (OSError, ValueError) as exc:
+            raise NatsflowError(
+                f"the embedded nats-server's monitoring endpoint {url} did not answer "
+                f"({exc}): natsflow reads its sync setting there"
+            ) from None
         return bool(varz.get("jetstream", {}).get("config", {}).get("sync_always", False))
 
     return await anyio.to_thread.run_sync(read)

@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client
 
 from natsflow.events.errors import NatsflowError
+from natsflow.service.config import DEFAULT_NATS_CONFIG
 from natsflow.service.durability import embedded_config, embedded_syncs_always
 from natsflow.service.embedded import (
     EmbeddedServer,
@@ -24,12 +25,15 @@ from natsflow.service.embedded import (
 )
 
 
-def _server(tmp_path: Path, config_file: str | None = None) -> EmbeddedServer:
+def _server(
+    tmp_path: Path, config_file: str | None = None, monitor: int | None = None
+) -> EmbeddedServer:
     return EmbeddedServer(
         config_file=config_file,
         port=free_port(),
         store_dir=str(tmp_path / "store"),
         log_file=str(tmp_path / "logs" / "nats.log"),
+        extra_args=("-m", str(monitor)) if monitor else (),
     )
 
 
@@ -91,8 +95,8 @@ async def test_the_generated_config_sets_the_sync_mode(
     """The embedded server's config follows NATSFLOW_DURABILITY, as the server reports it."""
     monitor = free_port()
     conf = tmp_path / "nats-server.conf"
-    conf.write_text(embedded_config(durability, monitor, None, tmp_path))
-    async with _server(tmp_path, config_file=str(conf)) as server:
+    conf.write_text(embedded_config(durability, None, tmp_path))
+    async with _server(tmp_path, config_file=str(conf), monitor=monitor) as server:
         await _publish_once(server.url)
         assert await embedded_syncs_always(monitor) is syncs
 
@@ -103,9 +107,25 @@ async def test_a_user_config_is_included_and_can_drop_the_sync(tmp_path: Path) -
     user.write_text("jetstream { max_memory_store: 64M }\n")
     monitor = free_port()
     conf = tmp_path / "nats-server.conf"
-    conf.write_text(embedded_config("fsync", monitor, str(user), tmp_path))
-    async with _server(tmp_path, config_file=str(conf)):
+    conf.write_text(embedded_config("fsync", str(user), tmp_path))
+    async with _server(tmp_path, config_file=str(conf), monitor=monitor):
         assert await embedded_syncs_always(monitor) is False
+
+
+async def test_a_user_config_through_a_symlinked_directory_is_found(tmp_path: Path) -> None:
+    """nats-server joins an include onto the config's directory as written (links
+    unresolved): the relative path must be computed the same way."""
+    (tmp_path / "deep" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "deep" / "a" / "b" / "proj").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real").mkdir()
+    data = tmp_path / "deep" / "a" / "b" / "proj" / "data"
+    data.mkdir()
+    user = tmp_path / "deep" / "a" / "user.conf"
+    user.write_text("max_payload: 4MB\n")
+    conf = data / "nats-server.conf"
+    conf.write_text(embedded_config("fsync", str(user), data))
+    async with _server(tmp_path, config_file=str(conf)) as server:
+        await _publish_once(server.url)
 
 
 def test_a_config_file_store_dir_conflict_is_explained(tmp_path: Path) -> None:
@@ -204,3 +224,15 @@ async def test_stop_after_the_server_was_killed(tmp_path: Path) -> None:
     assert not server.running
     await server.stop()
     assert not _process_exists(pid)
+
+
+async def test_the_repository_nats_conf_keeps_fsync(tmp_path: Path) -> None:
+    """``make run`` includes the repo's nats.conf after natsflow's config: the server
+    still syncs every write (the file must not carry a jetstream block)."""
+    assert DEFAULT_NATS_CONFIG is not None, "the repository's nats.conf is missing"
+    monitor = free_port()
+    conf = tmp_path / "nats-server.conf"
+    conf.write_text(embedded_config("fsync", DEFAULT_NATS_CONFIG, tmp_path))
+    async with _server(tmp_path, config_file=str(conf), monitor=monitor) as server:
+        await _publish_once(server.url)
+        assert await embedded_syncs_always(monitor) is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from natsflow.events.errors import InputError
-from natsflow.service.config import ENV_VARS, Config, load_config
+from natsflow.service.config import DEFAULT_NATS_CONFIG, ENV_VARS, Config, load_config
 
 
 def test_defaults_without_environment() -> None:
@@ -14,7 +14,7 @@ def test_defaults_without_environment() -> None:
     assert config.nats_url is None
     assert config.data_dir == "./data"
     assert config.nats_port == 4222
-    assert config.nats_config is None
+    assert config.nats_config == DEFAULT_NATS_CONFIG
     assert config.durability == "fsync"
     assert (config.takeover_after, config.drain_grace) == (5.0, 30.0)
     assert (config.http_host, config.http_port) == ("127.0.0.1", 8080)
@@ -72,7 +72,7 @@ def test_empty_variables_count_as_unset() -> None:
     config = load_config({"NATS_URL": "", "NATSFLOW_WORKERS": "  ", "NATSFLOW_NATS_CONFIG": ""})
     assert config.nats_url is None
     assert config.workers == 4
-    assert config.nats_config is None
+    assert config.nats_config == DEFAULT_NATS_CONFIG
 
 
 def test_overrides_win_over_environment_and_none_is_ignored() -> None:

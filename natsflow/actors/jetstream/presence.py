@@ -2,7 +2,7 @@
 
 A starting process asks before it pulls anything. When nobody answers, every
 delivery still unacknowledged belongs to an instance that is gone, and can be
-handed back at once (``deliveries.release_pending``) instead of after the ack
+handed back at once (``deliveries.release``) instead of after the ack
 wait. The answer also tells an operator what runs: ``nats req natsflow.presence ''``
 (with ``--replies 0``) lists every instance.
 """
