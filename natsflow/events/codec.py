@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 
-from natsflow.events.errors import SnapshotSchemaError
+from natsflow.events.errors import NewerEvent, SnapshotSchemaError
 from natsflow.events.model import AnyEvent, ExecutionState
 
 # Bump when ExecutionState changes in a way an older snapshot cannot be decoded
@@ -46,6 +47,11 @@ _batch_decoder = msgspec.msgpack.Decoder(Batch)
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 _state_decoder = msgspec.msgpack.Decoder(ExecutionState)
 _any_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+# The tags of every event type this version knows (each event's "type" field).
+EVENT_TAGS = frozenset(
+    str(msgspec.inspect.type_info(t).tag)  # type: ignore[attr-defined]
+    for t in AnyEvent.__args__
+)
 
 
 def encode_batch(events: tuple[AnyEvent, ...], cause: int = 0) -> bytes:
@@ -53,11 +59,32 @@ def encode_batch(events: tuple[AnyEvent, ...], cause: int = 0) -> bytes:
 
 
 def decode_batch(data: bytes) -> tuple[AnyEvent, ...]:
-    return _batch_decoder.decode(data).events
+    return decode_batch_with_cause(data).events
 
 
 def decode_batch_with_cause(data: bytes) -> Batch:
-    return _batch_decoder.decode(data)
+    """Decode one stored batch. An event type this version does not know (a newer
+    natsflow wrote it, during a rolling upgrade) raises ``NewerEvent``, not a decode
+    error: the execution is not broken, only not readable here."""
+    try:
+        return _batch_decoder.decode(data)
+    except msgspec.ValidationError:
+        unknown = _unknown_event_types(data)
+        if unknown:
+            raise NewerEvent(unknown) from None
+        raise
+
+
+def _unknown_event_types(data: bytes) -> list[str]:
+    try:
+        raw = _any_decoder.decode(data)
+    except msgspec.DecodeError:
+        return []
+    events = raw.get("events")
+    if not isinstance(events, list):
+        return []
+    types = [e.get("type") for e in events if isinstance(e, dict)]
+    return [t for t in types if isinstance(t, str) and t not in EVENT_TAGS]
 
 
 def _upcast_v1(state: dict[str, Any]) -> dict[str, Any]:

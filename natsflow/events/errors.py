@@ -83,6 +83,19 @@ class SnapshotSchemaError(NatsflowError):
         self.version = version
 
 
+class NewerEvent(NatsflowError):
+    """An event batch holds event types this version does not know: a newer natsflow
+    wrote it (a rolling upgrade). Not parked: the message is left for an instance
+    that can read it, as with a newer snapshot."""
+
+    def __init__(self, types: list[str]) -> None:
+        super().__init__(
+            f"event type(s) {', '.join(sorted(set(types)))} unknown to this natsflow "
+            "(written by a newer version?): left for an instance that knows them"
+        )
+        self.types = types
+
+
 class Undecodable(NatsflowError):
     """Stored data cannot be decoded (corrupt, or not written by natsflow).
 

@@ -193,3 +193,22 @@ def test_a_manifest_with_the_same_unknown_fields_is_refused_by_path() -> None:
         f"steps.a.{ADDED}",
         ADDED,
     ]
+
+
+def test_an_event_type_from_a_newer_version_is_not_a_decode_error() -> None:
+    """A batch holding an event type this version does not know is left for a newer
+    instance (NewerEvent), not taken for corrupt data (which would park the execution)."""
+    from natsflow.events.codec import decode_batch_with_cause
+    from natsflow.events.errors import NewerEvent
+
+    batch = msgspec.msgpack.encode(
+        {"events": [{"type": "step_teleported", "at": 1.0, "step": "a"}], "cause": 3}
+    )
+    with pytest.raises(NewerEvent, match="step_teleported"):
+        decode_batch_with_cause(batch)
+    # Garbage, or a known type with a broken field, is still a decode error.
+    with pytest.raises(msgspec.DecodeError):
+        decode_batch_with_cause(b"\xc1 not msgpack")
+    broken = msgspec.msgpack.encode({"events": [{"type": "execution_started", "at": "x"}]})
+    with pytest.raises(msgspec.DecodeError):
+        decode_batch_with_cause(broken)
