@@ -137,6 +137,9 @@ async def pending_deliveries(js: JetStreamContext, stream: str, consumer: str) -
             found = msg.seq or 0
             if found == 0 or found > last_delivered:
                 break
+            if msg.subject not in filters and len(filters) > 1:
+                seq = found + 1  # another consumer's message in the shared stream
+                continue
             subjects[found] = f"$JS.ACK.{stream}.{consumer}.1.{found}.{dseq}.0.0"
             seq = found + 1
     return Pending(subjects, pulling)
