@@ -64,10 +64,12 @@ async def test_another_instance_takes_over_when_one_dies(
         running = {a.pid: a, b.pid: b}[parent_pid(step_pid)]
         await kill_9(running, effects)
         shown = await engine.wait_done(execution, timeout=30)
-    assert shown["status"] == "completed", shown
+    logs = [(tmp_path / d / "serve.log").read_text()[-2000:] for d in ("a", "b")]
+    assert shown["status"] == "completed", (shown, logs)
     starts = effects.starts()
-    assert starts["s1"] == starts["s3"] == 1
-    assert starts["s2"] == 2  # killed mid-step, then run again by the other instance
+    assert starts["s1"] == starts["s3"] == 1, (effects.lines(), logs)
+    # killed mid-step, then run again by the other instance
+    assert starts["s2"] == 2, (effects.lines(), logs)
 
 
 async def test_sigterm_drains_hands_back_and_exits_0(
