@@ -138,6 +138,13 @@ class Metrics:
         )
 
         # Dead letters and workers.
+        self.trigger_messages = Counter(
+            "natsflow_trigger_messages_total",
+            "Trigger messages, by outcome: accepted (started an execution), deduplicated "
+            "(found the one it started before), rejected (dead-lettered).",
+            ["outcome"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "natsflow_dead_letters_total",
             "Messages set aside for an operator, by reason.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from natsflow.actors.jetstream.definitions import Definitions
@@ -54,18 +54,26 @@ class Starter:
         self._clock = clock
         self._entropy = entropy
 
-    async def start(self, workflow: str, input: Any, idempotency_key: str | None) -> Started:
+    async def start(
+        self,
+        workflow: str,
+        input: Any,
+        idempotency_key: str | None,
+        *,
+        trigger: Mapping[str, Any] | None = None,
+    ) -> Started:
         """Start ``workflow`` with ``input``; with a key already claimed, the execution that
         claimed it (``created=False``) instead of a new one.
 
-        Raises ``NotFound`` (not deployed), ``InputError`` (disabled, or a key
-        template that does not fit the input) and ``Unavailable`` (NATS down:
-        safe to retry with the same key).
+        ``trigger`` (a trigger message's ``subject`` and ``headers``) is what the
+        manifest's key template sees besides the input. Raises ``NotFound`` (not
+        deployed), ``InputError`` (disabled, or a key template that does not fit
+        the input) and ``Unavailable`` (NATS down: safe to retry with the same key).
         """
         version, definition = await self._definitions.latest(workflow)
         if not definition.enabled:
             raise InputError(f"workflow {workflow!r} is disabled (enabled: false)")
-        key = start_key(definition, input, idempotency_key)
+        key = start_key(definition, input, idempotency_key, trigger)
         execution = new_execution_id(workflow, self._clock(), self._entropy(ENTROPY_BYTES))
         created = True
         if key is not None:

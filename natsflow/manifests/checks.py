@@ -70,9 +70,14 @@ def check_semantics(doc: dict[str, Any], problems: Problems) -> None:
             _check_step(name, step, set(steps), _upstream(name, deps), problems)
     workflow_roots = {"input", "steps", "execution"}
     _check_templates(doc.get("output"), "output", workflow_roots, set(steps), None, problems)
-    # Rendered before the execution exists: only the input is known.
+    # Rendered before the execution exists: the input (and a trigger's subject, headers).
     _check_templates(
-        doc.get("idempotency_key"), "idempotency_key", {"input"}, set(), None, problems
+        doc.get("idempotency_key"),
+        "idempotency_key",
+        {"input", "subject", "headers"},
+        set(),
+        None,
+        problems,
     )
     triggers = doc.get("triggers")
     for i, trigger in enumerate(triggers if isinstance(triggers, list) else []):

@@ -6,6 +6,7 @@ claims the key and publishes the start.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from natsflow.events.errors import InputError, NatsflowError
@@ -13,17 +14,27 @@ from natsflow.manifests.expressions import render
 from natsflow.manifests.schema import Workflow
 
 
-def start_key(workflow: Workflow, input: Any, given: str | None) -> str | None:
+def start_key(
+    workflow: Workflow,
+    input: Any,
+    given: str | None,
+    trigger: Mapping[str, Any] | None = None,
+) -> str | None:
     """The key starts of ``workflow`` are deduplicated by, or None for none.
 
-    The caller's key wins; else the manifest's ``idempotency_key`` template is
-    rendered over ``{"input": input}``. A template that cannot be rendered over
-    this input, or renders to null, is the caller's error (``InputError``).
+    The manifest's ``idempotency_key`` template wins over a trigger's own key (its
+    ``Nats-Msg-Id`` or stream sequence, passed as ``given``), since it names what
+    makes two messages the same; a caller's explicit key wins otherwise. The
+    template is rendered over ``{"input": input, "subject": ..., "headers": ...}``
+    (``trigger``: the message's subject and headers; null and empty for other
+    starts). One that cannot be rendered, or renders to null, is the caller's
+    error (``InputError``).
     """
-    if given is not None or workflow.idempotency_key is None:
+    if workflow.idempotency_key is None or (given is not None and trigger is None):
         return given
+    scope = {"input": input, "subject": None, "headers": {}, **(trigger or {})}
     try:
-        rendered = render(workflow.idempotency_key, {"input": input})
+        rendered = render(workflow.idempotency_key, scope)
     except NatsflowError as exc:
         raise InputError(f"idempotency_key of {workflow.name}: {exc}") from None
     if rendered is None:

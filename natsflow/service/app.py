@@ -41,6 +41,7 @@ from natsflow.actors.jetstream.topology import (
 )
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
+from natsflow.actors.triggers import Triggers
 from natsflow.actors.worker import WorkerPool
 from natsflow.events.errors import InputError, ManifestError, Unavailable
 from natsflow.manifests.loader import FORMATS
@@ -250,6 +251,10 @@ async def serve(
                     ack_wait=config.takeover_after,
                 )
                 await tg.start(executor.run)
+                triggers = Triggers(
+                    nc, js, definitions, starter, publisher, metrics, ack_wait=config.takeover_after
+                )
+                await tg.start(triggers.run)
                 service = await start_admin_service(nc, operations.handle, tg)
             if config.workers:
                 pool = WorkerPool(

@@ -21,7 +21,15 @@ from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
 from natsflow.actors.starter import Starter
-from natsflow.events.errors import Conflict, InputError, NotFound, Unavailable, Undecodable
+from natsflow.actors.triggers import capture_triggers
+from natsflow.events.errors import (
+    Conflict,
+    InputError,
+    ManifestError,
+    NotFound,
+    Unavailable,
+    Undecodable,
+)
 from natsflow.events.messages import Cancel, json_encoder
 from natsflow.events.model import AnyEvent
 from natsflow.events.views import (
@@ -32,6 +40,8 @@ from natsflow.events.views import (
     parked_state,
 )
 from natsflow.manifests.loader import parse_manifest
+from natsflow.manifests.schema import Workflow
+from natsflow.manifests.subjects import overlaps
 from natsflow.service.protocol import (
     AdminRequest,
     CancelRequest,
@@ -96,8 +106,33 @@ class Operations:
 
     async def deploy(self, request: DeployRequest) -> Deployed:
         workflow = parse_manifest(request.manifest, request.format, request.source)
+        await self._refuse_overlapping_triggers(workflow, request.source)
         version, created = await self._definitions.deploy(workflow)
+        if workflow.triggers:
+            await capture_triggers(self._js, self._definitions)
         return Deployed(workflow=workflow.name, version=version, created=created)
+
+    async def _refuse_overlapping_triggers(self, workflow: Workflow, source: str) -> None:
+        """A trigger subject that another workflow's overlaps would make one message
+        start two workflows' executions, or one at random: refused, naming both."""
+        mine = [(i, t.subject) for i, t in enumerate(workflow.triggers) if t.subject]
+        if not mine:
+            return
+        problems = []
+        for row in await self._definitions.list():
+            other = row["workflow"]
+            if other == workflow.name:
+                continue
+            definition = await self._definitions.get(other, row["version"])
+            for theirs in (t.subject for t in definition.triggers if t.subject):
+                for index, subject in mine:
+                    if overlaps(subject, theirs):
+                        problems.append(
+                            f"triggers[{index}].subject: {subject!r} overlaps {theirs!r},"
+                            f" a trigger of workflow {other!r}"
+                        )
+        if problems:
+            raise ManifestError(source, problems)
 
     async def workflows(self) -> list[WorkflowVersion]:
         return [WorkflowVersion(**row) for row in await self._definitions.list()]

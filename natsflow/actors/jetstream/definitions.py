@@ -42,6 +42,7 @@ class Definitions:
         self._cache: dict[tuple[str, str], Workflow] = {}
         # name -> latest version, kept fresh by `follow_latest` (deploys on any instance)
         self._latest: dict[str, str] = {}
+        self._changed = anyio.Event()
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -83,9 +84,19 @@ class Definitions:
                     self._latest[name] = entry.value.decode()
                 else:
                     self._latest.pop(name, None)
+                self._changed.set()
+                self._changed = anyio.Event()
         finally:
             with anyio.move_on_after(2, shield=True):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def latest_names(self) -> list[str]:
+        """The workflows whose latest version this process has seen deployed."""
+        return sorted(self._latest)
+
+    async def changed(self) -> None:
+        """Return at the next change of any workflow's latest version."""
+        await self._changed.wait()
 
     async def latest(self, name: str) -> tuple[str, Workflow]:
         """The version new executions of ``name`` pin, and its definition."""

@@ -1,0 +1,176 @@
+"""Trigger subjects: every message on a deployed trigger subject starts one execution.
+
+``Triggers.run`` follows the deployed workflows: it keeps the trigger stream's
+subjects equal to their trigger subjects, and runs one puller per enabled
+workflow on its own consumer. A message becomes ``Starter.start(workflow,
+payload)`` with an idempotency key, so that a message delivered again (a crash
+before its ack, several instances) finds the execution it started:
+
+- the manifest's ``idempotency_key`` template, rendered over the payload
+  (``input``), the message's ``subject`` and ``headers``, if it has one;
+- else ``msgid:<Nats-Msg-Id>`` if the publisher set one (the stream also drops a
+  copy published again within its 120 s duplicate window);
+- else the message's place in the stream (``stream:<timestamp>:<sequence>``).
+
+A payload that is not JSON, or that the start refuses (a disabled or unknown
+workflow, a key template that does not fit), goes to the dead letters with the
+reason; a passing failure (NATS away) brings the message back in a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import orjson
+from anyio.abc import TaskGroup
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from natsflow.actors.deadletter import dead_letter
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.puller import Puller, ack, delivery_of, nak
+from natsflow.actors.jetstream.triggers import (
+    TRIGGERS_STREAM,
+    delete_trigger_consumer,
+    ensure_trigger_consumer,
+    ensure_trigger_stream,
+    trigger_consumer,
+)
+from natsflow.actors.metrics import Metrics
+from natsflow.actors.starter import Starter
+from natsflow.events.errors import InputError, NatsflowError, NotFound
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 1.0
+
+
+async def capture_triggers(
+    js: JetStreamContext, definitions: Definitions
+) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """Make the trigger stream capture every deployed workflow's trigger subjects (a
+    deploy calls it before it answers, so a message published right after is kept);
+    returns workflow -> (its subjects, enabled)."""
+    wanted: dict[str, tuple[tuple[str, ...], bool]] = {}
+    for row in await definitions.list():
+        workflow = await definitions.get(row["workflow"], row["version"])
+        subjects = tuple(sorted({t.subject for t in workflow.triggers if t.subject}))
+        if subjects:
+            wanted[workflow.name] = (subjects, workflow.enabled)
+    every = [subject for subjects, _ in wanted.values() for subject in subjects]
+    await ensure_trigger_stream(js, every)
+    return wanted
+
+
+class Triggers:
+    """Turns trigger messages into started executions, following what is deployed."""
+
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        definitions: Definitions,
+        starter: Starter,
+        publisher: Publisher,
+        metrics: Metrics,
+        *,
+        ack_wait: float,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._definitions = definitions
+        self._starter = starter
+        self._publisher = publisher
+        self._metrics = metrics
+        self._ack_wait = ack_wait
+        # workflow -> (its subjects, the scope its puller runs in)
+        self._running: dict[str, tuple[tuple[str, ...], anyio.CancelScope]] = {}
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Reconcile at start and after every deploy, until cancelled."""
+        async with anyio.create_task_group() as tg:
+            await self._reconcile_logged(tg)
+            task_status.started()
+            while True:
+                await self._definitions.changed()
+                await self._reconcile_logged(tg)
+
+    async def _reconcile_logged(self, tg: TaskGroup) -> None:
+        try:
+            await self._reconcile(tg)
+        except NatsflowError as exc:
+            log.warning("triggers not brought up to date: %s (again at the next deploy)", exc)
+
+    async def _reconcile(self, tg: TaskGroup) -> None:
+        wanted = await capture_triggers(self._js, self._definitions)
+        for name, (subjects, enabled) in wanted.items():
+            running = self._running.get(name)
+            if enabled and (running is None or running[0] != subjects):
+                await self._stop(name)
+                await ensure_trigger_consumer(self._js, name, list(subjects), self._ack_wait)
+                scope = anyio.CancelScope()
+                self._running[name] = (subjects, scope)
+                tg.start_soon(self._pull, name, scope, name=f"trigger {name}")
+                log.info("triggers of %s: %s", name, ", ".join(subjects))
+            elif not enabled:
+                await self._stop(name)
+                # Its messages wait in the stream until it is enabled again.
+                await delete_trigger_consumer(self._js, name)
+        for name in [n for n in self._running if n not in wanted]:
+            await self._stop(name)
+            await delete_trigger_consumer(self._js, name)
+
+    async def _stop(self, workflow: str) -> None:
+        running = self._running.pop(workflow, None)
+        if running is not None:
+            running[1].cancel()
+
+    async def _pull(self, workflow: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            puller = Puller(
+                self._nc,
+                TRIGGERS_STREAM,
+                trigger_consumer(workflow),
+                lambda msg: self._start(workflow, msg),
+                batch=64,
+            )
+            await puller.run()
+
+    async def _start(self, workflow: str, msg: Msg) -> None:
+        metrics = self._metrics
+        try:
+            payload: Any = orjson.loads(msg.data) if msg.data else None
+        except orjson.JSONDecodeError as exc:
+            error = f"trigger for {workflow} on {msg.subject}: the payload is not JSON: {exc}"
+            metrics.child(metrics.trigger_messages, "rejected").inc()
+            await dead_letter(self._nc, self._publisher, metrics, msg, "trigger", error)
+            return
+        headers = dict(msg.headers or {})
+        message_id = headers.get("Nats-Msg-Id")
+        if message_id:
+            key = f"msgid:{message_id}"
+        else:
+            parts = (msg.reply or "").split(".")
+            stamp = parts[-2] if len(parts) >= 9 else "0"
+            key = f"stream:{stamp}:{delivery_of(msg.reply or '')[1]}"
+        trigger = {"subject": msg.subject, "headers": headers}
+        try:
+            started = await self._starter.start(workflow, payload, key, trigger=trigger)
+        except (InputError, NotFound) as exc:
+            metrics.child(metrics.trigger_messages, "rejected").inc()
+            error = f"trigger for {workflow} on {msg.subject}: {exc}"
+            await dead_letter(self._nc, self._publisher, metrics, msg, "trigger", error)
+            return
+        except NatsflowError as exc:
+            log.warning("trigger for %s on %s: %s; again shortly", workflow, msg.subject, exc)
+            await nak(self._nc, msg, delay=RETRY_DELAY)
+            return
+        outcome = "accepted" if started.created else "deduplicated"
+        metrics.child(metrics.trigger_messages, outcome).inc()
+        await ack(self._nc, msg)

@@ -1,0 +1,129 @@
+"""Trigger subjects: one execution per message, kept while nobody runs, deduplicated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from natsflow.actors.jetstream.topology import DLQ_STREAM
+from natsflow.actors.jetstream.triggers import TRIGGERS_STREAM
+from natsflow.events.errors import ManifestError
+from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
+from tests.integration.harness import Engine, running
+
+ORDERS = """\
+name: orders
+triggers:
+  - subject: "orders.*.created"
+steps:
+  echo:
+    action: noop
+    with:
+      value: ${{ input.order }}
+"""
+
+KEYED = (
+    ORDERS.replace("name: orders", "name: keyed").replace("orders.*.created", "keyed.>")
+    + "idempotency_key: ${{ input.order }}\n"
+)
+
+
+async def completed(engine: Engine, workflow: str, count: int, within: float = 30) -> None:
+    async def all_done() -> list[dict[str, Any]]:
+        rows = await engine.ls(workflow=workflow)
+        assert len(rows) == count, f"{len(rows)} executions of {workflow}, expected {count}"
+        assert {row["status"] for row in rows} == {"completed"}, rows
+        return rows
+
+    await eventually(all_done, within=within, interval=0.1)
+
+
+async def publish(engine: Engine, subject: str, payload: Any, **headers: str) -> None:
+    await engine.nc.publish(subject, orjson.dumps(payload), headers=headers or None)
+
+
+async def test_each_message_starts_one_execution(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(ORDERS)
+        for n in range(5):
+            await publish(engine, f"orders.eu{n}.created", {"order": n})
+        await completed(engine, "orders", 5)
+
+
+async def test_messages_published_while_no_instance_runs_start_later(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(ORDERS)
+    async with running(nats_server, instances=0) as engine:  # nobody serves
+        for n in range(4):
+            await publish(engine, "orders.x.created", {"order": n})
+    async with running(nats_server) as engine:
+        await completed(engine, "orders", 4)
+
+
+async def test_duplicates_by_message_id_or_key_start_one_execution(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with running(nats_server, instances=2) as engine:
+        await engine.deploy(ORDERS)
+        await engine.deploy(KEYED)
+        for n in range(10):
+            for _ in range(2):
+                await publish(engine, "orders.a.created", {"order": n}, **{"Nats-Msg-Id": f"m{n}"})
+                await publish(engine, f"keyed.{n}", {"order": n})
+        await completed(engine, "orders", 10)
+        await completed(engine, "keyed", 10)
+
+
+async def test_a_payload_that_is_not_json_is_dead_lettered(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(ORDERS)
+        await engine.nc.publish("orders.bad.created", b"\x00not json")
+        await publish(engine, "orders.good.created", {"order": 1})
+        await completed(engine, "orders", 1)
+        js = engine.nc.jetstream()
+
+        async def dead_lettered() -> None:
+            msg = await js.get_msg(DLQ_STREAM, subject="natsflow.dlq.trigger")
+            assert msg.data == b"\x00not json"
+            assert msg.headers is not None
+            assert msg.headers["Natsflow-Original-Subject"] == "orders.bad.created"
+            assert "not JSON" in msg.headers["Natsflow-Error"]
+
+        await eventually(dead_lettered, within=10, ignoring=(Exception,))
+
+
+async def test_an_overlapping_trigger_is_refused(nats_server: EmbeddedServer) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(ORDERS)
+        other = ORDERS.replace("name: orders", "name: other").replace(
+            "orders.*.created", "orders.>"
+        )
+        with pytest.raises(ManifestError, match=r"triggers\[0\]\.subject: 'orders.>' overlaps"):
+            await engine.deploy(other)
+        names = {row.workflow for row in await engine.client.workflows()}
+        assert "other" not in names
+
+
+async def test_a_disabled_workflow_keeps_its_messages_until_enabled(
+    nats_server: EmbeddedServer,
+) -> None:
+    disabled = ORDERS + "enabled: false\n"
+    async with running(nats_server) as engine:
+        await engine.deploy(disabled)
+        for n in range(3):
+            await publish(engine, "orders.x.created", {"order": n})
+        js = engine.nc.jetstream()
+
+        async def kept() -> None:
+            info = await js.stream_info(TRIGGERS_STREAM)
+            assert info.state.messages == 3
+
+        await eventually(kept, within=10)
+        assert await engine.ls(workflow="orders") == []
+        await engine.deploy(ORDERS)
+        await completed(engine, "orders", 3)
