@@ -127,3 +127,33 @@ async def test_a_disabled_workflow_keeps_its_messages_until_enabled(
         assert await engine.ls(workflow="orders") == []
         await engine.deploy(ORDERS)
         await completed(engine, "orders", 3)
+
+
+@pytest.mark.parametrize(
+    "count", [pytest.param(100, id="100"), pytest.param(1000, id="1000", marks=pytest.mark.slow)]
+)
+async def test_every_message_twice_half_while_stopped_gives_one_execution_each(
+    nats_server: EmbeddedServer, count: int
+) -> None:
+    """Each message published twice (half with the same Nats-Msg-Id, half with the same
+    key in the payload), half of them while no instance runs, then two instances."""
+
+    async def publish_range(engine: Engine, numbers: range) -> None:
+        for n in numbers:
+            for _ in range(2):
+                if n % 2:
+                    await publish(engine, "keyed.x", {"order": n})
+                else:
+                    await publish(
+                        engine, "orders.x.created", {"order": n}, **{"Nats-Msg-Id": f"m{n}"}
+                    )
+
+    async with running(nats_server) as engine:
+        await engine.deploy(ORDERS)
+        await engine.deploy(KEYED)
+        await publish_range(engine, range(count // 2))
+    async with running(nats_server, instances=0) as engine:
+        await publish_range(engine, range(count // 2, count))
+    async with running(nats_server, instances=2) as engine:
+        await completed(engine, "orders", count // 2, within=120)
+        await completed(engine, "keyed", count // 2, within=120)
