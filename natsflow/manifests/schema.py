@@ -101,6 +101,8 @@ class Workflow(_Spec, frozen=True):
     name: WorkflowName
     steps: dict[str, Step]
     description: str = ""
+    # A JSON Schema every start's input must satisfy (``manifests.inputs``); none: any input.
+    input: dict[str, Any] | None = None
     output: Any = None
     triggers: tuple[Trigger, ...] = ()
     idempotency_key: str | None = None
