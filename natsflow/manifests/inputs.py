@@ -124,13 +124,12 @@ def check_input_schema(schema: Any, path: str = "input") -> list[str]:
         return problems
     meta = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER, registry=_OFFLINE)
     problems = _listed(list(meta.iter_errors(schema)), path)
-    if problems:
-        return problems
-    return _check_refs(schema, path)
+    # Where references point is checked either way; whether they resolve, in a valid schema.
+    return problems + _check_refs(schema, path, resolve=not problems)
 
 
-def _check_refs(schema: dict[str, Any], path: str) -> list[str]:
-    """Refuse references outside the schema; resolve the root's own ones now."""
+def _check_refs(schema: dict[str, Any], path: str, *, resolve: bool) -> list[str]:
+    """Refuse references outside the schema; with ``resolve``, resolve the root's own now."""
     root = referencing.jsonschema.specification_with(
         str(schema.get("$schema", "")).rstrip("#") or _DEFAULT_URI,
         default=referencing.jsonschema.DRAFT202012,
@@ -144,7 +143,7 @@ def _check_refs(schema: dict[str, Any], path: str) -> list[str]:
                 f"{where}: reference {ref!r} leaves the schema (only local references like"
                 " '#/$defs/name' are allowed: natsflow fetches nothing)"
             )
-        elif not nested:
+        elif resolve and not nested:
             # Under a nested $id, '#...' is relative to that subschema: checked when used.
             try:
                 resolver.lookup(ref)
