@@ -310,3 +310,22 @@ def test_the_hello_example_declares_its_input() -> None:
     assert hello.input is not None
     assert InputSchema(hello.input).problems({"name": "Ada"}) == []
     assert InputSchema(hello.input).problems({}) == ["input: 'name' is a required property"]
+
+
+def test_remote_refs_are_refused_beside_meta_schema_problems() -> None:
+    schema = {"properties": {"a": {"type": "nmber"}, "b": {"$ref": "https://example.com/b"}}}
+    problems = check_input_schema(schema)
+    assert problems[0].startswith("input.properties.a.type: 'nmber' is not valid")
+    assert problems[1].startswith("input.properties.b.$ref: reference 'https://example.com/b'")
+
+
+def test_the_readme_example_deploys_and_refuses_as_documented() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Input schema (`input`)") :]
+    example = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    wf = parse_manifest(example, "yaml")
+    assert wf.input is not None
+    problems = InputSchema(wf.input).problems({"amount": "abc", "lines": [{"sku": "a"}, {}]})
+    listing = section[section.index("```text\n") : section.index("  ```\n", 10)]
+    assert "invalid input for workflow 'charge' (version " in listing
+    assert [line.strip() for line in listing.splitlines()[2:]] == problems
