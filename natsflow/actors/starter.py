@@ -11,10 +11,12 @@ from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import inbox_subject
-from natsflow.events.errors import InputError
+from natsflow.events.errors import InputError, InvalidInput
 from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
 from natsflow.events.messages import Start, json_encoder
 from natsflow.events.views import ExecutionSummary, Started
+from natsflow.manifests.inputs import InputSchema
+from natsflow.manifests.schema import Workflow
 from natsflow.manifests.starting import start_key
 
 
@@ -30,7 +32,9 @@ class Starter:
     started), so a repeated key costs a read, not a start message.
 
     ``start`` pins the latest version (an execution keeps it through any
-    redeploy), refuses a disabled workflow, takes the idempotency key (the
+    redeploy), refuses a disabled workflow, refuses an input that breaks the
+    version's ``input`` JSON Schema (``InvalidInput`` listing every problem,
+    before anything is claimed or published), takes the idempotency key (the
     caller's, else the manifest's template rendered over the input), claims it
     in KV, and publishes ``Start`` to the execution's inbox with
     ``Nats-Msg-Id: start:<id>``. Time and randomness come from ``clock`` and
@@ -53,6 +57,9 @@ class Starter:
         self._summaries = summaries
         self._clock = clock
         self._entropy = entropy
+        # (workflow, version) -> its compiled input schema: versions never change, so a
+        # schema is compiled once per version, not per start.
+        self._schemas: dict[tuple[str, str], InputSchema] = {}
 
     async def start(
         self,
@@ -67,12 +74,14 @@ class Starter:
 
         ``trigger`` (a trigger message's ``subject`` and ``headers``) is what the
         manifest's key template sees besides the input. Raises ``NotFound`` (not
-        deployed), ``InputError`` (disabled, or a key template that does not fit
-        the input) and ``Unavailable`` (NATS down: safe to retry with the same key).
+        deployed), ``InvalidInput`` (the input breaks the workflow's input schema),
+        ``InputError`` (disabled, or a key template that does not fit the input) and
+        ``Unavailable`` (NATS down: safe to retry with the same key).
         """
         version, definition = await self._definitions.latest(workflow)
         if not definition.enabled:
             raise InputError(f"workflow {workflow!r} is disabled (enabled: false)")
+        self.check_input(version, definition, input)
         key = start_key(definition, input, idempotency_key, trigger)
         execution = new_execution_id(workflow, self._clock(), self._entropy(ENTROPY_BYTES))
         created = True
@@ -93,3 +102,16 @@ class Starter:
             {"Nats-Msg-Id": f"start:{execution}"},
         )
         return Started(execution_id=execution, workflow=workflow, version=version, created=created)
+
+    def check_input(self, version: str, definition: Workflow, input: Any) -> None:
+        """Raise ``InvalidInput`` listing every way ``input`` breaks the version's schema."""
+        if definition.input is None:
+            return
+        schema = self._schemas.get((definition.name, version))
+        if schema is None:
+            schema = self._schemas[(definition.name, version)] = InputSchema(definition.input)
+        problems = schema.problems(input)
+        if problems:
+            raise InvalidInput(
+                f"invalid input for workflow {definition.name!r} (version {version})", problems
+            )

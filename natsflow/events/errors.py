@@ -70,6 +70,20 @@ class InputError(NatsflowError):
     """Input from outside (CLI, API, trigger payload) is invalid: names field and value."""
 
 
+class InvalidInput(InputError):
+    """An execution's input breaks its workflow's ``input`` JSON Schema.
+
+    ``problems`` lists every problem as ``input.path: reason`` (sorted by path);
+    ``headline`` says which workflow and version refused it.
+    """
+
+    def __init__(self, headline: str, problems: list[str]) -> None:
+        listing = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{headline}:\n{listing}")
+        self.headline = headline
+        self.problems = problems
+
+
 class NotFound(NatsflowError):
     """A workflow, version or execution does not exist."""
 

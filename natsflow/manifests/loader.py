@@ -115,9 +115,22 @@ def _plain(doc: Any, source: str) -> Any:
 
 
 def manifest_version(wf: Workflow) -> str:
-    """The content hash of a workflow: 12 hex chars of sha256 over its sorted JSON."""
-    canonical = orjson.dumps(msgspec.to_builtins(wf), option=orjson.OPT_SORT_KEYS)
+    """The content hash of a workflow: 12 hex chars of sha256 over its sorted JSON.
+
+    Fields that are null or empty do not count, so a field a newer natsflow adds
+    (with such a default) leaves the versions of existing manifests as they were.
+    """
+    canonical = orjson.dumps(_pruned(msgspec.to_builtins(wf)), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:12]
+
+
+def _pruned(value: Any) -> Any:
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
 
 
 def encode_workflow(wf: Workflow) -> bytes:

@@ -20,6 +20,7 @@ WorkflowName = Annotated[str, Meta(pattern=NAME_PATTERN)]
 StepName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
 Seconds = Annotated[float, Meta(ge=0)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
+JsonSchema = Annotated[dict[str, Any], Meta(description="a JSON Schema object")]
 
 
 class _Spec(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +102,8 @@ class Workflow(_Spec, frozen=True):
     name: WorkflowName
     steps: dict[str, Step]
     description: str = ""
+    # A JSON Schema every start's input must satisfy (``manifests.inputs``); none: any input.
+    input: JsonSchema | None = None
     output: Any = None
     triggers: tuple[Trigger, ...] = ()
     idempotency_key: str | None = None

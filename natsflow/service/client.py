@@ -10,7 +10,8 @@ It speaks the admin API over NATS (``natsflow.api.<verb>``, see
 
 Replies are typed (``Started``, ``ExecutionView``, ...). An error reply raises
 the natsflow error of its code: 400 ``InputError`` (``ManifestError`` listing a
-manifest's problems), 404 ``NotFound``, 409 ``Conflict``, 503 ``Unavailable``,
+manifest's problems, ``InvalidInput`` listing how a start's input breaks the
+workflow's ``input`` schema), 404 ``NotFound``, 409 ``Conflict``, 503 ``Unavailable``,
 500 ``InternalError``; no service answering, or NATS unreachable, is
 ``Unavailable`` too. The CLI, the HTTP tests' harness and the benchmarks all
 use this client.
@@ -247,7 +248,8 @@ def _error(data: bytes, headers: dict[str, str], code: str, request: AdminReques
         body = _error_decoder.decode(data)
     except msgspec.DecodeError:
         body = ErrorReply(error=headers.get("Nats-Service-Error") or f"error {code}")
-    source = request.source if isinstance(request, DeployRequest) else ""
+    # A deploy's problems are its manifest's; any other request's, its input's.
+    source = request.source if isinstance(request, DeployRequest) else None
     status = int(code) if code.isdigit() else 500
     return error_of(status, body.error, body.problems, source)
 

@@ -1,6 +1,7 @@
 """The HTTP sidecar: health, readiness, Prometheus metrics and a small JSON API.
 
-Routes (JSON bodies and answers; errors are ``{"error": message}``)::
+Routes (JSON bodies and answers; errors are ``{"error": message}``, plus
+``"problems": [...]`` when a start's input breaks the workflow's input schema)::
 
     GET  /healthz                              200 "ok" while the process runs
     GET  /readyz                               200 {"ready": true} | 503 {"ready": false, "reason": ...}
@@ -63,8 +64,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+def _error(status: int, message: str, problems: tuple[str, ...] = ()) -> web.Response:
+    return _json(
+        {"error": message, "problems": problems} if problems else {"error": message}, status
+    )
 
 
 async def _body(request: web.Request, type_: Any = Any, empty: Any = None) -> Any:
@@ -101,7 +104,7 @@ async def _errors(request: web.Request, handler: _Route) -> web.StreamResponse:
         return _error(exc.status, exc.reason)
     except Exception as exc:
         result = outcome(exc)
-        response = _error(result.status, result.message)
+        response = _error(result.status, result.message, result.problems)
         if result.retryable:
             response.headers["Retry-After"] = "1"
         return response

@@ -4,8 +4,10 @@
 code   raised by the handler                                        raised by a client
 =====  ===========================================================  ==================
 400    ``InputError``, ``ManifestError`` (invalid input: names the  ``InputError``
-       field; a manifest's ``problems`` list every problem)          (``ManifestError``
-                                                                     with problems)
+       field; a manifest's ``problems`` list every problem),         (``ManifestError``
+       ``InvalidInput`` (an input that breaks the workflow's         for a deploy's
+       ``input`` schema: ``problems`` lists every problem)           problems, else
+                                                                     ``InvalidInput``)
 404    ``NotFound`` (no such workflow, version or execution)        ``NotFound``
 409    ``Conflict``, ``ConcurrencyConflict`` (the request           ``Conflict``
        contradicts the state: cancel a finished execution, ...)
@@ -31,6 +33,7 @@ from natsflow.events.errors import (
     Conflict,
     InputError,
     InternalError,
+    InvalidInput,
     ManifestError,
     NatsflowError,
     NotFound,
@@ -56,7 +59,7 @@ class Outcome(msgspec.Struct, frozen=True):
 def outcome(exc: Exception) -> Outcome:
     """The answer to a request that raised ``exc``; a 500 is logged with its traceback."""
     match exc:
-        case ManifestError():
+        case ManifestError() | InvalidInput():
             return Outcome(400, str(exc), tuple(exc.problems))
         case InputError():
             return Outcome(400, str(exc))
@@ -83,12 +86,15 @@ _BY_STATUS: dict[int, type[NatsflowError]] = {
 
 
 def error_of(
-    status: int, message: str, problems: tuple[str, ...] = (), source: str = ""
+    status: int, message: str, problems: tuple[str, ...] = (), source: str | None = None
 ) -> NatsflowError:
     """The exception a client raises for an error reply (the inverse of ``outcome``).
 
-    A 400 listing a manifest's problems becomes ``ManifestError(source, problems)``.
+    A 400 listing problems is a manifest's (``ManifestError(source, problems)``)
+    when ``source`` names the deployed manifest, else an input's (``InvalidInput``).
     """
     if status == 400 and problems:
+        if source is None:
+            return InvalidInput(message.split(":\n", 1)[0], list(problems))
         return ManifestError(source or "<api>", list(problems))
     return _BY_STATUS.get(status, InternalError)(message)

@@ -142,7 +142,9 @@ async def test_http_answers_503_while_nats_server_is_stopped(
                     return resp.status, await resp.json()
 
             _, body = await eventually(unavailable, within=10)
-            async with http.post(f"{base}/v1/workflows/hello/executions", data=b"{}") as resp:
+            async with http.post(
+                f"{base}/v1/workflows/hello/executions", json={"input": {"name": "Bo"}}
+            ) as resp:
                 started = resp.status, await resp.json()
             async with http.get(f"{base}/readyz") as resp:  # not ready while NATS is away
                 not_ready = resp.status

@@ -157,3 +157,25 @@ async def test_every_message_twice_half_while_stopped_gives_one_execution_each(
     async with running(nats_server, instances=2) as engine:
         await completed(engine, "orders", count // 2, within=120)
         await completed(engine, "keyed", count // 2, within=120)
+
+
+async def test_a_payload_that_breaks_the_input_schema_is_dead_lettered_naming_the_field(
+    nats_server: EmbeddedServer,
+) -> None:
+    typed = (
+        ORDERS
+        + "input:\n  type: object\n  required: [order]\n  properties:\n    order: {type: integer}\n"
+    )
+    async with running(nats_server) as engine:
+        await engine.deploy(typed)
+        await publish(engine, "orders.x.created", {"order": "seven"})
+        await publish(engine, "orders.x.created", {"order": 7})
+        await completed(engine, "orders", 1)
+        js = engine.nc.jetstream()
+
+        async def dead_lettered() -> None:
+            msg = await js.get_msg(DLQ_STREAM, subject="natsflow.dlq.trigger")
+            assert msg.headers is not None
+            assert "input.order: 'seven' is not of type 'integer'" in msg.headers["Natsflow-Error"]
+
+        await eventually(dead_lettered, within=10, ignoring=(Exception,))

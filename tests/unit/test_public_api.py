@@ -19,6 +19,7 @@ PUBLIC = [
     "History",
     "InputError",
     "InternalError",
+    "InvalidInput",
     "ManifestError",
     "NatsflowError",
     "NotFound",
@@ -41,6 +42,7 @@ def test_the_exported_names_are_pinned() -> None:
 def test_every_error_a_client_raises_is_a_natsflow_error() -> None:
     for error in (
         natsflow.InputError,
+        natsflow.InvalidInput,
         natsflow.ManifestError,
         natsflow.NotFound,
         natsflow.Conflict,
