@@ -16,6 +16,12 @@ drops copies it still remembers. Commands that failed to go out (NATS away) are
 owed, and carried out, as the state read again needs them, before the actor acks
 any later message.
 
+A message that decides nothing is checked against the state read just now
+(``misdirected``): for an execution that does not exist, a step it has not
+scheduled or an attempt beyond its latest, it goes to the dead letters (a result
+or progress under ``result``, anything else under ``inbox``) instead of being
+acked and dropped; a late copy of a result no longer awaited is acked as usual.
+
 A history that cannot be read to its end (an event or snapshot that does not
 decode: ``Undecodable``) parks the execution instead of redelivering its messages
 forever: its summary says failed, naming the message; a copy of that message goes
