@@ -1,4 +1,8 @@
-"""Dead letters: what cannot be processed is kept where an operator sees it."""
+"""Dead letters: what cannot be processed is kept where an operator sees it.
+
+Written here (the headers are ``natsflow.events.deadletters``'); listed, shown,
+redriven and purged through ``natsflow.actors.jetstream.deadletters``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import terminate
 from natsflow.actors.jetstream.topology import dlq_subject
 from natsflow.actors.metrics import Metrics
+from natsflow.events.deadletters import ORIGINAL_SEQUENCE, ORIGINAL_STREAM, letter_headers
 from natsflow.events.errors import Undecodable
 
 log = logging.getLogger(__name__)
@@ -19,9 +24,10 @@ log = logging.getLogger(__name__)
 async def dead_letter(
     nc: Client, publisher: Publisher, metrics: Metrics, msg: Msg, reason: str, error: str
 ) -> None:
-    """Copy ``msg`` to ``natsflow.dlq.<reason>`` with the error, then stop its redelivery."""
+    """Copy ``msg`` to ``natsflow.dlq.<reason>`` with the error, its subject and headers
+    (``natsflow.events.deadletters``), then stop its redelivery."""
     log.error("dead letter (%s): %s", reason, error)
-    headers = {"Natsflow-Error": error[:1000], "Natsflow-Original-Subject": msg.subject}
+    headers = letter_headers(error, msg.subject, msg.headers)
     await publisher.publish(dlq_subject(reason), msg.data, headers)
     metrics.child(metrics.dead_letters, reason).inc()
     await terminate(nc, msg)
@@ -36,10 +42,9 @@ async def dead_letter_stored(publisher: Publisher, metrics: Metrics, problem: Un
     """
     log.error("dead letter (%s): %s", problem.what, problem)
     headers = {
-        "Natsflow-Error": str(problem)[:1000],
-        "Natsflow-Original-Subject": problem.subject,
-        "Natsflow-Original-Stream": problem.stream,
-        "Natsflow-Original-Sequence": str(problem.seq),
+        **letter_headers(str(problem), problem.subject),
+        ORIGINAL_STREAM: problem.stream,
+        ORIGINAL_SEQUENCE: str(problem.seq),
         "Nats-Msg-Id": f"dlq:{problem.stream}:{problem.seq}",
     }
     await publisher.publish(dlq_subject(problem.what), problem.data, headers)

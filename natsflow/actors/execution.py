@@ -16,6 +16,12 @@ drops copies it still remembers. Commands that failed to go out (NATS away) are
 owed, and carried out, as the state read again needs them, before the actor acks
 any later message.
 
+A message that decides nothing is checked against the state read just now
+(``misdirected``): for an execution that does not exist, a step it has not
+scheduled or an attempt beyond its latest, it goes to the dead letters (a result
+or progress under ``result``, anything else under ``inbox``) instead of being
+acked and dropped; a late copy of a result no longer awaited is acked as usual.
+
 A history that cannot be read to its end (an event or snapshot that does not
 decode: ``Undecodable``) parks the execution instead of redelivering its messages
 forever: its summary says failed, naming the message; a copy of that message goes
@@ -58,8 +64,21 @@ from natsflow.events.commands import (
     pending_commands,
     resend_commands,
 )
-from natsflow.events.errors import ConcurrencyConflict, NatsflowError, NotFound, Undecodable
-from natsflow.events.messages import AnyInbox, Start, inbox_decoder
+from natsflow.events.errors import (
+    ConcurrencyConflict,
+    Misdirected,
+    NatsflowError,
+    NotFound,
+    Undecodable,
+)
+from natsflow.events.messages import (
+    AnyInbox,
+    Progress,
+    Result,
+    Start,
+    inbox_decoder,
+    misdirected,
+)
 from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
 from natsflow.events.views import parked_summary
 
@@ -164,6 +183,9 @@ class ExecutionActor:
         except NotFound as exc:
             await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
             return
+        except Misdirected as exc:
+            await system.dead_letter(msg, exc.reason, str(exc))
+            return
         except Undecodable as exc:
             await self._park(msg, exc)
             return
@@ -213,7 +235,12 @@ class ExecutionActor:
             if isinstance(message, Start) and state.status == "pending":
                 decider = await system.deciders.get(message.workflow, message.version)
             elif state.status == "pending":
-                return  # nothing started here: a stray message for an unknown execution
+                if not fresh:  # a state cached before another instance started it
+                    await self._activate()
+                    fresh = True
+                    continue
+                self._misdirected(state, message)  # nothing started here: a dead letter
+                return
             else:
                 decider = await system.deciders.get(state.workflow, state.version)
             decision = decider.react(state, message, time.time())
@@ -225,6 +252,7 @@ class ExecutionActor:
                 fresh = True
                 continue
             if not events:
+                self._misdirected(state, message)
                 if (self.execution, cause) in system.carried_out:
                     return  # this process carried out its decision: the ack was what got lost
                 answered = self._recent.get(cause) if cause else None
@@ -251,6 +279,14 @@ class ExecutionActor:
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
         )
+
+    def _misdirected(self, state: ExecutionState, message: AnyInbox) -> None:
+        """Raise ``Misdirected`` if ``message`` cannot be for this execution (``state``
+        read just now): a result or progress under the reason ``result``, else ``inbox``."""
+        problem = misdirected(state, message)
+        if problem is not None:
+            reason = "result" if isinstance(message, Result | Progress) else "inbox"
+            raise Misdirected(self.execution, problem, reason)
 
     async def _pay_owed(self) -> bool:
         """Carry out what an earlier decision still owes, as the state now needs it (another

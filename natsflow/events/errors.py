@@ -143,6 +143,18 @@ class Undecodable(NatsflowError):
         self.data = data
 
 
+class Misdirected(NatsflowError):
+    """An inbox message that cannot be for its execution: the execution does not exist,
+    or has no such step, or never scheduled that attempt. Not at-least-once traffic (a
+    late copy of a result the execution no longer waits for is ignored, not this) but a
+    sender's mistake: the message goes to the dead letters under ``reason``."""
+
+    def __init__(self, execution: str, message: str, reason: str) -> None:
+        super().__init__(f"execution {execution}: {message}")
+        self.execution = execution
+        self.reason = reason
+
+
 class Conflict(NatsflowError):
     """The request contradicts the current state (cancel a finished execution, ...): 409."""
 

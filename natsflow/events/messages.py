@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from natsflow.events.model import Attempt, Count
+from natsflow.events.model import Attempt, Count, ExecutionState
 
 
 class Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
@@ -78,6 +78,42 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     iteration: Count = 0
     idempotency_key: str
     reply_to: str
+
+
+def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
+    """Why ``message`` cannot be for the execution whose state (read just now) is ``state``;
+    None if it can, even when it changes nothing.
+
+    An execution that was never started, a step it never scheduled, an attempt (or
+    iteration) beyond the latest it scheduled: tasks go out only after the decision that
+    schedules them is stored, so these are a sender's mistakes. A result for an older
+    attempt, or one arriving after its step finished, is ordinary at-least-once traffic
+    (``awaits_result`` says it is not awaited) and is not misdirected; nor is a timer of
+    a known step (an old timer of a step scheduled again).
+    """
+    if state.status == "pending":
+        if isinstance(message, Start):
+            return None
+        return f"no such execution (a {message.__struct_config__.tag} message for it)"
+    match message:
+        case Result() | Progress():
+            kind = message.__struct_config__.tag
+            step = state.steps.get(message.step)
+            if step is None:
+                return f"{kind} for step {message.step!r}, which the execution has not scheduled"
+            if (message.iteration, message.attempt) > (step.iteration, step.attempt):
+                loop = f" of iteration {message.iteration}" if message.iteration else ""
+                return (
+                    f"{kind} for attempt {message.attempt}{loop} of step {message.step!r},"
+                    f" which the execution has not scheduled (latest: attempt {step.attempt}"
+                    + (f" of iteration {step.iteration})" if step.iteration else ")")
+                )
+        case TimerDue():
+            if message.step not in state.steps:
+                return f"timer for step {message.step!r}, which the execution does not have"
+        case Start() | Cancel():
+            pass
+    return None
 
 
 inbox_decoder = msgspec.json.Decoder(AnyInbox)

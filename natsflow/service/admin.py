@@ -129,6 +129,9 @@ async def start_admin_service(
     group = service.add_group(name=API_PREFIX)
     limiter = anyio.CapacityLimiter(concurrency)
     for verb in REQUEST_TYPES:
-        tally = service.tallies[verb] = _Tally()
-        await group.add_endpoint(name=verb, handler=_spawner(handle, verb, tally, tg, limiter))
+        # An endpoint's name allows no dot: ``dlq.ls`` is named ``dlq-ls``, on natsflow.api.dlq.ls.
+        name = verb.replace(".", "-")
+        tally = service.tallies[name] = _Tally()
+        handler = _spawner(handle, verb, tally, tg, limiter)
+        await group.add_endpoint(name=name, subject=verb, handler=handler)
     return service

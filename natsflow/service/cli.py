@@ -1,7 +1,8 @@
 """``natsflow``: the service and the admin CLI.
 
 Exit codes: 0 success, 1 the execution failed (``start --wait``) or the
-service answered with an error, 2 invalid input (manifest, ``--input``, flags),
+service answered with an error (not found, refused: a dead letter that cannot be
+redriven), 2 invalid input (manifest, ``--input``, flags),
 3 no natsflow service reachable (NATS unreachable, no service, or a 503).
 """
 
@@ -32,6 +33,7 @@ from natsflow.service.protocol import (
     REQUEST_TYPES,
     AdminRequest,
     DeployRequest,
+    DlqRedriveRequest,
     StartRequest,
     request_from,
 )
@@ -97,7 +99,30 @@ def _parser() -> argparse.ArgumentParser:
 
     wf = sub.add_parser("workflows", help="list deployed workflows")
     wf.add_argument("--json", action="store_true")
+    _dlq_parser(sub)
     return p
+
+
+def _dlq_parser(sub: Any) -> None:
+    q = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")
+    verbs = q.add_subparsers(dest="dlq_command", required=True)
+    ls = verbs.add_parser("ls", help="list dead letters, oldest first")
+    ls.add_argument("--reason", help="only those of this reason (inbox, result, task, ...)")
+    ls.add_argument("--after", type=int, default=0, help="only ids above this one (paging)")
+    ls.add_argument("--limit", type=int, default=50)
+    show = verbs.add_parser("show", help="one dead letter: why, where from, headers, payload")
+    show.add_argument("id", type=int)
+    redrive = verbs.add_parser("redrive", help="send dead letters back to their subjects")
+    redrive.add_argument("id", type=int, nargs="?")
+    redrive.add_argument("--all", action="store_true", help="every redrivable dead letter")
+    redrive.add_argument("--reason", help="with --all: only those of this reason")
+    redrive.add_argument("--input", help="JSON to send instead of the payload (with an ID)")
+    purge = verbs.add_parser("purge", help="delete dead letters")
+    purge.add_argument("id", type=int, nargs="?")
+    purge.add_argument("--all", action="store_true", help="every dead letter")
+    purge.add_argument("--reason", help="every dead letter of this reason")
+    for verb in (ls, show, redrive, purge):
+        verb.add_argument("--json", action="store_true")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,8 +203,15 @@ async def _stop_on_signal(
 async def _client(args: argparse.Namespace) -> None:
     request = _prepare(args)  # validate locally first: exit 2 without touching NATS
     url = args.nats_url or os.environ.get("NATS_URL") or DEFAULT_URL
+    # Redriving every dead letter takes a publish and a delete each: give it time.
+    timeout = 300.0 if isinstance(request, DlqRedriveRequest) and request.all else 10.0
     client = await Client.connect(
-        url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet
+        url,
+        request_timeout=timeout,
+        connect_timeout=3,
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        error_cb=_quiet,
     )
     async with client:
         await _run_verb(client, args, request)
@@ -191,6 +223,8 @@ async def _quiet(exc: Exception) -> None:
 
 def _prepare(args: argparse.Namespace) -> AdminRequest:
     """The request a client verb sends, validated (``InputError``: exit 2)."""
+    if args.command == "dlq":
+        return _prepare_dlq(args)
     if args.command == "deploy":
         path = Path(args.file)
         if path.suffix not in FORMATS:
@@ -203,10 +237,7 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
         return DeployRequest(manifest=text, format=FORMATS[path.suffix], source=str(path))
     fields: dict[str, Any] = {}
     if args.command == "start":
-        try:
-            data = orjson.loads(args.input)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"--input: invalid JSON ({exc}): {args.input!r}") from None
+        data = _json_flag("--input", args.input)
         fields = {"workflow": args.workflow, "input": data, "idempotency_key": args.idempotency_key}
     elif args.command == "ls":
         fields = {"status": args.status, "workflow": args.workflow, "limit": args.limit}
@@ -217,6 +248,27 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
     elif args.command == "show":
         fields = {"execution_id": args.execution_id}
     return request_from(REQUEST_TYPES[args.command], fields)
+
+
+def _prepare_dlq(args: argparse.Namespace) -> AdminRequest:
+    verb = args.dlq_command
+    fields: dict[str, Any] = {}
+    if verb == "ls":
+        fields = {"reason": args.reason, "after": args.after, "limit": args.limit}
+    elif verb == "show":
+        fields = {"id": args.id}
+    elif verb in ("redrive", "purge"):
+        fields = {"id": args.id, "all": args.all, "reason": args.reason}
+        if verb == "redrive" and args.input is not None:
+            fields["input"] = _json_flag("--input", args.input)
+    return request_from(REQUEST_TYPES[f"dlq.{verb}"], fields)
+
+
+def _json_flag(flag: str, text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{flag}: invalid JSON ({exc}): {text!r}") from None
 
 
 async def _run_verb(client: Client, args: argparse.Namespace, request: AdminRequest) -> None:
@@ -231,8 +283,16 @@ async def _run_verb(client: Client, args: argparse.Namespace, request: AdminRequ
             sys.exit(1)
         return
     result = await client.request(request, object)  # plain JSON values: printed as they come
-    renderers = {"show": _render_show, "history": _render_history, "ls": _render_ls}
-    _print(args, result, renderers.get(args.command, _render_plain))
+    renderers = {
+        "show": _render_show,
+        "history": _render_history,
+        "ls": _render_ls,
+        "dlq.ls": _render_dlq_ls,
+        "dlq.show": _render_dlq_show,
+        "dlq.redrive": _render_redriven,
+    }
+    verb = f"dlq.{args.dlq_command}" if args.command == "dlq" else args.command
+    _print(args, result, renderers.get(verb, _render_plain))
 
 
 def _print(args: argparse.Namespace, result: Any, render: Any) -> None:
@@ -311,4 +371,48 @@ def _render_history(h: dict[str, Any]) -> str:
     for e in h["events"]:
         fields = {k: v for k, v in e.items() if k not in ("seq", "type", "at")}
         lines.append(f"{e['seq']:>8} {_ts(e['at'])} {e['type']:20} {orjson.dumps(fields).decode()}")
+    return "\n".join(lines)
+
+
+def _render_dlq_ls(page: dict[str, Any]) -> str:
+    rows = page["dead_letters"]
+    lines = [f"{'ID':>8} {'REASON':10} {'TIME':23} {'SIZE':>8} {'SUBJECT':32} ERROR"]
+    lines += [
+        f"{r['id']:>8} {r['reason']:10} {_ts(r['at']):23} {r['size']:>8} {r['subject']:32}"
+        f" {r['error'][:100]}" + ("" if r["redrivable"] else "  (not redrivable)")
+        for r in rows
+    ]
+    lines.append(f"# {len(rows)} shown of {page['total']}")
+    return "\n".join(lines)
+
+
+def _render_dlq_show(d: dict[str, Any]) -> str:
+    lines = [
+        f"dead letter {d['id']}   reason {d['reason']}   at {_ts(d['at'])}   {d['size']} bytes",
+        f"subject     {d['subject'] or '-'}",
+        f"error       {d['error']}",
+        "redrive     "
+        + (f"not possible: {d['not_redrivable']}" if d.get("not_redrivable") else "possible"),
+    ]
+    for title, headers in (("headers", d["headers"]), ("original headers", d["original_headers"])):
+        if headers:
+            lines.append(f"{title}:")
+            lines.extend(f"  {name}: {value}" for name, value in headers.items())
+    payload_format = d["payload_format"]
+    cut = " (first part)" if d.get("truncated") else ""
+    lines.append(f"payload ({payload_format}{cut}):")
+    if payload_format == "json":
+        lines.append(orjson.dumps(d.get("payload"), option=orjson.OPT_INDENT_2).decode())
+    elif payload_format != "empty":
+        lines.append(str(d.get("payload")))
+    return "\n".join(lines)
+
+
+def _render_redriven(r: dict[str, Any]) -> str:
+    lines = [
+        f"redriven {x['id']} -> {x['subject']} ({x['stream']} seq {x['seq']})"
+        for x in r["redriven"]
+    ]
+    lines += [f"skipped  {x['id']}: {x['reason']}" for x in r.get("skipped", ())]
+    lines.append(f"# {r.get('redriven_count', 0)} redriven, {r.get('skipped_count', 0)} skipped")
     return "\n".join(lines)

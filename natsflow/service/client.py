@@ -29,6 +29,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
+from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import Unavailable
 from natsflow.events.model import TERMINAL_EXECUTION, ExecutionStatus
 from natsflow.events.views import ExecutionSummary, ExecutionView, Started
@@ -42,6 +43,10 @@ from natsflow.service.protocol import (
     CancelRequested,
     Deployed,
     DeployRequest,
+    DlqListRequest,
+    DlqPurgeRequest,
+    DlqRedriveRequest,
+    DlqShowRequest,
     ErrorReply,
     History,
     HistoryRequest,
@@ -52,6 +57,7 @@ from natsflow.service.protocol import (
     StartRequest,
     WorkflowsRequest,
     WorkflowVersion,
+    request_from,
     subject,
     verb_of,
 )
@@ -182,6 +188,40 @@ class Client:
     async def workflows(self) -> list[WorkflowVersion]:
         """Deployed workflows and the version new executions of each pin."""
         return await self.request(WorkflowsRequest(), list[WorkflowVersion])
+
+    async def dlq_ls(
+        self, *, reason: str | None = None, after: int = 0, limit: int = DEFAULT_LIST_LIMIT
+    ) -> DeadLetters:
+        """Dead letters with ids above ``after``, oldest first (of ``reason``), and the total."""
+        fields = {"reason": reason, "after": after, "limit": limit}
+        return await self.request(request_from(DlqListRequest, fields), DeadLetters)
+
+    async def dlq_show(self, letter_id: int) -> DeadLetterView:
+        """One dead letter: why, where from, its headers and its payload."""
+        return await self.request(request_from(DlqShowRequest, {"id": letter_id}), DeadLetterView)
+
+    async def dlq_redrive(
+        self,
+        letter_id: int | None = None,
+        *,
+        all: bool = False,
+        reason: str | None = None,
+        input: Any = msgspec.UNSET,
+    ) -> Redriven:
+        """Send dead letter ``letter_id`` (with ``input`` as its payload, if given), or ``all``
+        of them (of ``reason``), back to the subjects they came on; ``Conflict`` for one that
+        cannot be redriven."""
+        fields: dict[str, Any] = {"id": letter_id, "all": all, "reason": reason}
+        if input is not msgspec.UNSET:
+            fields["input"] = input
+        return await self.request(request_from(DlqRedriveRequest, fields), Redriven)
+
+    async def dlq_purge(
+        self, letter_id: int | None = None, *, all: bool = False, reason: str | None = None
+    ) -> Purged:
+        """Delete dead letter ``letter_id``, those of ``reason``, or ``all`` of them."""
+        fields = {"id": letter_id, "all": all, "reason": reason}
+        return await self.request(request_from(DlqPurgeRequest, fields), Purged)
 
     async def wait(self, execution_id: str, *, within: float | None = None) -> ExecutionView:
         """Wait until the execution is completed, failed or cancelled; its final view.

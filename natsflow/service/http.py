@@ -13,6 +13,12 @@ Routes (JSON bodies and answers; errors are ``{"error": message}``, plus
     GET  /v1/executions/{id}
     POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON)
     POST /v1/executions/{id}/cancel            {"reason": ...}
+    GET  /v1/dlq?reason=&after=&limit=         -> {"total": n, "dead_letters": [...]}
+    GET  /v1/dlq/{id}                          one dead letter: headers, payload
+    POST /v1/dlq/{id}/redrive                  {"input": ...} (optional: replaces the payload)
+    POST /v1/dlq/redrive                       {"all": true, "reason": ...}
+    DELETE /v1/dlq/{id}
+    POST /v1/dlq/purge                         {"all": true} | {"reason": ...}
 
 Each ``/v1`` route becomes a request of ``service.protocol`` (path, query and
 body fields together, validated by the request struct) carried out by the same
@@ -40,6 +46,10 @@ from natsflow.service.protocol import (
     MAX_LIST_LIMIT,
     AdminRequest,
     CancelRequest,
+    DlqListRequest,
+    DlqPurgeRequest,
+    DlqRedriveRequest,
+    DlqShowRequest,
     Handler,
     ListRequest,
     ShowRequest,
@@ -186,6 +196,49 @@ class _Routes:
         cancel = await _request(request, CancelRequest, defaults, execution_id=execution_id)
         return _json(await self._call(cancel))
 
+    async def dlq_list(self, request: web.Request) -> web.Response:
+        fields = {
+            "reason": request.query.get("reason") or None,
+            "after": _query_int(request, "after", 0),
+            "limit": _query_limit(request),
+        }
+        return _json(await self._call(request_from(DlqListRequest, fields)))
+
+    async def dlq_show(self, request: web.Request) -> web.Response:
+        fields = {"id": _path_id(request)}
+        return _json(await self._call(request_from(DlqShowRequest, fields)))
+
+    async def dlq_redrive_one(self, request: web.Request) -> web.Response:
+        redrive = await _request(request, DlqRedriveRequest, {}, id=_path_id(request))
+        return _json(await self._call(redrive))
+
+    async def dlq_redrive_all(self, request: web.Request) -> web.Response:
+        return _json(await self._call(await _request(request, DlqRedriveRequest, {})))
+
+    async def dlq_delete(self, request: web.Request) -> web.Response:
+        fields = {"id": _path_id(request)}
+        return _json(await self._call(request_from(DlqPurgeRequest, fields)))
+
+    async def dlq_purge(self, request: web.Request) -> web.Response:
+        return _json(await self._call(await _request(request, DlqPurgeRequest, {})))
+
+
+def _path_id(request: web.Request) -> int:
+    """A dead letter's id from the path: its stream sequence, a positive integer."""
+    text = request.match_info["id"]
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"id: expected a dead letter's id (a positive integer), got {text!r}")
+    return int(text)
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit():
+        raise InputError(f"{name}: expected a non-negative integer, got {text!r}")
+    return int(text)
+
 
 def make_app(
     handle: Handler | None, metrics: Metrics, not_ready: Callable[[], str | None]
@@ -205,6 +258,12 @@ def make_app(
     app.router.add_get("/v1/executions/{id}", routes.show)
     app.router.add_post("/v1/executions/{id}/signals/{name}", routes.signal)
     app.router.add_post("/v1/executions/{id}/cancel", routes.cancel)
+    app.router.add_get("/v1/dlq", routes.dlq_list)
+    app.router.add_post("/v1/dlq/redrive", routes.dlq_redrive_all)
+    app.router.add_post("/v1/dlq/purge", routes.dlq_purge)
+    app.router.add_get("/v1/dlq/{id}", routes.dlq_show)
+    app.router.add_post("/v1/dlq/{id}/redrive", routes.dlq_redrive_one)
+    app.router.add_delete("/v1/dlq/{id}", routes.dlq_delete)
     return app
 
 

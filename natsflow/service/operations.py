@@ -15,6 +15,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from natsflow.actors.jetstream.deadletters import DeadLetterStore
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_summary
@@ -42,12 +43,17 @@ from natsflow.events.views import (
 from natsflow.manifests.loader import parse_manifest
 from natsflow.manifests.schema import Workflow
 from natsflow.manifests.subjects import overlaps
+from natsflow.service.deadletters import DeadLetterOperations
 from natsflow.service.protocol import (
     AdminRequest,
     CancelRequest,
     CancelRequested,
     Deployed,
     DeployRequest,
+    DlqListRequest,
+    DlqPurgeRequest,
+    DlqRedriveRequest,
+    DlqShowRequest,
     History,
     HistoryRequest,
     ListRequest,
@@ -63,7 +69,7 @@ from natsflow.service.protocol import (
 
 
 class Operations:
-    """Deploy workflows; start, read and steer executions."""
+    """Deploy workflows; start, read and steer executions; read and act on dead letters."""
 
     def __init__(
         self,
@@ -79,6 +85,7 @@ class Operations:
         self._publisher = publisher
         self._starter = starter
         self._store = EventStore(nc, js, publisher)
+        self._dlq = DeadLetterOperations(DeadLetterStore(nc, js, publisher))
 
     async def handle(self, request: AdminRequest) -> Reply:
         """Carry out ``request``; raises what ``service.outcomes`` maps to a status code."""
@@ -101,6 +108,14 @@ class Operations:
                 return await self.signal(request)
             case WorkflowsRequest():
                 return await self.workflows()
+            case DlqListRequest():
+                return await self._dlq.ls(request)
+            case DlqShowRequest(id=letter_id):
+                return await self._dlq.show(letter_id)
+            case DlqRedriveRequest():
+                return await self._dlq.redrive(request)
+            case DlqPurgeRequest():
+                return await self._dlq.purge(request)
             case _:
                 assert_never(request)
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar, get_args
 import msgspec
 from msgspec import Meta
 
+from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import InputError
 from natsflow.events.model import ExecutionStatus
 from natsflow.events.views import ExecutionSummary, ExecutionView, Started
@@ -39,6 +40,7 @@ MAX_LIST_LIMIT = 1000
 DEFAULT_CANCEL_REASON = "cancelled by operator"
 
 ID_PATTERN = r"^[^.*>\s]+$"
+REASON_PATTERN = r"^[A-Za-z0-9_-]+$"
 ExecutionId = Annotated[str, Meta(min_length=1, max_length=256, pattern=ID_PATTERN)]
 """An execution id: a subject token (no ``.``, ``*``, ``>`` or white space)."""
 SignalName = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -107,6 +109,56 @@ class WorkflowsRequest(_Request, frozen=True, tag="workflows"):
     """Deployed workflows and their latest versions."""
 
 
+DlqReason = Annotated[str, Meta(min_length=1, max_length=64, pattern=REASON_PATTERN)]
+"""A dead letter's reason: the last token of ``natsflow.dlq.<reason>``."""
+LetterId = Annotated[int, Meta(ge=1)]
+"""A dead letter's id: its sequence in the stream NATSFLOW_DLQ."""
+
+
+class DlqListRequest(_Request, frozen=True, tag="dlq.ls"):
+    """Dead letters with ids above ``after``, oldest first, optionally of one reason."""
+
+    reason: DlqReason | None = None
+    after: Annotated[int, Meta(ge=0)] = 0
+    limit: Limit = DEFAULT_LIST_LIMIT
+
+
+class DlqShowRequest(_Request, frozen=True, tag="dlq.show"):
+    """One dead letter: its headers and payload."""
+
+    id: LetterId
+
+
+class DlqRedriveRequest(_Request, frozen=True, tag="dlq.redrive"):
+    """Send dead letter ``id`` (with ``input`` as its payload, if given), or ``all`` of them
+    (of ``reason``), back to the subjects they came on; each one sent is deleted."""
+
+    id: LetterId | None = None
+    all: bool = False
+    reason: DlqReason | None = None
+    input: Any | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if (self.id is None) == (not self.all):
+            raise ValueError("give either an id or all=true")
+        if self.input is not msgspec.UNSET and self.id is None:
+            raise ValueError("input replaces one dead letter's payload: give its id")
+        if self.reason is not None and not self.all:
+            raise ValueError("reason selects among all dead letters: give all=true")
+
+
+class DlqPurgeRequest(_Request, frozen=True, tag="dlq.purge"):
+    """Delete dead letter ``id``, those of ``reason``, or ``all`` of them."""
+
+    id: LetterId | None = None
+    all: bool = False
+    reason: DlqReason | None = None
+
+    def __post_init__(self) -> None:
+        if sum((self.id is not None, self.all, self.reason is not None)) != 1:
+            raise ValueError("give one of an id, a reason or all=true")
+
+
 AdminRequest = (
     DeployRequest
     | StartRequest
@@ -116,6 +168,10 @@ AdminRequest = (
     | CancelRequest
     | SignalRequest
     | WorkflowsRequest
+    | DlqListRequest
+    | DlqShowRequest
+    | DlqRedriveRequest
+    | DlqPurgeRequest
 )
 
 
@@ -178,6 +234,10 @@ Reply = (
     | CancelRequested
     | Signalled
     | list[WorkflowVersion]
+    | DeadLetters
+    | DeadLetterView
+    | Redriven
+    | Purged
 )
 
 Handler = Callable[[AdminRequest], Awaitable[Reply]]
@@ -231,6 +291,7 @@ def request_from(request_type: type[R], fields: dict[str, Any]) -> R:
 _PATTERNS = {
     ID_PATTERN: "an execution id (no '.', '*', '>' or white space)",
     NAME_PATTERN: "a workflow name (a-z, 0-9, '_' and '-', at most 64)",
+    REASON_PATTERN: "a dead-letter reason (A-Z, a-z, 0-9, '_' and '-')",
 }
 _REGEX = re.compile(r"^Expected `str` matching regex (?P<pattern>'.*')$")
 _AT = re.compile(r"^(?P<reason>.*) - at `\$\.?(?P<path>.*)`$", re.DOTALL)

@@ -13,7 +13,8 @@ import orjson
 from natsflow.service.embedded import EmbeddedServer
 from tests.integration.harness import Engine, natsflow_script, running
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "manifests" / "examples"
 
 INVALID = """
 name: half-baked
@@ -80,6 +81,8 @@ class Run:
 async def natsflow(engine: Engine, *args: str) -> Run:
     """Run ``natsflow ARGS`` against the engine's server; its exit code and output."""
     env = {**os.environ, "NATS_URL": engine.url, "NATSFLOW_LOG_LEVEL": "WARNING"}
+    # The code under test, even when the console script's install points at another tree.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
     with anyio.fail_after(30):
         done = await anyio.run_process([natsflow_script(), *args], env=env, check=False)
     return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
