@@ -3,12 +3,14 @@ restarts and instances; catch-up after a gap; deploy-time refusal; redeploys."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -215,3 +217,31 @@ async def test_invalid_cron_and_time_zone_exit_2_nothing_deployed(
     assert 'triggers[1].timezone: unknown time zone "Mars/Olympus_Mons"' in run.err
     assert any("triggers[0].cron" in p for p in api.value.problems)
     assert "bad-schedule" not in [w["workflow"] for w in listed.json()]
+
+
+NAPS = """
+name: naps
+triggers:
+  - every: 1s
+    overlap: skip
+steps:
+  nap: {action: sleep, with: {duration: 2s}}
+"""
+
+
+async def test_overlap_skip_starts_nothing_while_the_previous_runs(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(NAPS)
+
+        async def two_finished() -> list[dict[str, Any]]:
+            rows = await engine.ls(workflow="naps")
+            done = [r for r in rows if r["status"] == "completed"]
+            assert len(done) >= 2, rows
+            return sorted(rows, key=lambda r: r["started_at"])
+
+        rows = await eventually(two_finished, within=20)
+    for earlier, later in itertools.pairwise(rows):
+        assert earlier["finished_at"] is not None, rows
+        assert later["started_at"] >= earlier["finished_at"], f"overlapping: {rows}"
