@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 
 from natsflow.actors.jetstream.schedules import current_fire, decode_fire
 from natsflow.actors.jetstream.topology import SCHEDULES_STREAM, fire_subject
-from natsflow.events.errors import ManifestError
+from natsflow.events.errors import ManifestError, NotFound, Unavailable
 from natsflow.manifests.schedules import rfc3339
 from natsflow.service.app import serve
 from natsflow.service.embedded import EmbeddedServer
@@ -96,7 +96,7 @@ async def at_least(engine: Engine, n: int, within: float = 15) -> list[str]:
         assert len(times) >= n, f"{len(times)} executions so far, waiting for {n}"
         return times
 
-    return await eventually(enough, within=within)
+    return await eventually(enough, within=within, ignoring=(Unavailable, NotFound))
 
 
 def assert_once_each(times: list[str]) -> None:
@@ -155,7 +155,7 @@ async def test_catchup_after_a_gap_with_no_instance_running(
             assert max(times) > restarted, "no due time after the restart started yet"
             return times
 
-        times = await eventually(on_time_again, within=15)
+        times = await eventually(on_time_again, within=15, ignoring=(Unavailable, NotFound))
     assert_once_each(times)
     in_gap = sorted(t for t in times if stopped < t < restarted)
     if catchup == "once":
