@@ -19,6 +19,7 @@ from natsflow.manifests.expressions import (
     referenced_steps,
     single_template,
 )
+from natsflow.manifests.schedules import check_schedule
 from natsflow.manifests.schema import RetryPolicy, StepName
 from natsflow.manifests.structure import Problems, join, show
 
@@ -298,14 +299,11 @@ def _strings_at(value: Any, path: str) -> Iterator[tuple[str, str]]:
 
 
 def _check_trigger(trigger: dict[str, Any], path: str, problems: Problems) -> None:
-    subject, cron = trigger.get("subject"), trigger.get("cron")
-    if (subject is None) == (cron is None):
-        problems.append(f"{path}: set exactly one of subject or cron")
+    subject = trigger.get("subject")
+    check_schedule(trigger, path, problems)
     if isinstance(subject, str):
         tokens = subject.split(".")
         if not all(_SUBJECT_TOKEN.fullmatch(t) for t in tokens) or ">" in tokens[:-1]:
             problems.append(f"{path}.subject: invalid NATS subject {show(subject)}")
         elif tokens[0] == "natsflow":
             problems.append(f"{path}.subject: subjects under natsflow. are reserved")
-    if isinstance(cron, str) and not cron.strip():
-        problems.append(f"{path}.cron: empty cron schedule")

@@ -90,10 +90,24 @@ class Step(_Spec, frozen=True):
 
 
 class Trigger(_Spec, frozen=True):
-    """A subject whose messages start executions, or a cron schedule."""
+    """What starts executions: messages on a subject, or a schedule (``cron`` or ``every``).
+
+    A schedule (``manifests.schedules``) starts one execution per due time, with
+    ``input`` plus ``scheduled_at``; ``catchup`` says what a due time missed
+    while no natsflow instance ran becomes (``skip``: nothing, ``once``: one
+    execution for the gap), ``overlap`` whether a due time starts while the
+    trigger's previous execution still runs (``allow``) or not (``skip``;
+    ``queue`` is refused at deploy: not built yet).
+    """
 
     subject: str | None = None
-    cron: str | None = None
+    # schedules
+    cron: str | None = None  # five fields (minute hour day month weekday), in `timezone`
+    timezone: str | None = None  # an IANA name (zoneinfo); UTC when unset
+    every: PositiveSeconds | None = None  # a fixed interval, aligned on the Unix epoch
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    catchup: Literal["skip", "once"] = "skip"
+    overlap: Literal["allow", "skip", "queue"] = "allow"
 
 
 class Workflow(_Spec, frozen=True):

@@ -40,6 +40,7 @@ from natsflow.actors.jetstream.topology import (
     stream_replicas,
 )
 from natsflow.actors.metrics import Metrics
+from natsflow.actors.scheduler import Scheduler
 from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import Triggers
 from natsflow.actors.worker import WorkerPool
@@ -255,6 +256,8 @@ async def serve(
                     nc, js, definitions, starter, publisher, metrics, ack_wait=config.takeover_after
                 )
                 await tg.start(triggers.run)
+                scheduler = Scheduler(nc, js, definitions, starter, partial(read_summary, js))
+                await tg.start(scheduler.run)
                 service = await start_admin_service(nc, operations.handle, tg)
             if config.workers:
                 pool = WorkerPool(

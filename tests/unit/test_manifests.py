@@ -385,8 +385,8 @@ def test_triggers() -> None:
         {"cron": "*/5 * * * *"},
     ]
     assert problems_of(doc) == [
-        "triggers[0]: set exactly one of subject or cron",
-        "triggers[1]: set exactly one of subject or cron",
+        "triggers[0]: set exactly one of subject, cron or every",
+        "triggers[1]: set exactly one of subject, cron or every",
         'triggers[2].subject: invalid NATS subject "a b.>"',
         "triggers[3].subject: subjects under natsflow. are reserved",
     ]

@@ -8,6 +8,9 @@ Every subject natsflow owns starts with ``natsflow.``:
                                  timers, cancel (stream NATSFLOW_INBOX, work queue)
 - ``natsflow.sched.<execution>.<timer>`` durable timers: message schedules that fire
                                  into ``natsflow.in.<execution>`` (same stream)
+- ``natsflow.cron.<workflow>.<i>`` the next due time of schedule trigger ``i``: one ``@at``
+                                 message schedule (stream NATSFLOW_SCHEDULES, work queue)
+- ``natsflow.fire.<workflow>.<i>`` what that schedule publishes when due (same stream)
 - ``natsflow.task.<action>``     step attempts for workers (stream NATSFLOW_TASKS, work queue)
 - ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
 - ``natsflow.api.<verb>``        the admin micro service (``natsflow.service.protocol``)
@@ -28,10 +31,12 @@ EVENTS_STREAM = "NATSFLOW_EVENTS"
 INBOX_STREAM = "NATSFLOW_INBOX"
 TASKS_STREAM = "NATSFLOW_TASKS"
 DLQ_STREAM = "NATSFLOW_DLQ"
+SCHEDULES_STREAM = "NATSFLOW_SCHEDULES"
 ARCHIVE_STREAM = "NATSFLOW_ARCHIVE"
 
 ACTORS_CONSUMER = "natsflow-actors"
 WORKERS_CONSUMER = "natsflow-workers"
+SCHEDULER_CONSUMER = "natsflow-scheduler"
 
 WORKFLOWS_BUCKET = "natsflow_workflows"
 EXECUTIONS_BUCKET = "natsflow_executions"
@@ -73,6 +78,15 @@ def task_subject(action: str) -> str:
 def worker_task_subjects() -> list[str]:
     """The task subjects the workers' consumer filters: one per catalogue worker action."""
     return [task_subject(action) for action in worker_actions()]
+
+
+def cron_subject(workflow: str, index: int | str) -> str:
+    """The schedule message of trigger ``index`` of ``workflow`` (``"*"``: all of them)."""
+    return f"natsflow.cron.{workflow}.{index}"
+
+
+def fire_subject(workflow: str, index: int) -> str:
+    return f"natsflow.fire.{workflow}.{index}"
 
 
 def dlq_subject(reason: str) -> str:
@@ -141,6 +155,14 @@ def stream_configs(
             duplicate_window=120,
             description="natsflow step attempts for workers",
             allow_atomic=True,
+        ),
+        api.StreamConfig(
+            name=SCHEDULES_STREAM,
+            subjects=["natsflow.cron.>", "natsflow.fire.>"],
+            storage=file,
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            allow_msg_schedules=True,
+            description="natsflow schedule triggers: the next due time of each, and its fires",
         ),
         api.StreamConfig(
             name=DLQ_STREAM,
@@ -237,6 +259,16 @@ async def _provision(
             max_waiting=512,
         ),
     )
+    await js.add_consumer(
+        SCHEDULES_STREAM,
+        api.ConsumerConfig(
+            durable_name=SCHEDULER_CONSUMER,
+            filter_subject="natsflow.fire.>",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=1000,
+        ),
+    )
     for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
         await ensure_bucket(js, bucket, replicas=replicas)
 
@@ -262,7 +294,11 @@ async def find_missing(
                 await js.stream_info(stream)
             except NotFoundError:
                 found.append(what)
-        consumers = [(INBOX_STREAM, ACTORS_CONSUMER)] if actors else []
+        consumers = (
+            [(INBOX_STREAM, ACTORS_CONSUMER), (SCHEDULES_STREAM, SCHEDULER_CONSUMER)]
+            if actors
+            else []
+        )
         consumers += [(TASKS_STREAM, WORKERS_CONSUMER)] if workers else []
         for stream, consumer in consumers:
             if f"stream {stream}" in found:
