@@ -14,6 +14,7 @@ from natsflow.actors.jetstream.topology import inbox_subject
 from natsflow.events.errors import InputError, InvalidInput
 from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
 from natsflow.events.messages import Start, json_encoder
+from natsflow.events.model import TriggerInfo
 from natsflow.events.views import ExecutionSummary, Started
 from natsflow.manifests.inputs import InputSchema
 from natsflow.manifests.schema import Workflow
@@ -95,7 +96,13 @@ class Starter:
         # A key claimed before whose execution has not started: that start may have been
         # claimed but never published (NATS went away in between), so this one publishes
         # it; the server drops a copy of one that was (Nats-Msg-Id).
-        start = Start(workflow=workflow, version=version, input=input, idempotency_key=key)
+        start = Start(
+            workflow=workflow,
+            version=version,
+            input=input,
+            idempotency_key=key,
+            trigger=TriggerInfo(**trigger) if trigger is not None else None,
+        )
         await self._publisher.publish(
             inbox_subject(execution),
             json_encoder.encode(start),

@@ -95,6 +95,7 @@ def _on_execution_started(state: ExecutionState, event: ExecutionStarted) -> Exe
         version=event.version,
         input=event.input,
         idempotency_key=event.idempotency_key,
+        trigger=event.trigger,
         status="running",
         started_at=event.at,
     )

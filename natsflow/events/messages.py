@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from natsflow.events.model import Attempt, Count, ExecutionState
+from natsflow.events.model import Attempt, Count, ExecutionState, TriggerInfo
 
 
 class Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
@@ -25,6 +25,7 @@ class Start(Inbox, frozen=True, tag="start"):
     version: str
     input: Any = None
     idempotency_key: str | None = None
+    trigger: TriggerInfo | None = None
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,12 +26,20 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: float
 
 
+class TriggerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The message that started an execution through a trigger subject."""
+
+    subject: str
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class ExecutionStarted(Event, frozen=True, tag="execution_started"):
     execution_id: str
     workflow: str
     version: str
     input: Any = None
     idempotency_key: str | None = None
+    trigger: TriggerInfo | None = None
 
 
 class StepScheduled(Event, frozen=True, tag="step_scheduled"):
@@ -195,6 +203,7 @@ class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
     status: ExecutionStatus = "pending"
     input: Any = None
     idempotency_key: str | None = None
+    trigger: TriggerInfo | None = None  # the trigger message's subject and headers, if any
     steps: dict[str, StepState] = msgspec.field(default_factory=dict)
     output: Any = None
     error: str | None = None

@@ -27,7 +27,7 @@ __all__ = ["check_semantics"]
 
 _DEFAULT_RETRY = RetryPolicy()
 _STEP_NAME = re.compile(get_args(StepName)[1].pattern)
-_SCOPE_ROOTS = ("input", "steps", "item", "loop", "output", "execution")
+_SCOPE_ROOTS = ("input", "steps", "item", "loop", "output", "execution", "trigger")
 _SUBJECT_TOKEN = re.compile(r"[^\s.*>]+|\*|>")
 _UNAVAILABLE = {
     "item": "item is bound in a for_each step's with, key and needs",
@@ -69,13 +69,13 @@ def check_semantics(doc: dict[str, Any], problems: Problems) -> None:
     for name, step in steps.items():
         if isinstance(step, dict):
             _check_step(name, step, set(steps), _upstream(name, deps), problems)
-    workflow_roots = {"input", "steps", "execution"}
+    workflow_roots = {"input", "steps", "execution", "trigger"}
     _check_templates(doc.get("output"), "output", workflow_roots, set(steps), None, problems)
-    # Rendered before the execution exists: the input (and a trigger's subject, headers).
+    # Rendered before the execution exists: the input (and a trigger message's subject, headers).
     _check_templates(
         doc.get("idempotency_key"),
         "idempotency_key",
-        {"input", "subject", "headers"},
+        {"input", "trigger"},
         set(),
         None,
         problems,
@@ -222,7 +222,7 @@ def _check_step(
     if isinstance(delay, float) and isinstance(max_delay, float) and max_delay < delay:
         problems.append(f"{path}.retry.max_delay: must be >= delay ({max_delay} < {delay})")
 
-    roots = {"input", "steps", "execution"} | ({"loop"} if repeat is not None else set())
+    roots = {"input", "steps", "execution", "trigger"} | ({"loop"} if repeat is not None else set())
     with_item = roots | ({"item"} if for_each is not None else set())
     owner = (name, upstream)
     _check_templates(step.get("with"), join(path, "with"), with_item, known, owner, problems)

@@ -44,6 +44,7 @@ def facts(
                     version=message.version,
                     input=message.input,
                     idempotency_key=message.idempotency_key,
+                    trigger=message.trigger,
                 ),
             )
         case Cancel():

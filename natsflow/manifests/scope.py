@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from natsflow.events.model import ExecutionState, StepAttemptFailed, StepState
 from natsflow.manifests.schema import RetryPolicy
 
@@ -49,6 +51,8 @@ class Scope:
             self._base = {
                 "input": s.input,
                 "execution": {"id": s.execution_id, "workflow": s.workflow},
+                # the trigger message's subject and headers; null for other starts
+                "trigger": msgspec.to_builtins(s.trigger) if s.trigger is not None else None,
                 "steps": {
                     k: {"output": v.output, "status": v.status, "error": v.error}
                     for k, v in s.steps.items()

@@ -25,14 +25,13 @@ def start_key(
     The manifest's ``idempotency_key`` template wins over a trigger's own key (its
     ``Nats-Msg-Id`` or stream sequence, passed as ``given``), since it names what
     makes two messages the same; a caller's explicit key wins otherwise. The
-    template is rendered over ``{"input": input, "subject": ..., "headers": ...}``
-    (``trigger``: the message's subject and headers; null and empty for other
-    starts). One that cannot be rendered, or renders to null, is the caller's
+    template is rendered over ``{"input": input, "trigger": {"subject", "headers"}}``
+    (``trigger``: the message's subject and headers; null for other starts). One that cannot be rendered, or renders to null, is the caller's
     error (``InputError``).
     """
     if workflow.idempotency_key is None or (given is not None and trigger is None):
         return given
-    scope = {"input": input, "subject": None, "headers": {}, **(trigger or {})}
+    scope = {"input": input, "trigger": dict(trigger) if trigger is not None else None}
     try:
         rendered = render(workflow.idempotency_key, scope)
     except NatsflowError as exc:

@@ -179,3 +179,26 @@ async def test_a_payload_that_breaks_the_input_schema_is_dead_lettered_naming_th
             assert "input.order: 'seven' is not of type 'integer'" in msg.headers["Natsflow-Error"]
 
         await eventually(dead_lettered, within=10, ignoring=(Exception,))
+
+
+async def test_steps_see_the_trigger_subject_and_headers(nats_server: EmbeddedServer) -> None:
+    seen = (
+        ORDERS.replace(
+            "      value: ${{ input.order }}\n",
+            "      value: ${{ input.order }}\n"
+            "      subject: ${{ trigger.subject }}\n"
+            "      tenant: ${{ trigger.headers['X-Tenant'] }}\n",
+        )
+        + "output: ${{ steps.echo.output }}\n"
+    )
+    async with running(nats_server) as engine:
+        await engine.deploy(seen)
+        await publish(engine, "orders.eu.created", {"order": 5}, **{"X-Tenant": "acme"})
+        await completed(engine, "orders", 1)
+        [row] = await engine.ls(workflow="orders")
+        shown = await engine.show(row["execution_id"])
+    assert shown["output"] == {
+        "value": 5,
+        "subject": "orders.eu.created",
+        "tenant": "acme",
+    }

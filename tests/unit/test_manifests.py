@@ -232,7 +232,7 @@ def test_template_syntax_and_scope_names() -> None:
         'steps.only.with.b: "item" is not available here '
         "(item is bound in a for_each step's with, key and needs)",
         'steps.only.with.c: "loop" is not available here (loop is bound in a step with repeat)',
-        'steps.only.with.d: unknown name "inputs" (expected one of: input, steps, execution)',
+        'steps.only.with.d: unknown name "inputs" (expected one of: input, steps, execution, trigger)',
         "steps.only.with.e: expression '${{ steps.only.output': unterminated template: "
         "'${{' without a closing '}}'",
         'steps.only.when: expected a template like "${{ ... }}", got "input.ok"',
