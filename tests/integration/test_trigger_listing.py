@@ -4,12 +4,24 @@ and last fire, over the Client, the CLI and HTTP."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import aiohttp
 import msgspec
 import orjson
+from nats.aio.client import Client as Nats
 
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.idempotency import IdempotencyKeys
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.reads import read_summary
+from natsflow.actors.jetstream.schedules import Fire, current_fire
+from natsflow.actors.jetstream.topology import provision
+from natsflow.actors.metrics import Metrics
+from natsflow.actors.scheduler import Scheduler
+from natsflow.actors.starter import Starter
+from natsflow.manifests.loader import parse_manifest
 from natsflow.service.embedded import EmbeddedServer, free_port
 from tests.eventually import eventually
 from tests.integration.harness import Engine, running
@@ -151,3 +163,48 @@ async def test_enabling_a_workflow_takes_its_waiting_messages_and_the_listing_fo
         assert row.get("note") is None, row
         assert row["last_fired_at"] is not None, row
         assert len(await engine.ls(workflow="paused")) == 4
+
+
+async def test_schedule_fires_are_counted_by_outcome(nats_server: EmbeddedServer, nc: Nats) -> None:
+    """A scheduler taking fires itself (no service running): on time, again, late, stale."""
+    js = nc.jetstream()
+    await provision(js, ack_wait=5)
+    definitions = Definitions(js)
+    version, _ = await definitions.deploy(parse_manifest(TICK, "yaml"))
+    starter = Starter(definitions, Publisher(nc), IdempotencyKeys(js), partial(read_summary, js))
+    now = [1_000_000.0]
+    metrics = Metrics()
+    scheduler = Scheduler(
+        nc,
+        js,
+        definitions,
+        starter,
+        partial(read_summary, js),
+        metrics=metrics,
+        clock=lambda: now[0],
+    )
+    on_time = Fire(workflow="tick", version=version, trigger=0, due=now[0])
+    await scheduler.fired(on_time)
+    await scheduler.fired(on_time)  # taken again (a redelivery): the same execution
+    now[0] += 3600  # a due time taken an hour late: catchup: skip
+    await scheduler.fired(msgspec.structs.replace(on_time, due=now[0] - 3600))
+    await scheduler.fired(msgspec.structs.replace(on_time, version="replaced"))
+    counted = {
+        outcome: metrics.registry.get_sample_value(
+            "natsflow_schedule_fires_total", {"outcome": outcome}
+        )
+        for outcome in ("started", "deduplicated", "missed", "dropped", "overlap", "refused")
+    }
+    assert counted == {
+        "started": 1,
+        "deduplicated": 1,
+        "missed": 1,
+        "dropped": 1,
+        "overlap": None,  # never counted: no sample
+        "refused": None,
+    }
+    # The schedule message now carries the last start, as `triggers` shows it.
+    _, fire = await current_fire(js, "tick", 0)
+    assert fire is not None
+    assert fire.started_at == 1_000_000.0
+    assert fire.previous is not None
