@@ -137,11 +137,20 @@ class Metrics:
             registry=r,
         )
 
-        # Dead letters and workers.
+        # Triggers, schedules, dead letters and workers.
         self.trigger_messages = Counter(
             "natsflow_trigger_messages_total",
             "Trigger messages, by outcome: accepted (started an execution), deduplicated "
             "(found the one it started before), rejected (dead-lettered).",
+            ["outcome"],
+            registry=r,
+        )
+        self.schedule_fires = Counter(
+            "natsflow_schedule_fires_total",
+            "Schedule due times taken, by outcome: started (an execution), deduplicated "
+            "(found the one started before), missed (catchup: skip), overlap (the previous "
+            "execution still runs: overlap: skip), refused (the start was refused), dropped "
+            "(a fire of a replaced version).",
             ["outcome"],
             registry=r,
         )

@@ -44,6 +44,7 @@ from natsflow.actors.jetstream.schedules import (
     set_schedule,
 )
 from natsflow.actors.jetstream.topology import SCHEDULER_CONSUMER, SCHEDULES_STREAM
+from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.events.errors import InputError, NotFound, Unavailable
 from natsflow.events.model import TERMINAL_EXECUTION
@@ -68,7 +69,8 @@ class Scheduler:
     execution for each due time that fires (see the module docstring).
 
     ``clock`` gives the time (``time.time`` unless a test passes another);
-    ``summaries(execution)`` reads an execution's summary (``overlap: skip``).
+    ``summaries(execution)`` reads an execution's summary (``overlap: skip``);
+    ``metrics.schedule_fires`` counts each due time taken by its outcome.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Scheduler:
         starter: Starter,
         summaries: Callable[[str], Awaitable[ExecutionSummary | None]],
         *,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._nc = nc
@@ -87,6 +90,7 @@ class Scheduler:
         self._starter = starter
         self._summaries = summaries
         self._clock = clock
+        self._metrics = metrics or Metrics()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -118,8 +122,14 @@ class Scheduler:
                 continue  # set by this version already: a restart or a redeploy keeps it
             due = next_due(trigger, self._clock())
             previous = fire.previous if fire is not None else None
+            started_at = fire.started_at if fire is not None else None
             new = Fire(
-                workflow=workflow, version=str(version), trigger=index, due=due, previous=previous
+                workflow=workflow,
+                version=str(version),
+                trigger=index,
+                due=due,
+                previous=previous,
+                started_at=started_at,
             )
             if await set_schedule(self._js, new, after_seq=seq):
                 log.info(
@@ -164,37 +174,53 @@ class Scheduler:
             )
             # If the chain of the latest version broke meanwhile, it starts again.
             await self.reconcile(fire.workflow, version)
+            self._count("dropped")
             return
         now = self._clock()
-        previous = fire.previous
-        if await self._should_start(fire, trigger, now):
+        previous, started_at = fire.previous, fire.started_at
+        outcome = await self._skip_reason(fire, trigger, now)
+        if outcome is None:
             try:
                 started = await self._starter.start(
                     fire.workflow,
                     schedule_input(trigger, fire.due),
                     schedule_key(fire.workflow, fire.trigger, fire.due),
                 )
-                previous = started.execution_id
+                outcome = "started" if started.created else "deduplicated"
+                # A deduplicated start is this due time's execution, started by an attempt
+                # moments ago (whose next due time was not set): now is close enough.
+                previous, started_at = started.execution_id, now
             except (InputError, NotFound) as exc:  # disabled or deleted meanwhile
                 log.warning("schedule %s[%d] started nothing: %s", fire.workflow, fire.trigger, exc)
+                outcome = "refused"
         # Due times missed while the chain waited (no instance ran) are not replayed one by
         # one: the next is the first one still to come.
         following = msgspec.structs.replace(
-            fire, due=next_due(trigger, max(now, fire.due)), previous=previous
+            fire,
+            due=next_due(trigger, max(now, fire.due)),
+            previous=previous,
+            started_at=started_at,
         )
         await set_schedule(self._js, following, after_seq=0)
+        # Counted once the next due time is set: a fire taken again after an outage
+        # (Unavailable above) is counted by the attempt that got through.
+        self._count(outcome)
 
-    async def _should_start(self, fire: Fire, trigger: Trigger, now: float) -> bool:
+    def _count(self, outcome: str) -> None:
+        self._metrics.child(self._metrics.schedule_fires, outcome).inc()
+
+    async def _skip_reason(self, fire: Fire, trigger: Trigger, now: float) -> str | None:
+        """Why ``fire`` starts nothing (``missed``, ``overlap``), or None: it starts one."""
         where = f"schedule {fire.workflow}[{fire.trigger}] at {rfc3339(fire.due)}"
         if trigger.catchup == "skip" and is_late(trigger, fire.due, now):
             log.info("%s skipped: missed (catchup: skip), taken at %s", where, rfc3339(now))
-            return False
+            return "missed"
         if trigger.overlap == "skip" and fire.previous is not None:
             summary = await self._summaries(fire.previous)
             if summary is None or summary.status not in TERMINAL_EXECUTION:
                 log.info("%s skipped: %s still runs (overlap: skip)", where, fire.previous)
-                return False
-        return True
+                return "overlap"
+        return None
 
 
 def _schedules(definition: Workflow | None) -> dict[int, Trigger]:

@@ -256,7 +256,9 @@ async def serve(
                     nc, js, definitions, starter, publisher, metrics, ack_wait=config.takeover_after
                 )
                 await tg.start(triggers.run)
-                scheduler = Scheduler(nc, js, definitions, starter, partial(read_summary, js))
+                scheduler = Scheduler(
+                    nc, js, definitions, starter, partial(read_summary, js), metrics=metrics
+                )
                 await tg.start(scheduler.run)
                 service = await start_admin_service(nc, operations.handle, tg)
             if config.workers:

@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
     wf = sub.add_parser("workflows", help="list deployed workflows")
     wf.add_argument("--json", action="store_true")
+    tr = sub.add_parser("triggers", help="list triggers: pending messages, next due, last fire")
+    tr.add_argument("--json", action="store_true")
     _dlq_parser(sub)
     return p
 
@@ -290,6 +292,7 @@ async def _run_verb(client: Client, args: argparse.Namespace, request: AdminRequ
         "dlq.ls": _render_dlq_ls,
         "dlq.show": _render_dlq_show,
         "dlq.redrive": _render_redriven,
+        "triggers": _render_triggers,
     }
     verb = f"dlq.{args.dlq_command}" if args.command == "dlq" else args.command
     _print(args, result, renderers.get(verb, _render_plain))
@@ -372,6 +375,26 @@ def _render_history(h: dict[str, Any]) -> str:
         fields = {k: v for k, v in e.items() if k not in ("seq", "type", "at")}
         lines.append(f"{e['seq']:>8} {_ts(e['at'])} {e['type']:20} {orjson.dumps(fields).decode()}")
     return "\n".join(lines)
+
+
+def _render_triggers(page: dict[str, Any]) -> str:
+    lines = [f"{'WORKFLOW':20} {'#':>2} {'KIND':7} {'ON':32} {'PENDING':>7} {'LAST FIRE':23} NEXT"]
+    for r in page["triggers"]:
+        on = r.get("subject") or r.get("schedule") or "-"
+        if r.get("timezone"):
+            on += f" ({r['timezone']})"
+        pending = r.get("pending")
+        counted = "-" if r["kind"] != "subject" else ("?" if pending is None else str(pending))
+        line = (
+            f"{r['workflow']:20} {r['index']:>2} {r['kind']:7} {on:32} {counted:>7}"
+            f" {_ts(r.get('last_fired_at')):23} {_ts(r.get('next_due'))}"
+        )
+        if not r["enabled"]:
+            line += "  (disabled)"
+        if r.get("note"):
+            line += f"  # {r['note']}"
+        lines.append(line)
+    return "\n".join(lines) if page["triggers"] else "(no triggers deployed)"
 
 
 def _render_dlq_ls(page: dict[str, Any]) -> str:

@@ -55,6 +55,8 @@ from natsflow.service.protocol import (
     Signalled,
     SignalRequest,
     StartRequest,
+    TriggerList,
+    TriggersRequest,
     WorkflowsRequest,
     WorkflowVersion,
     request_from,
@@ -188,6 +190,10 @@ class Client:
     async def workflows(self) -> list[WorkflowVersion]:
         """Deployed workflows and the version new executions of each pin."""
         return await self.request(WorkflowsRequest(), list[WorkflowVersion])
+
+    async def triggers(self) -> TriggerList:
+        """Every deployed workflow's triggers: messages pending, next due time, last fire."""
+        return await self.request(TriggersRequest(), TriggerList)
 
     async def dlq_ls(
         self, *, reason: str | None = None, after: int = 0, limit: int = DEFAULT_LIST_LIMIT

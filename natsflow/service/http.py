@@ -13,6 +13,7 @@ Routes (JSON bodies and answers; errors are ``{"error": message}``, plus
     GET  /v1/executions/{id}
     POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON)
     POST /v1/executions/{id}/cancel            {"reason": ...}
+    GET  /v1/triggers                          -> {"triggers": [...]}
     GET  /v1/dlq?reason=&after=&limit=         -> {"total": n, "dead_letters": [...]}
     GET  /v1/dlq/{id}                          one dead letter: headers, payload
     POST /v1/dlq/{id}/redrive                  {"input": ...} (optional: replaces the payload)
@@ -55,6 +56,7 @@ from natsflow.service.protocol import (
     ShowRequest,
     SignalRequest,
     StartRequest,
+    TriggersRequest,
     request_from,
 )
 
@@ -196,6 +198,9 @@ class _Routes:
         cancel = await _request(request, CancelRequest, defaults, execution_id=execution_id)
         return _json(await self._call(cancel))
 
+    async def triggers(self, request: web.Request) -> web.Response:
+        return _json(await self._call(TriggersRequest()))
+
     async def dlq_list(self, request: web.Request) -> web.Response:
         fields = {
             "reason": request.query.get("reason") or None,
@@ -258,6 +263,7 @@ def make_app(
     app.router.add_get("/v1/executions/{id}", routes.show)
     app.router.add_post("/v1/executions/{id}/signals/{name}", routes.signal)
     app.router.add_post("/v1/executions/{id}/cancel", routes.cancel)
+    app.router.add_get("/v1/triggers", routes.triggers)
     app.router.add_get("/v1/dlq", routes.dlq_list)
     app.router.add_post("/v1/dlq/redrive", routes.dlq_redrive_all)
     app.router.add_post("/v1/dlq/purge", routes.dlq_purge)

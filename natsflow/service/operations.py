@@ -63,13 +63,16 @@ from natsflow.service.protocol import (
     SignalRequest,
     SnapshotInfo,
     StartRequest,
+    TriggersRequest,
     WorkflowsRequest,
     WorkflowVersion,
 )
+from natsflow.service.triggers import TriggerOperations
 
 
 class Operations:
-    """Deploy workflows; start, read and steer executions; read and act on dead letters."""
+    """Deploy workflows; start, read and steer executions; list triggers; read and act on
+    dead letters."""
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class Operations:
         self._starter = starter
         self._store = EventStore(nc, js, publisher)
         self._dlq = DeadLetterOperations(DeadLetterStore(nc, js, publisher))
+        self._triggers = TriggerOperations(nc, js, definitions)
 
     async def handle(self, request: AdminRequest) -> Reply:
         """Carry out ``request``; raises what ``service.outcomes`` maps to a status code."""
@@ -108,6 +112,8 @@ class Operations:
                 return await self.signal(request)
             case WorkflowsRequest():
                 return await self.workflows()
+            case TriggersRequest():
+                return await self._triggers.ls()
             case DlqListRequest():
                 return await self._dlq.ls(request)
             case DlqShowRequest(id=letter_id):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta
@@ -109,6 +109,10 @@ class WorkflowsRequest(_Request, frozen=True, tag="workflows"):
     """Deployed workflows and their latest versions."""
 
 
+class TriggersRequest(_Request, frozen=True, tag="triggers"):
+    """Every deployed workflow's triggers: backlog, next due time, last fire."""
+
+
 DlqReason = Annotated[str, Meta(min_length=1, max_length=64, pattern=REASON_PATTERN)]
 """A dead letter's reason: the last token of ``natsflow.dlq.<reason>``."""
 LetterId = Annotated[int, Meta(ge=1)]
@@ -168,6 +172,7 @@ AdminRequest = (
     | CancelRequest
     | SignalRequest
     | WorkflowsRequest
+    | TriggersRequest
     | DlqListRequest
     | DlqShowRequest
     | DlqRedriveRequest
@@ -180,6 +185,41 @@ class WorkflowVersion(msgspec.Struct, frozen=True, kw_only=True):
 
     workflow: str
     version: str
+
+
+class TriggerRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One trigger of a workflow's latest version (``index``: its place in ``triggers``).
+
+    ``kind`` is ``subject`` (``subject`` names it), ``cron`` (``schedule`` is the
+    expression, in ``timezone``) or ``every`` (``schedule`` is the interval, e.g. ``30s``).
+    ``pending``: a subject trigger's messages waiting in NATSFLOW_TRIGGERS or in flight;
+    None: not counted (``note`` says why). ``last_fired_at``: when natsflow last took a
+    message of the workflow's subject triggers (its consumer's last delivery; unknown
+    while disabled), or when a schedule last started an execution (``last_execution``,
+    the id). ``next_due``: a
+    schedule's next due time; None while it has none (disabled, or not set yet).
+    Times are Unix seconds.
+    """
+
+    workflow: str
+    version: str
+    enabled: bool
+    index: int
+    kind: Literal["subject", "cron", "every"]
+    subject: str | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+    pending: int | None = None
+    next_due: float | None = None
+    last_fired_at: float | None = None
+    last_execution: str | None = None
+    note: str | None = None
+
+
+class TriggerList(msgspec.Struct, frozen=True, kw_only=True):
+    """``triggers``: one row per trigger, by workflow then index."""
+
+    triggers: tuple[TriggerRow, ...]
 
 
 class Deployed(msgspec.Struct, frozen=True, kw_only=True):
@@ -234,6 +274,7 @@ Reply = (
     | CancelRequested
     | Signalled
     | list[WorkflowVersion]
+    | TriggerList
     | DeadLetters
     | DeadLetterView
     | Redriven

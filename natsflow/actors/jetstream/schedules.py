@@ -42,7 +42,8 @@ class Fire(msgspec.Struct, frozen=True, kw_only=True):
     """What a schedule publishes when due (decoded leniently: it is persisted).
 
     ``previous`` is the execution the trigger started last (for ``overlap:
-    skip``), carried from one due time to the next.
+    skip``) and ``started_at`` when (Unix seconds; ``natsflow triggers`` shows
+    it), carried from one due time to the next.
     """
 
     workflow: str
@@ -50,6 +51,7 @@ class Fire(msgspec.Struct, frozen=True, kw_only=True):
     trigger: int
     due: float
     previous: str | None = None
+    started_at: float | None = None
 
 
 _decoder = msgspec.json.Decoder(Fire)
