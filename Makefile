@@ -28,11 +28,13 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
 
-# Benchmarks (minutes; not part of make test). compare.py runs the raw
-# reference from ../shared/bench beside natsflow in the same session.
+# Benchmarks (minutes; not part of make test). compare.py and triggers.py run the
+# raw reference from ../shared/bench beside natsflow in the same session.
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/compare.py --fsync
+	$(BIN)/python bench/triggers.py
+	$(BIN)/python bench/triggers.py --fsync
 	$(BIN)/python bench/crash.py --fsync
 	$(BIN)/python bench/nats_restart.py --fsync
 	$(BIN)/python bench/resume.py

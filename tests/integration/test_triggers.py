@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -13,6 +15,7 @@ from natsflow.events.errors import ManifestError
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
 from tests.integration.harness import Engine, running
+from tests.integration.test_cli import natsflow
 
 ORDERS = """\
 name: orders
@@ -202,3 +205,72 @@ async def test_steps_see_the_trigger_subject_and_headers(nats_server: EmbeddedSe
         "subject": "orders.eu.created",
         "tenant": "acme",
     }
+
+
+TYPED = (
+    ORDERS
+    + "input:\n  type: object\n  required: [order]\n  properties:\n    order: {type: integer}\n"
+)
+
+
+async def test_invalid_payloads_are_dead_lettered_naming_the_field_and_one_redriven_fixed(
+    nats_server: EmbeddedServer,
+) -> None:
+    """Wrong type, missing required field, random bytes, 900 KB of garbage on a trigger
+    subject: the service stays up, each is in ``dlq ls`` with a reason naming the field,
+    and one redriven with a fixed ``--input`` (the CLI) starts an execution that completes."""
+    noise = random.Random(8)
+    invalid = {
+        "orders.wrongtype.created": (
+            orjson.dumps({"order": "seven"}),
+            "input.order: 'seven' is not of type 'integer'",
+        ),
+        "orders.missing.created": (
+            orjson.dumps({"customer": "ada"}),
+            "input: 'order' is a required property",
+        ),
+        # A leading '}' is never JSON, whatever follows.
+        "orders.bytes.created": (b"}" + noise.randbytes(255), "the payload is not JSON"),
+        "orders.huge.created": (b"}" + noise.randbytes(900 * 1024), "the payload is not JSON"),
+    }
+    async with running(nats_server) as engine:
+        await engine.deploy(TYPED)
+        for subject, (payload, _) in invalid.items():
+            await engine.nc.publish(subject, payload)
+        await publish(engine, "orders.good.created", {"order": 1})
+        await completed(engine, "orders", 1)
+
+        async def all_dead_lettered() -> dict[str, dict[str, Any]]:
+            page = await engine.client.dlq_ls(reason="trigger")
+            rows = {row.subject: row for row in page.dead_letters}
+            assert sorted(rows) == sorted(invalid), rows
+            return {subject: msgspec.to_builtins(row) for subject, row in rows.items()}
+
+        rows = await eventually(all_dead_lettered, within=20)
+        for subject, (payload, reason) in invalid.items():
+            row = rows[subject]
+            assert reason in row["error"], (subject, row["error"])
+            assert subject in row["error"], row["error"]
+            assert row["size"] == len(payload)
+            assert row["redrivable"]
+        shown = msgspec.to_builtins(await engine.client.dlq_show(rows["orders.huge.created"]["id"]))
+        assert shown["payload_format"] == "binary"
+        assert shown["truncated"]
+
+        # The service is still up: it answers, and a good message still starts an execution.
+        await engine.nc.request("$SRV.PING.natsflow", b"", timeout=5)
+        await publish(engine, "orders.later.created", {"order": 2})
+        await completed(engine, "orders", 2)
+
+        # An operator fixes the wrong-typed one and redrives it with the CLI's --input.
+        letter = str(rows["orders.wrongtype.created"]["id"])
+        run = await natsflow(engine, "dlq", "redrive", letter, "--input", '{"order": 7}')
+        assert run.code == 0, run
+        await completed(engine, "orders", 3)
+        rows_now = await engine.ls(workflow="orders")
+        inputs = [(await engine.show(row["execution_id"]))["input"] for row in rows_now]
+        assert sorted(i["order"] for i in inputs) == [1, 2, 7], inputs
+        left = await engine.client.dlq_ls(reason="trigger")
+        assert sorted(row.subject for row in left.dead_letters) == sorted(
+            set(invalid) - {"orders.wrongtype.created"}
+        )
