@@ -40,6 +40,7 @@ from natsflow.actors.jetstream.triggers import (
     ensure_trigger_stream,
     trigger_consumer,
 )
+from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.events.errors import InputError, NatsflowError, NotFound
@@ -47,6 +48,7 @@ from natsflow.events.errors import InputError, NatsflowError, NotFound
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0
+STARTS_AT_ONCE = 32
 
 
 async def capture_triggers(
@@ -132,15 +134,27 @@ class Triggers:
             running[1].cancel()
 
     async def _pull(self, workflow: str, scope: anyio.CancelScope) -> None:
+        """Pull the workflow's trigger messages; STARTS_AT_ONCE of them start side by side
+        (each is acked after its own start), so one start's round trip does not bound
+        the rate."""
+        mailbox: Mailbox[Msg] = Mailbox(STARTS_AT_ONCE)
+
+        async def slot() -> None:
+            while True:
+                await self._start(workflow, await mailbox.receive())
+
         with scope:
-            puller = Puller(
-                self._nc,
-                TRIGGERS_STREAM,
-                trigger_consumer(workflow),
-                lambda msg: self._start(workflow, msg),
-                batch=64,
-            )
-            await puller.run()
+            async with anyio.create_task_group() as tg:
+                for index in range(STARTS_AT_ONCE):
+                    tg.start_soon(slot, name=f"trigger {workflow} slot {index}")
+                puller = Puller(
+                    self._nc,
+                    TRIGGERS_STREAM,
+                    trigger_consumer(workflow),
+                    mailbox.send,
+                    batch=2 * STARTS_AT_ONCE,
+                )
+                await puller.run()
 
     async def _start(self, workflow: str, msg: Msg) -> None:
         metrics = self._metrics
