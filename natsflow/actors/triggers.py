@@ -48,7 +48,7 @@ from natsflow.events.errors import InputError, NatsflowError, NotFound
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0
-STARTS_AT_ONCE = 32
+STARTS_AT_ONCE = 128
 
 
 async def capture_triggers(

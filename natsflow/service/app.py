@@ -229,7 +229,9 @@ async def serve(
         # under fsync); R3 batches go through raft, not measured yet.
         group_commit = config.durability == "fsync"
         publisher = Publisher(nc, group_commit=group_commit)
-        starter = Starter(definitions, publisher, IdempotencyKeys(js), partial(read_summary, js))
+        starter = Starter(
+            definitions, publisher, IdempotencyKeys(js, publisher), partial(read_summary, js)
+        )
         operations = Operations(nc, js, definitions, publisher, starter)
         service = None
         executor: Executor | None = None

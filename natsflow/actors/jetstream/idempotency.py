@@ -15,10 +15,12 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from natsflow.actors.jetstream.errors import unavailable_as
+from natsflow.actors.jetstream.publisher import Publisher, PublishError
 from natsflow.actors.jetstream.topology import IDEMPOTENCY_BUCKET, bind_bucket
 from natsflow.events.errors import Conflict
 
 CLAIM_ATTEMPTS = 3
+WRONG_LAST_SEQUENCE = 10071  # the key exists (or its deletion marker does)
 
 
 def key_digest(workflow: str, key: str) -> str:
@@ -29,9 +31,12 @@ def key_digest(workflow: str, key: str) -> str:
 class IdempotencyKeys:
     """Claims of idempotency keys: which execution owns each."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, publisher: Publisher | None = None) -> None:
         self._js = js
         self._kv: KeyValue | None = None
+        # claims as compare-and-set publishes through the publisher (group commit under
+        # fsync); without one, nats-py's KV create
+        self._publisher = publisher
 
     async def claim(self, workflow: str, key: str, execution: str) -> tuple[str, bool]:
         """The execution owning ``key`` of ``workflow``: ``(execution, True)`` if this call
@@ -43,6 +48,18 @@ class IdempotencyKeys:
             self._kv = await bind_bucket(self._js, IDEMPOTENCY_BUCKET)
         digest = key_digest(workflow, key)
         with unavailable_as(f"claim idempotency key {key!r} of workflow {workflow!r}"):
+            if self._publisher is not None:
+                try:
+                    await self._publisher.publish(
+                        f"$KV.{IDEMPOTENCY_BUCKET}.{digest}",
+                        execution.encode(),
+                        {"Nats-Expected-Last-Subject-Sequence": "0"},
+                    )
+                    return execution, True
+                except PublishError as exc:
+                    if exc.err_code != WRONG_LAST_SEQUENCE:
+                        raise
+                # claimed before (or a released claim's marker): read, or claim as below
             for _ in range(CLAIM_ATTEMPTS):
                 try:
                     await self._kv.create(digest, execution.encode())

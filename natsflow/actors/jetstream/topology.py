@@ -103,7 +103,8 @@ _ATOMIC_STREAMS = {
     "task": TASKS_STREAM,
 }
 _SUMMARY_PREFIX = f"$KV.{EXECUTIONS_BUCKET}."
-ATOMIC_BUCKETS = (EXECUTIONS_BUCKET,)
+_CLAIM_PREFIX = f"$KV.{IDEMPOTENCY_BUCKET}."
+ATOMIC_BUCKETS = (EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET)
 
 
 def atomic_stream(subject: str) -> str | None:
@@ -114,6 +115,8 @@ def atomic_stream(subject: str) -> str | None:
         return _ATOMIC_STREAMS.get(subject[9:end]) if end > 0 else None
     if subject.startswith(_SUMMARY_PREFIX):
         return f"KV_{EXECUTIONS_BUCKET}"
+    if subject.startswith(_CLAIM_PREFIX):
+        return f"KV_{IDEMPOTENCY_BUCKET}"
     return None
 
 
