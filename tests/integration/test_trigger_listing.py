@@ -117,9 +117,10 @@ async def test_triggers_lists_pending_messages_and_fires_over_client_cli_and_htt
 
         await eventually(listed, within=20, interval=0.2)
         # The same over the CLI (plain and --json) and HTTP.
-        ids = {"tick": {r["execution_id"] for r in await engine.ls(workflow="tick")}}
+        # (ids read after each listing: the 1 s schedule may fire while the CLI starts)
         run = await natsflow(engine, "triggers", "--json")
         assert run.code == 0, run
+        ids = {"tick": {r["execution_id"] for r in await engine.ls(workflow="tick")}}
         _check(orjson.loads(run.out)["triggers"], ids)
         plain = await natsflow(engine, "triggers")
         assert plain.code == 0, plain

@@ -39,7 +39,14 @@ async def ensure_trigger_stream(js: JetStreamContext, subjects: list[str]) -> No
         description="natsflow trigger messages, until they start their executions",
     )
     with unavailable_as(f"provision stream {TRIGGERS_STREAM}"):
-        await ensure_stream(js, config, keep_replicas=True)
+        try:
+            info = await js.stream_info(TRIGGERS_STREAM)
+        except NotFoundError:
+            info = None
+        # Updated only when the subjects differ: concurrent updates of a stream's subjects
+        # (a deploy and the instances following it) were seen to store a message twice.
+        if info is None or sorted(info.config.subjects or []) != sorted(config.subjects or []):
+            await ensure_stream(js, config, keep_replicas=True)
 
 
 async def ensure_trigger_consumer(
