@@ -52,7 +52,7 @@ STARTS_AT_ONCE = 128
 
 
 async def capture_triggers(
-    js: JetStreamContext, definitions: Definitions
+    js: JetStreamContext, definitions: Definitions, *, exact: bool = True
 ) -> dict[str, tuple[tuple[str, ...], bool]]:
     """Make the trigger stream capture every deployed workflow's trigger subjects (a
     deploy calls it before it answers, so a message published right after is kept);
@@ -64,7 +64,7 @@ async def capture_triggers(
         if subjects:
             wanted[workflow.name] = (subjects, workflow.enabled)
     every = [subject for subjects, _ in wanted.values() for subject in subjects]
-    await ensure_trigger_stream(js, every)
+    await ensure_trigger_stream(js, every, exact=exact)
     return wanted
 
 
@@ -110,7 +110,8 @@ class Triggers:
             log.warning("triggers not brought up to date: %s (again at the next deploy)", exc)
 
     async def _reconcile(self, tg: TaskGroup) -> None:
-        wanted = await capture_triggers(self._js, self._definitions)
+        # Only adds subjects: the deploy that changes them sets them exactly.
+        wanted = await capture_triggers(self._js, self._definitions, exact=False)
         for name, (subjects, enabled) in wanted.items():
             running = self._running.get(name)
             if enabled and (running is None or running[0] != subjects):

@@ -28,8 +28,11 @@ def trigger_consumer(workflow: str) -> str:
     return f"natsflow-trigger-{workflow}"
 
 
-async def ensure_trigger_stream(js: JetStreamContext, subjects: list[str]) -> None:
-    """The trigger stream, capturing exactly ``subjects`` (plus the idle subject)."""
+async def ensure_trigger_stream(
+    js: JetStreamContext, subjects: list[str], *, exact: bool = True
+) -> None:
+    """The trigger stream, capturing exactly ``subjects`` (plus the idle subject); with
+    ``exact`` False it only adds them to what it captures already."""
     config = api.StreamConfig(
         name=TRIGGERS_STREAM,
         subjects=[IDLE_SUBJECT, *sorted(set(subjects))],
@@ -43,9 +46,13 @@ async def ensure_trigger_stream(js: JetStreamContext, subjects: list[str]) -> No
             info = await js.stream_info(TRIGGERS_STREAM)
         except NotFoundError:
             info = None
-        # Updated only when the subjects differ: concurrent updates of a stream's subjects
-        # (a deploy and the instances following it) were seen to store a message twice.
-        if info is None or sorted(info.config.subjects or []) != sorted(config.subjects or []):
+        # Updated only when the subjects differ. Instances following deploys only add
+        # subjects: one that read the deployed workflows just before a deploy must not
+        # take away the subjects that deploy has just added (its messages would be lost).
+        current = sorted(info.config.subjects or []) if info is not None else []
+        if not exact:
+            config.subjects = sorted({*current, *(config.subjects or [])})
+        if info is None or current != sorted(config.subjects or []):
             await ensure_stream(js, config, keep_replicas=True)
 
 
