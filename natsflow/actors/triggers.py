@@ -44,6 +44,8 @@ from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.events.errors import InputError, NatsflowError, NotFound
+from natsflow.manifests.schema import Workflow
+from natsflow.manifests.subjects import overlaps
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +53,46 @@ RETRY_DELAY = 1.0
 STARTS_AT_ONCE = 128
 
 
-async def capture_triggers(
-    js: JetStreamContext, definitions: Definitions, *, exact: bool = True
-) -> dict[str, tuple[tuple[str, ...], bool]]:
-    """Make the trigger stream capture every deployed workflow's trigger subjects (a
-    deploy calls it before it answers, so a message published right after is kept);
-    returns workflow -> (its subjects, enabled)."""
-    wanted: dict[str, tuple[tuple[str, ...], bool]] = {}
+# workflow -> (its trigger subjects, enabled), for the deployed workflows that have some
+DeployedTriggers = dict[str, tuple[tuple[str, ...], bool]]
+
+
+def trigger_subjects(workflow: Workflow) -> tuple[str, ...]:
+    return tuple(sorted({t.subject for t in workflow.triggers if t.subject}))
+
+
+async def deployed_triggers(definitions: Definitions) -> DeployedTriggers:
+    """The trigger subjects of every deployed workflow's latest version."""
+    deployed: DeployedTriggers = {}
     for row in await definitions.list():
         workflow = await definitions.get(row["workflow"], row["version"])
-        subjects = tuple(sorted({t.subject for t in workflow.triggers if t.subject}))
-        if subjects:
-            wanted[workflow.name] = (subjects, workflow.enabled)
-    every = [subject for subjects, _ in wanted.values() for subject in subjects]
+        if subjects := trigger_subjects(workflow):
+            deployed[workflow.name] = (subjects, workflow.enabled)
+    return deployed
+
+
+def overlapping_triggers(workflow: Workflow, deployed: DeployedTriggers) -> list[str]:
+    """Every trigger subject of ``workflow`` that another deployed workflow's overlaps
+    (one message would start two workflows' executions, or one at random)."""
+    return [
+        f"triggers[{index}].subject: {trigger.subject!r} overlaps {theirs!r},"
+        f" a trigger of workflow {other!r}"
+        for index, trigger in enumerate(workflow.triggers)
+        if trigger.subject
+        for other, (subjects, _) in deployed.items()
+        if other != workflow.name
+        for theirs in subjects
+        if overlaps(trigger.subject, theirs)
+    ]
+
+
+async def capture_triggers(
+    js: JetStreamContext, deployed: DeployedTriggers, *, exact: bool = True
+) -> None:
+    """Make the trigger stream capture the ``deployed`` trigger subjects (a deploy calls
+    it before it answers, so a message published right after is kept)."""
+    every = [subject for subjects, _ in deployed.values() for subject in subjects]
     await ensure_trigger_stream(js, every, exact=exact)
-    return wanted
 
 
 class Triggers:
@@ -110,8 +137,9 @@ class Triggers:
             log.warning("triggers not brought up to date: %s (again at the next deploy)", exc)
 
     async def _reconcile(self, tg: TaskGroup) -> None:
+        wanted = await deployed_triggers(self._definitions)
         # Only adds subjects: the deploy that changes them sets them exactly.
-        wanted = await capture_triggers(self._js, self._definitions, exact=False)
+        await capture_triggers(self._js, wanted, exact=False)
         for name, (subjects, enabled) in wanted.items():
             running = self._running.get(name)
             if enabled and (running is None or running[0] != subjects):

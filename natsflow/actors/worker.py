@@ -77,7 +77,6 @@ class WorkerPool:
         self._puller: Puller | None = None
         self._slots: anyio.CancelScope | None = None
         self._handed_back = anyio.Event()
-        self._running = 0
         self._draining = False
 
     async def run(
@@ -126,8 +125,10 @@ class WorkerPool:
         await self._hand_back_waiting()
         with anyio.move_on_after(grace):
             await self._held.wait_empty()  # only the running attempts are held now
-        if self._running:
-            log.warning("drain: stopping %d step(s) still running after %ss", self._running, grace)
+        if len(self._held):  # only running attempts are held by now
+            log.warning(
+                "drain: stopping %d step(s) still running after %ss", len(self._held), grace
+            )
         if self._slots is not None:
             self._slots.cancel()
             with anyio.move_on_after(10):  # stopped steps are reaped, then handed back
@@ -155,7 +156,6 @@ class WorkerPool:
                 await self._held.hand_back(msg)
                 continue
             self._metrics.worker_tasks_in_flight.inc()
-            self._running += 1
             try:
                 await self._run_task(msg)
             except Exception:
@@ -166,7 +166,6 @@ class WorkerPool:
             else:
                 self._held.settle(msg)
             finally:
-                self._running -= 1
                 self._metrics.worker_tasks_in_flight.dec()
             if self._puller is not None:
                 await self._puller.refill()

@@ -20,8 +20,3 @@ def _overlap(a: list[str], b: list[str]) -> bool:
     if a[0] == "*" or b[0] == "*" or a[0] == b[0]:
         return _overlap(a[1:], b[1:])
     return False
-
-
-def matches(pattern: str, subject: str) -> bool:
-    """Whether the concrete ``subject`` matches ``pattern``."""
-    return overlaps(pattern, subject)

@@ -108,8 +108,3 @@ def log_external(durability: str, replicas: int, url: str) -> None:
             url,
             replicas,
         )
-
-
-def replicas_for(durability: str) -> int:
-    """Replicas of natsflow's streams and buckets under ``durability``."""
-    return 3 if durability == "replicated" else 1

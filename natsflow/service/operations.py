@@ -22,7 +22,12 @@ from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
 from natsflow.actors.starter import Starter
-from natsflow.actors.triggers import capture_triggers
+from natsflow.actors.triggers import (
+    capture_triggers,
+    deployed_triggers,
+    overlapping_triggers,
+    trigger_subjects,
+)
 from natsflow.events.errors import (
     Conflict,
     InputError,
@@ -41,8 +46,6 @@ from natsflow.events.views import (
     parked_state,
 )
 from natsflow.manifests.loader import parse_manifest
-from natsflow.manifests.schema import Workflow
-from natsflow.manifests.subjects import overlaps
 from natsflow.service.deadletters import DeadLetterOperations
 from natsflow.service.protocol import (
     AdminRequest,
@@ -127,33 +130,17 @@ class Operations:
 
     async def deploy(self, request: DeployRequest) -> Deployed:
         workflow = parse_manifest(request.manifest, request.format, request.source)
-        await self._refuse_overlapping_triggers(workflow, request.source)
+        deployed = await deployed_triggers(self._definitions)
+        if problems := overlapping_triggers(workflow, deployed):
+            raise ManifestError(request.source, problems)
         version, created = await self._definitions.deploy(workflow)
-        if workflow.triggers:
-            await capture_triggers(self._js, self._definitions)
+        # Its trigger subjects, new or gone, are captured exactly before the deploy answers.
+        had = deployed.pop(workflow.name, None) is not None
+        if subjects := trigger_subjects(workflow):
+            deployed[workflow.name] = (subjects, workflow.enabled)
+        if had or subjects:
+            await capture_triggers(self._js, deployed)
         return Deployed(workflow=workflow.name, version=version, created=created)
-
-    async def _refuse_overlapping_triggers(self, workflow: Workflow, source: str) -> None:
-        """A trigger subject that another workflow's overlaps would make one message
-        start two workflows' executions, or one at random: refused, naming both."""
-        mine = [(i, t.subject) for i, t in enumerate(workflow.triggers) if t.subject]
-        if not mine:
-            return
-        problems = []
-        for row in await self._definitions.list():
-            other = row["workflow"]
-            if other == workflow.name:
-                continue
-            definition = await self._definitions.get(other, row["version"])
-            for theirs in (t.subject for t in definition.triggers if t.subject):
-                for index, subject in mine:
-                    if overlaps(subject, theirs):
-                        problems.append(
-                            f"triggers[{index}].subject: {subject!r} overlaps {theirs!r},"
-                            f" a trigger of workflow {other!r}"
-                        )
-        if problems:
-            raise ManifestError(source, problems)
 
     async def workflows(self) -> list[WorkflowVersion]:
         return [WorkflowVersion(**row) for row in await self._definitions.list()]

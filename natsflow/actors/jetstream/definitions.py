@@ -90,10 +90,6 @@ class Definitions:
             with anyio.move_on_after(2, shield=True):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
-    def latest_names(self) -> list[str]:
-        """The workflows whose latest version this process has seen deployed."""
-        return sorted(self._latest)
-
     async def changed(self) -> None:
         """Return at the next change of any workflow's latest version."""
         await self._changed.wait()

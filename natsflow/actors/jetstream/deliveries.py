@@ -79,20 +79,17 @@ class Held:
 
     async def hand_back(self, msg: Msg | None = None) -> int:
         """NAK ``msg`` (or everything still held) so that it is delivered again at once."""
-        replies = [msg.reply] if msg is not None and msg.reply else list(self._since)
-        if msg is not None and not msg.reply:
+        if msg is None:
+            replies = list(self._since)
+        elif msg.reply:
+            replies = [msg.reply]
+        else:
             return 0
-        sent = 0
         for reply in replies:
             self._since.pop(reply, None)
-            try:
-                await self._nc.publish(reply, b"-NAK")
-                sent += 1
-            except UNAVAILABLE:
-                pass  # delivered again after the ack wait instead
         if not self._since and self._emptied is not None:
             self._emptied.set()
-        return sent
+        return await release(self._nc, replies)
 
 
 class Pending(NamedTuple):
