@@ -28,6 +28,7 @@ from natsflow.events.errors import (
     Unavailable,
 )
 from natsflow.events.model import AttemptRecord, ExecutionStatus
+from natsflow.events.replies import TriggerReply
 from natsflow.events.views import (
     ExecutionSummary,
     ExecutionView,
@@ -66,6 +67,7 @@ __all__ = [
     "SnapshotInfo",
     "Started",
     "StepView",
+    "TriggerReply",
     "Unavailable",
     "WorkflowVersion",
 ]

@@ -23,14 +23,15 @@ log = logging.getLogger(__name__)
 
 async def dead_letter(
     nc: Client, publisher: Publisher, metrics: Metrics, msg: Msg, reason: str, error: str
-) -> None:
+) -> int:
     """Copy ``msg`` to ``natsflow.dlq.<reason>`` with the error, its subject and headers
-    (``natsflow.events.deadletters``), then stop its redelivery."""
+    (``natsflow.events.deadletters``), then stop its redelivery; returns the letter's id."""
     log.error("dead letter (%s): %s", reason, error)
     headers = letter_headers(error, msg.subject, msg.headers)
-    await publisher.publish(dlq_subject(reason), msg.data, headers)
+    letter = await publisher.publish(dlq_subject(reason), msg.data, headers)
     metrics.child(metrics.dead_letters, reason).inc()
     await terminate(nc, msg)
+    return letter
 
 
 async def dead_letter_stored(publisher: Publisher, metrics: Metrics, problem: Undecodable) -> None:

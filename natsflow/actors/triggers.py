@@ -15,6 +15,8 @@ before its ack, several instances) finds the execution it started:
 A payload that is not JSON, or that the start refuses (a disabled or unknown
 workflow, a key template that does not fit), goes to the dead letters with the
 reason; a passing failure (NATS away) brings the message back in a second.
+A message with a ``Natsflow-Reply-To`` header gets a ``TriggerReply`` on that
+subject: the execution id, or why it was refused (``natsflow.events.replies``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 from typing import Any
 
 import anyio
+import msgspec
 import orjson
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
@@ -44,6 +47,7 @@ from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.starter import Starter
 from natsflow.events.errors import InputError, NatsflowError, NotFound
+from natsflow.events.replies import REPLY_TO_HEADER, TriggerReply, reply_subject
 from natsflow.manifests.schema import Workflow
 from natsflow.manifests.subjects import overlaps
 
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0
 STARTS_AT_ONCE = 128
+reply_encoder = msgspec.json.Encoder()
 
 
 # workflow -> (its trigger subjects, enabled), for the deployed workflows that have some
@@ -187,14 +192,13 @@ class Triggers:
 
     async def _start(self, workflow: str, msg: Msg) -> None:
         metrics = self._metrics
+        headers = dict(msg.headers or {})
         try:
             payload: Any = orjson.loads(msg.data) if msg.data else None
         except orjson.JSONDecodeError as exc:
             error = f"trigger for {workflow} on {msg.subject}: the payload is not JSON: {exc}"
-            metrics.child(metrics.trigger_messages, "rejected").inc()
-            await dead_letter(self._nc, self._publisher, metrics, msg, "trigger", error)
+            await self._refuse(workflow, msg, headers, error)
             return
-        headers = dict(msg.headers or {})
         message_id = headers.get("Nats-Msg-Id")
         if message_id:
             key = f"msgid:{message_id}"
@@ -206,9 +210,9 @@ class Triggers:
         try:
             started = await self._starter.start(workflow, payload, key, trigger=trigger)
         except (InputError, NotFound) as exc:
-            metrics.child(metrics.trigger_messages, "rejected").inc()
-            error = f"trigger for {workflow} on {msg.subject}: {exc}"
-            await dead_letter(self._nc, self._publisher, metrics, msg, "trigger", error)
+            await self._refuse(
+                workflow, msg, headers, f"trigger for {workflow} on {msg.subject}: {exc}"
+            )
             return
         except NatsflowError as exc:
             log.warning("trigger for %s on %s: %s; again shortly", workflow, msg.subject, exc)
@@ -216,4 +220,35 @@ class Triggers:
             return
         outcome = "accepted" if started.created else "deduplicated"
         metrics.child(metrics.trigger_messages, outcome).inc()
+        # Answered before the ack: a message taken again after a crash is answered again.
+        await self._reply(
+            headers,
+            TriggerReply(
+                workflow=workflow,
+                execution_id=started.execution_id,
+                version=started.version,
+                created=started.created,
+            ),
+        )
         await ack(self._nc, msg)
+
+    async def _refuse(self, workflow: str, msg: Msg, headers: dict[str, str], error: str) -> None:
+        self._metrics.child(self._metrics.trigger_messages, "rejected").inc()
+        letter = await dead_letter(self._nc, self._publisher, self._metrics, msg, "trigger", error)
+        await self._reply(headers, TriggerReply(workflow=workflow, error=error, dead_letter=letter))
+
+    async def _reply(self, headers: dict[str, str], reply: TriggerReply) -> None:
+        """Answer on the subject the publisher named (``Natsflow-Reply-To``), if any."""
+        if REPLY_TO_HEADER not in headers:
+            return
+        subject = reply_subject(headers)
+        if subject is None:
+            log.warning(
+                "trigger for %s: %s %r is not a subject to reply on",
+                reply.workflow,
+                REPLY_TO_HEADER,
+                headers[REPLY_TO_HEADER],
+            )
+            return
+        # Core NATS, not awaited: the publisher listens now or not at all.
+        await self._nc.publish(subject, reply_encoder.encode(reply))

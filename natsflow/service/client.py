@@ -27,11 +27,13 @@ import anyio
 import msgspec
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
-from natsflow.events.errors import Unavailable
+from natsflow.events.errors import Conflict, NotFound, Unavailable
 from natsflow.events.model import TERMINAL_EXECUTION, ExecutionStatus
+from natsflow.events.replies import REPLY_TO_HEADER, TriggerReply, reply_decoder
 from natsflow.events.views import ExecutionSummary, ExecutionView, Started
 from natsflow.manifests.loader import FORMATS, Format
 from natsflow.service.outcomes import error_of
@@ -155,6 +157,57 @@ class Client:
         """Start an execution of the latest version (or find the one with this key)."""
         request = StartRequest(workflow=workflow, input=input, idempotency_key=idempotency_key)
         return await self.request(request, Started)
+
+    async def trigger(
+        self,
+        subject: str,
+        payload: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+        within: float | None = None,
+    ) -> TriggerReply:
+        """Publish a trigger message (JSON ``payload``) and wait for the execution it starts.
+
+        The message goes to JetStream like any trigger (stored before this returns
+        past the publish), with a ``Natsflow-Reply-To`` header naming a fresh inbox;
+        the reply says the execution id, or why the message was refused (``error``,
+        with the ``dead_letter`` id). ``msg_id`` sets ``Nats-Msg-Id``: a copy the
+        stream drops as a duplicate (within its 2-minute window) is not answered, so
+        this raises ``Conflict`` for it. Raises ``NotFound`` when no stream captures
+        ``subject`` (no deployed trigger names it) and ``Unavailable`` when no
+        answer comes within ``within`` seconds (the request timeout by default).
+        """
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        sent = {**(headers or {}), REPLY_TO_HEADER: inbox}
+        if msg_id is not None:
+            sent["Nats-Msg-Id"] = msg_id
+        wait = self.request_timeout if within is None else within
+        try:
+            try:
+                ack = await self.nc.jetstream().publish(
+                    subject, _encoder.encode(payload), headers=sent, timeout=wait
+                )
+            except nats.js.errors.NoStreamResponseError:
+                raise NotFound(f"no trigger captures {subject!r}: no stream stores it") from None
+            except _WATCH_ERRORS as exc:
+                raise Unavailable(f"cannot publish the trigger on {subject}: {exc!r}") from None
+            if ack.duplicate:
+                raise Conflict(
+                    f"a message with Nats-Msg-Id {msg_id!r} was published within the stream's"
+                    " duplicate window: it started its execution then, and this copy was dropped"
+                )
+            try:
+                msg = await sub.next_msg(timeout=wait)
+            except nats.errors.TimeoutError:
+                raise Unavailable(
+                    f"the trigger on {subject} was stored (stream sequence {ack.seq}) but no"
+                    f" execution was reported within {wait}s: is a natsflow service running?"
+                ) from None
+        finally:
+            await sub.unsubscribe()
+        return reply_decoder.decode(msg.data)
 
     async def show(self, execution_id: str) -> ExecutionView:
         """An execution's status, steps and resume point."""

@@ -28,6 +28,7 @@ PUBLIC = [
     "SnapshotInfo",
     "Started",
     "StepView",
+    "TriggerReply",
     "Unavailable",
     "WorkflowVersion",
 ]
