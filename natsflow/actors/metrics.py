@@ -149,8 +149,9 @@ class Metrics:
             "natsflow_schedule_fires_total",
             "Schedule due times taken, by outcome: started (an execution), deduplicated "
             "(found the one started before), missed (catchup: skip), overlap (the previous "
-            "execution still runs: overlap: skip), refused (the start was refused), dropped "
-            "(a fire of a replaced version).",
+            "execution still runs: overlap: skip), queued (it waits for the previous one to "
+            "end: overlap: queue; started or missed later), refused (the start was refused), "
+            "dropped (a fire of a replaced version).",
             ["outcome"],
             registry=r,
         )

@@ -19,6 +19,12 @@ from that version (a redeploy of the same version or a restart keeps the
 running chain); the others, of a disabled or deleted workflow or of a
 trigger a new version dropped, are purged. A fire of a version that is no
 longer the latest is dropped, so nothing fires for a replaced definition.
+
+``overlap: queue``: a due time that finds the trigger's previous execution
+still running stays the chain's one message, set to come back a second later
+(``Fire.check_at``) until that execution has ended; due times passing
+meanwhile are merged into it. So it needs no state beside the chain and
+survives restarts like any due time.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from natsflow.manifests.schema import Trigger, Workflow
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0  # seconds before a fire that met an unavailable NATS is taken again
+QUEUE_CHECK = 1.0  # seconds between looks at the previous execution (``overlap: queue``)
 
 
 class Scheduler:
@@ -178,6 +185,20 @@ class Scheduler:
             return
         now = self._clock()
         previous, started_at = fire.previous, fire.started_at
+        if trigger.overlap == "queue" and await self._still_runs(fire.previous):
+            # The due time waits in the chain itself: the schedule comes back to look again.
+            if fire.check_at is None:
+                log.info(
+                    "schedule %s[%d] at %s waits: %s still runs (overlap: queue)",
+                    fire.workflow,
+                    fire.trigger,
+                    rfc3339(fire.due),
+                    fire.previous,
+                )
+                self._count("queued")
+            waiting = msgspec.structs.replace(fire, check_at=now + QUEUE_CHECK)
+            await set_schedule(self._js, waiting, after_seq=0)
+            return
         outcome = await self._skip_reason(fire, trigger, now)
         if outcome is None:
             try:
@@ -200,6 +221,7 @@ class Scheduler:
             due=next_due(trigger, max(now, fire.due)),
             previous=previous,
             started_at=started_at,
+            check_at=None,
         )
         await set_schedule(self._js, following, after_seq=0)
         # Counted once the next due time is set: a fire taken again after an outage
@@ -212,15 +234,22 @@ class Scheduler:
     async def _skip_reason(self, fire: Fire, trigger: Trigger, now: float) -> str | None:
         """Why ``fire`` starts nothing (``missed``, ``overlap``), or None: it starts one."""
         where = f"schedule {fire.workflow}[{fire.trigger}] at {rfc3339(fire.due)}"
-        if trigger.catchup == "skip" and is_late(trigger, fire.due, now):
+        # A due time that waited its turn (``overlap: queue``) was on time when it came.
+        late = fire.check_at is None and is_late(trigger, fire.due, now)
+        if trigger.catchup == "skip" and late:
             log.info("%s skipped: missed (catchup: skip), taken at %s", where, rfc3339(now))
             return "missed"
-        if trigger.overlap == "skip" and fire.previous is not None:
-            summary = await self._summaries(fire.previous)
-            if summary is None or summary.status not in TERMINAL_EXECUTION:
-                log.info("%s skipped: %s still runs (overlap: skip)", where, fire.previous)
-                return "overlap"
+        if trigger.overlap == "skip" and await self._still_runs(fire.previous):
+            log.info("%s skipped: %s still runs (overlap: skip)", where, fire.previous)
+            return "overlap"
         return None
+
+    async def _still_runs(self, execution: str | None) -> bool:
+        """Whether the execution a trigger started last has not ended (or not started)."""
+        if execution is None:
+            return False
+        summary = await self._summaries(execution)
+        return summary is None or summary.status not in TERMINAL_EXECUTION
 
 
 def _schedules(definition: Workflow | None) -> dict[int, Trigger]:

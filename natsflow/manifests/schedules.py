@@ -62,8 +62,6 @@ def check_schedule(trigger: dict[str, Any], path: str, problems: Problems) -> No
         problems.append(f"{path}.timezone: unknown time zone {show(timezone)}: {reason}")
     if isinstance(every, float | int) and every < MIN_EVERY:
         problems.append(f"{path}.every: at least 1s, got {show(every)}s")
-    if trigger.get("overlap") == "queue":
-        problems.append(f"{path}.overlap: queue is not supported yet (use allow or skip)")
 
 
 def cron_problem(expression: str) -> str | None:

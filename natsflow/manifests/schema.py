@@ -96,8 +96,8 @@ class Trigger(_Spec, frozen=True):
     ``input`` plus ``scheduled_at``; ``catchup`` says what a due time missed
     while no natsflow instance ran becomes (``skip``: nothing, ``once``: one
     execution for the gap), ``overlap`` whether a due time starts while the
-    trigger's previous execution still runs (``allow``) or not (``skip``;
-    ``queue`` is refused at deploy: not built yet).
+    trigger's previous execution still runs (``allow``), starts nothing
+    (``skip``) or waits for it to end (``queue``: at most one due time waits).
     """
 
     subject: str | None = None

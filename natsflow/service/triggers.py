@@ -103,6 +103,9 @@ class TriggerOperations:
             next_due=fire.due,
             last_fired_at=fire.started_at,
             last_execution=fire.previous,
+            note=None
+            if fire.check_at is None
+            else f"waiting for {fire.previous} to end (overlap: queue)",
         )
 
 

@@ -245,3 +245,34 @@ async def test_overlap_skip_starts_nothing_while_the_previous_runs(
     for earlier, later in itertools.pairwise(rows):
         assert earlier["finished_at"] is not None, rows
         assert later["started_at"] >= earlier["finished_at"], f"overlapping: {rows}"
+
+
+QUEUED = NAPS.replace("name: naps", "name: queued").replace("overlap: skip", "overlap: queue")
+
+
+async def test_overlap_queue_starts_a_due_time_when_the_previous_ends(
+    nats_server: EmbeddedServer,
+) -> None:
+    """Each execution starts after the one before ended, and is for a due time that came
+    while that one still ran (queued, not skipped as with ``overlap: skip``)."""
+    async with running(nats_server) as engine:
+        await engine.deploy(QUEUED)
+
+        async def three_finished() -> list[dict[str, Any]]:
+            rows = await engine.ls(workflow="queued")
+            done = [r for r in rows if r["status"] == "completed"]
+            assert len(done) >= 3, rows
+            return sorted(done, key=lambda r: r["started_at"])
+
+        async def listed_waiting() -> None:
+            (row,) = (await engine.client.triggers()).triggers
+            assert row.note is not None, row
+            assert "to end (overlap: queue)" in row.note, row
+
+        await eventually(listed_waiting, within=10, interval=0.1)
+        rows = await eventually(three_finished, within=30)
+        views = [await engine.show(row["execution_id"]) for row in rows]
+    for earlier, later in itertools.pairwise(views):
+        assert later["started_at"] >= earlier["finished_at"], f"overlapping: {views}"
+        due = later["input"]["scheduled_at"]
+        assert due < rfc3339(earlier["finished_at"]), f"{due} did not wait: {views}"

@@ -54,10 +54,11 @@ def test_invalid_schedules_name_the_field() -> None:
         {"cron": "* * * * *", "every": "1m"},
         {"every": "1m", "timezone": "UTC"},
         {"subject": "orders.created", "catchup": "once"},
-        {"every": "1m", "overlap": "queue"},
+        {"every": "1m", "overlap": "later"},
         {"every": "1m", "catchup": "all"},
     ) == [
         'triggers[3].every: invalid duration "soon" (use e.g. 500ms, 2s, 5m, 1h)',
+        'triggers[8].overlap: expected one of "allow", "skip", "queue", got "later"',
         'triggers[9].catchup: expected one of "skip", "once", got "all"',
         'triggers[0].cron: invalid cron expression "every tuesday-ish": Wrong number of fields'
         " (five fields: minute hour day-of-month month day-of-week)",
@@ -69,7 +70,6 @@ def test_invalid_schedules_name_the_field() -> None:
         "triggers[5]: set exactly one of subject, cron or every",
         "triggers[6].timezone: applies to cron only (every is a fixed interval)",
         "triggers[7].catchup: applies to schedules (cron, every) only",
-        "triggers[8].overlap: queue is not supported yet (use allow or skip)",
     ]
 
 

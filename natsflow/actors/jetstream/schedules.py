@@ -41,9 +41,11 @@ __all__ = [
 class Fire(msgspec.Struct, frozen=True, kw_only=True):
     """What a schedule publishes when due (decoded leniently: it is persisted).
 
-    ``previous`` is the execution the trigger started last (for ``overlap:
-    skip``) and ``started_at`` when (Unix seconds; ``natsflow triggers`` shows
-    it), carried from one due time to the next.
+    ``previous`` is the execution the trigger started last (for ``overlap``)
+    and ``started_at`` when (Unix seconds; ``natsflow triggers`` shows it),
+    carried from one due time to the next. ``check_at`` is set while due time
+    ``due`` waits for ``previous`` to end (``overlap: queue``): the schedule then
+    comes back at ``check_at`` to look again, instead of at ``due``.
     """
 
     workflow: str
@@ -52,6 +54,7 @@ class Fire(msgspec.Struct, frozen=True, kw_only=True):
     due: float
     previous: str | None = None
     started_at: float | None = None
+    check_at: float | None = None
 
 
 _decoder = msgspec.json.Decoder(Fire)
@@ -71,7 +74,7 @@ async def set_schedule(js: JetStreamContext, fire: Fire, *, after_seq: int | Non
     it the schedule is replaced whatever it was (a deploy's new version).
     """
     headers = {
-        "Nats-Schedule": f"@at {rfc3339(fire.due)}",
+        "Nats-Schedule": f"@at {rfc3339(fire.due if fire.check_at is None else fire.check_at)}",
         "Nats-Schedule-Target": fire_subject(fire.workflow, fire.trigger),
     }
     if after_seq is not None:
