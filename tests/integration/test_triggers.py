@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -100,16 +101,21 @@ async def test_a_payload_that_is_not_json_is_dead_lettered(nats_server: Embedded
         await eventually(dead_lettered, within=10, ignoring=(Exception,))
 
 
-async def test_an_overlapping_trigger_is_refused(nats_server: EmbeddedServer) -> None:
+async def test_an_overlapping_trigger_is_refused(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    other = ORDERS.replace("name: orders", "name: other").replace("orders.*.created", "orders.>")
+    manifest = tmp_path / "other.yaml"
+    manifest.write_text(other)
     async with running(nats_server) as engine:
         await engine.deploy(ORDERS)
-        other = ORDERS.replace("name: orders", "name: other").replace(
-            "orders.*.created", "orders.>"
-        )
         with pytest.raises(ManifestError, match=r"triggers\[0\]\.subject: 'orders.>' overlaps"):
             await engine.deploy(other)
+        run = await natsflow(engine, "deploy", str(manifest))
         names = {row.workflow for row in await engine.client.workflows()}
         assert "other" not in names
+    assert run.code == 2, run
+    assert "triggers[0].subject: 'orders.>' overlaps 'orders.*.created'" in run.err, run
 
 
 async def test_a_disabled_workflow_keeps_its_messages_until_enabled(
@@ -132,14 +138,16 @@ async def test_a_disabled_workflow_keeps_its_messages_until_enabled(
         await completed(engine, "orders", 3)
 
 
+@pytest.mark.parametrize("serving", [1, 2], ids=["one-instance", "two-instances"])
 @pytest.mark.parametrize(
     "count", [pytest.param(100, id="100"), pytest.param(1000, id="1000", marks=pytest.mark.slow)]
 )
 async def test_every_message_twice_half_while_stopped_gives_one_execution_each(
-    nats_server: EmbeddedServer, count: int
+    nats_server: EmbeddedServer, count: int, serving: int
 ) -> None:
     """Each message published twice (half with the same Nats-Msg-Id, half with the same
-    key in the payload), half of them while no instance runs, then two instances."""
+    key in the payload): half while ``serving`` instances run, half while none does;
+    then two instances take the rest."""
 
     async def publish_range(engine: Engine, numbers: range) -> None:
         for n in numbers:
@@ -151,7 +159,7 @@ async def test_every_message_twice_half_while_stopped_gives_one_execution_each(
                         engine, "orders.x.created", {"order": n}, **{"Nats-Msg-Id": f"m{n}"}
                     )
 
-    async with running(nats_server) as engine:
+    async with running(nats_server, instances=serving) as engine:
         await engine.deploy(ORDERS)
         await engine.deploy(KEYED)
         await publish_range(engine, range(count // 2))
