@@ -176,8 +176,11 @@ def _on_step_fanned_out(state: ExecutionState, event: StepFannedOut) -> Executio
         finished_at=None if event.keys else event.at,
     )
     steps = {**state.steps, event.step: parent}
-    for key, item, needs in zip(event.keys, event.items, event.needs, strict=True):
-        steps[key] = StepState(status="pending", parent=event.step, item=item, item_needs=needs)
+    after = event.after or tuple(() for _ in event.keys)
+    for key, item, needs, later in zip(event.keys, event.items, event.needs, after, strict=True):
+        steps[key] = StepState(
+            status="pending", parent=event.step, item=item, item_needs=needs, item_after=later
+        )
     return replace(state, steps=steps)
 
 

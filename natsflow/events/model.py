@@ -91,12 +91,14 @@ class StepSkipped(Event, frozen=True, tag="step_skipped"):
 
 
 class StepFannedOut(Event, frozen=True, tag="step_fanned_out"):
-    """A ``for_each`` step became ready: one child per item, with item-level ``needs``."""
+    """A ``for_each`` step became ready: one child per item, with item-level ``needs``
+    (must complete) and ``after`` (must finish: ordering only; empty if none has any)."""
 
     step: str
     keys: tuple[str, ...]
     items: tuple[Any, ...]
     needs: tuple[tuple[str, ...], ...]
+    after: tuple[tuple[str, ...], ...] = ()
 
 
 class TimerStarted(Event, frozen=True, tag="timer_started"):
@@ -192,6 +194,7 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     item: Any = None
     item_needs: tuple[str, ...] = ()
+    item_after: tuple[str, ...] = ()
 
 
 class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):

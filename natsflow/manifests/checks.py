@@ -233,6 +233,7 @@ def _check_step(
         ("for_each.items", _get(for_each, "items"), roots),
         ("for_each.key", _get(for_each, "key"), with_item),
         ("for_each.needs", _get(for_each, "needs"), with_item),
+        ("for_each.after", _get(for_each, "after"), with_item),
         # `output` is the iteration's own output, only in `until`.
         ("repeat.until", _get(repeat, "until"), roots | {"output"}),
     ]

@@ -171,20 +171,25 @@ def _fan_out(name: str, spec: Step, scope: Mapping[str, Any], now: float) -> Ste
     if len(set(keys)) != len(keys):
         raise ValueError(f"for_each.key gives duplicate keys: {keys}")
     known = set(keys)
-    needs: list[tuple[str, ...]] = []
-    for item in items:
-        deps = [] if fe.needs is None else evaluate(unwrap(fe.needs), {**scope, "item": item})
+
+    def item_keys(field: str, expression: str | None, item: Any) -> tuple[str, ...]:
+        deps = [] if expression is None else evaluate(unwrap(expression), {**scope, "item": item})
         deps = list(deps or [])
         unknown = [str(d) for d in deps if str(d) not in known]
         if unknown:
-            raise ValueError(f"for_each.needs names unknown item keys {unknown}")
-        needs.append(tuple(f"{name}[{d}]" for d in deps))
+            raise ValueError(f"for_each.{field} names unknown item keys {unknown}")
+        return tuple(f"{name}[{d}]" for d in deps)
+
+    needs = tuple(item_keys("needs", fe.needs, item) for item in items)
+    after = tuple(item_keys("after", fe.after, item) for item in items)
     return StepFannedOut(
         at=now,
         step=name,
         keys=tuple(f"{name}[{k}]" for k in keys),
         items=tuple(items),
-        needs=tuple(needs),
+        needs=needs,
+        # Left out when no item has one: histories without ``after`` stay as they were.
+        after=after if any(after) else (),
     )
 
 
@@ -265,11 +270,20 @@ def _advance_fan_out(
     for key, child in zip(parent.children, children, strict=True):
         if child.status == "pending":
             deps = [state.steps[d] for d in child.item_needs]
-            if any(d.status in ("failed", "skipped") for d in deps):
-                out.append(
-                    StepSkipped(at=now, step=key, reason="an item it needs did not complete")
-                )
-            elif all(d.status == "completed" for d in deps) and (limit is None or running < limit):
+            later = [state.steps[d] for d in child.item_after]
+            broken = [
+                (d, s.status)
+                for d, s in zip(child.item_needs, deps, strict=True)
+                if s.status in ("failed", "skipped")
+            ]
+            if broken:
+                dep, status = broken[0]
+                out.append(StepSkipped(at=now, step=key, reason=f"needs {dep}, which {status}"))
+            elif (
+                all(d.status == "completed" for d in deps)
+                and all(d.status in TERMINAL_STEP for d in later)
+                and (limit is None or running < limit)
+            ):
                 running += 1
                 try:
                     out.extend(_begin(key, spec, child, scope, now, attempt=1, iteration=0))

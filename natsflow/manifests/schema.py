@@ -49,13 +49,16 @@ class ForEach(_Spec, frozen=True):
     """Fan a step out over a list: one child per item, bound to ``item``.
 
     ``key`` names each child (default: its index); ``needs`` is an expression
-    evaluated per item giving the keys of items that must complete first, so a
-    list of entities can be processed in dependency order.
+    evaluated per item giving the keys of items that must complete first (an
+    item whose need failed or was skipped is skipped: blocked), and ``after``
+    the keys of items that must only have finished, however they ended (ordering
+    only), so a list of entities can be processed in dependency order.
     """
 
     items: str
     key: str | None = None
     needs: str | None = None
+    after: str | None = None
     concurrency: Annotated[int, Meta(ge=1)] | None = None
 
 

@@ -531,10 +531,7 @@ steps:
     run = Run(wf)
     assert sorted(scheduled(run.start())) == ["each[a]", "each[c]"]
     failed = answer(run, "each[a]", ok=False, message="down", retryable=False)
-    assert (
-        StepSkipped(at=run.now, step="each[b]", reason="an item it needs did not complete")
-        in failed
-    )
+    assert StepSkipped(at=run.now, step="each[b]", reason="needs each[a], which failed") in failed
     end = answer(run, "each[c]", output=3)
     assert run.state.steps["each"].status == "failed"
     assert run.state.steps["each"].error == "2 of 3 items did not complete; each[a]: down"
@@ -738,3 +735,49 @@ steps:
     assert run.state.status == "completed", events[-3:]
     assert run.state.steps["chain"].status == "failed"
     assert sum(isinstance(e, StepSkipped) for e in events) == 29
+
+
+def test_for_each_after_orders_items_without_blocking_them() -> None:
+    """``after`` waits for an item to finish however it ended; ``needs`` blocks on failure."""
+    wf = workflow(
+        """
+name: wf
+steps:
+  each:
+    action: noop
+    on_failure: continue
+    for_each:
+      items: "${{ [{'k': 'a', 'n': [], 'a': []}, {'k': 'b', 'n': [], 'a': ['a']},
+        {'k': 'c', 'n': ['a'], 'a': []}] }}"
+      key: "${{ item.k }}"
+      needs: "${{ item.n }}"
+      after: "${{ item.a }}"
+"""
+    )
+    run = Run(wf)
+    assert scheduled(run.start()) == ["each[a]"]
+    failed = answer(run, "each[a]", ok=False, message="down", retryable=False)
+    assert scheduled(failed) == ["each[b]"]
+    assert StepSkipped(at=run.now, step="each[c]", reason="needs each[a], which failed") in failed
+    answer(run, "each[b]", output="B")
+    assert run.state.steps["each[b]"].status == "completed"
+
+
+def test_for_each_after_names_only_known_items() -> None:
+    wf = workflow(
+        """
+name: wf
+steps:
+  each:
+    action: noop
+    for_each:
+      items: "${{ ['a'] }}"
+      key: "${{ item }}"
+      after: "${{ ['zz'] }}"
+"""
+    )
+    run = Run(wf)
+    started = run.start()
+    assert run.state.steps["each"].status == "failed"
+    assert "for_each.after names unknown item keys ['zz']" in str(run.state.steps["each"].error)
+    assert started
