@@ -43,7 +43,6 @@ from natsflow.events.model import (
     StepScheduled,
 )
 
-
 _STEERED = {ExecutionResumed: "resumed", ExecutionPaused: "paused", ExecutionUnpaused: "unpaused"}
 
 
