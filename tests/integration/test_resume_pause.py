@@ -15,7 +15,7 @@ from tests.integration.harness import running
 
 # Each step appends "<step> <idempotency key>" to the file in input.path; s8 fails
 # unless the file in input.marker exists.
-APPEND = "echo \"$2 $NATSFLOW_IDEMPOTENCY_KEY\" >> \"$0\""
+APPEND = 'echo "$2 $NATSFLOW_IDEMPOTENCY_KEY" >> "$0"'
 GUARDED = 'test -e "$1" || { echo "no marker yet" >&2; exit 3; }; ' + APPEND
 
 
@@ -83,10 +83,11 @@ async def test_resume_runs_only_the_failed_step_and_what_follows(
     assert dict(written)["s1"] == f"{execution}:s1:1"
     resumed = types(events).index(("execution_resumed", None))
     assert ("step_scheduled", "s7") not in types(events)[resumed:]
-    assert [e for e in events if e["type"] == "execution_resumed"][0]["retried"] == ["s8"]
+    assert next(e for e in events if e["type"] == "execution_resumed")["retried"] == ["s8"]
     s8 = done["steps"]["s8"]
     assert [a["attempt"] for a in s8["attempts"]] == [1, 2]
-    assert s8["attempts"][0]["error"] and s8["attempts"][1]["error"] is None
+    assert s8["attempts"][0]["error"]
+    assert s8["attempts"][1]["error"] is None
 
 
 async def test_resume_from_a_step_reruns_it_and_its_dependants(
@@ -139,9 +140,7 @@ async def test_pause_dispatches_nothing_new_until_unpause(
 
         await eventually(paused, within=10)
         assert not (await engine.client.pause(execution)).changed  # paused already: a no-op
-        assert [r["paused"] for r in await engine.ls() if r["execution_id"] == execution] == [
-            True
-        ]
+        assert [r["paused"] for r in await engine.ls() if r["execution_id"] == execution] == [True]
 
         gate.touch()  # s2 finishes while paused: its result is recorded, s3 not dispatched
 
@@ -151,7 +150,8 @@ async def test_pause_dispatches_nothing_new_until_unpause(
             return shown
 
         shown = await eventually(s2_done, within=20)
-        assert shown["status"] == "running" and shown["paused"]
+        assert shown["status"] == "running"
+        assert shown["paused"]
         assert "s3" not in shown["steps"]
         assert ("step_scheduled", "s3") not in types(await engine.history(execution))
 
@@ -160,7 +160,8 @@ async def test_pause_dispatches_nothing_new_until_unpause(
         with pytest.raises(Conflict, match="only a running one can be paused"):
             await engine.client.pause(execution)
         events = types(await engine.history(execution))
-    assert done["status"] == "completed" and not done["paused"], done
+    assert done["status"] == "completed", done
+    assert not done["paused"]
     assert [step for step, _ in lines_of(out)] == ["s1", "s2", "s3", "s4", "s5"]
     order = [
         events.index(("execution_paused", None)),
