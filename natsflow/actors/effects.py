@@ -34,11 +34,16 @@ from natsflow.events.messages import Task, TimerDue, idempotency_key, json_encod
 from natsflow.events.model import (
     TERMINAL_EXECUTION,
     AnyEvent,
+    ExecutionPaused,
+    ExecutionResumed,
     ExecutionState,
+    ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
     StepScheduled,
 )
+
+_STEERED = {ExecutionResumed: "resumed", ExecutionPaused: "paused", ExecutionUnpaused: "unpaused"}
 
 
 class Effects:
@@ -108,6 +113,9 @@ class Effects:
                 metrics.child(metrics.steps_dispatched, event.action).inc()
             elif isinstance(event, StepCompleted | StepAttemptFailed):
                 self._count_attempt(after, event)
+            elif isinstance(event, ExecutionResumed | ExecutionPaused | ExecutionUnpaused):
+                action = _STEERED[type(event)]
+                metrics.child(metrics.executions_steered, after.workflow, action).inc()
         if before.status != after.status:
             self._count_execution(before, after)
 

@@ -167,6 +167,15 @@ class Metrics:
             registry=r,
         )
 
+        # Operators steering executions: resume, pause, unpause.
+        self.executions_steered = Counter(
+            "natsflow_executions_steered_total",
+            "Executions resumed, paused or unpaused by an operator, by workflow and action "
+            "(resumed|paused|unpaused); paused minus unpaused is how many are paused now.",
+            ["workflow", "action"],
+            registry=r,
+        )
+
     def child(self, metric: _Labelled, *values: str) -> Any:
         """``metric.labels(*values)``, cached: the lookup is measurable on the hot path."""
         key = (id(metric), values)

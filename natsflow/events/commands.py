@@ -32,8 +32,11 @@ from natsflow.events.model import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
+    ExecutionPaused,
+    ExecutionResumed,
     ExecutionStarted,
     ExecutionState,
+    ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
     StepFannedOut,
@@ -110,9 +113,11 @@ def commands_for(
                 | TimerFired()
             ):
                 pass  # facts and outcomes: nothing to do outside beyond the summary below
+            case ExecutionResumed() | ExecutionPaused() | ExecutionUnpaused():
+                pass  # the summary below; a resume's tasks follow from its StepScheduled
             case _:
                 assert_never(event)
-    if before.status != after.status:
+    if before.status != after.status or before.paused != after.paused:
         out.append(WriteSummary(execution_id=execution, summary=summary_of(after)))
     return tuple(out)
 

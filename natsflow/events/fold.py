@@ -14,8 +14,11 @@ from natsflow.events.model import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
+    ExecutionPaused,
+    ExecutionResumed,
     ExecutionStarted,
     ExecutionState,
+    ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
     StepFannedOut,
@@ -83,6 +86,10 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
             return replace(
                 state, status="cancelled", error=event.reason or None, finished_at=event.at
             )
+        case ExecutionResumed():
+            return _on_execution_resumed(state, event)
+        case ExecutionPaused() | ExecutionUnpaused():
+            return replace(state, paused=isinstance(event, ExecutionPaused))
         case _:
             assert_never(event)
 
@@ -204,6 +211,44 @@ def _on_timer_fired(state: ExecutionState, event: TimerFired) -> ExecutionState:
     if step.timer_id != event.timer_id:
         return state
     return _with_step(state, event.step, replace(step, status="ready", timer_id=None))
+
+
+def _on_execution_resumed(state: ExecutionState, event: ExecutionResumed) -> ExecutionState:
+    steps = dict(state.steps)
+    for key in event.rerun:
+        step = steps.pop(key, None)
+        if step is None:
+            continue
+        for child in step.children:  # a fan-out step run afresh fans out afresh
+            steps.pop(child, None)
+        if step.parent is not None and step.parent in steps:  # an item: pending again
+            steps[key] = StepState(
+                status="pending", parent=step.parent, item=step.item, item_needs=step.item_needs
+            )
+    for key in event.retried:
+        if key in steps:  # its attempts stay: the next one follows the last (``ready``)
+            steps[key] = replace(
+                steps[key], status="ready", error=None, kind=None, finished_at=None, due=None
+            )
+    for key in event.reopened:
+        if key in steps:
+            steps[key] = replace(
+                steps[key],
+                status="fanned_out",
+                output=None,
+                error=None,
+                kind=None,
+                finished_at=None,
+            )
+    return replace(
+        state,
+        status="running",
+        steps=steps,
+        error=None,
+        failed_step=None,
+        finished_at=None,
+        attempts_before={**state.attempts_before, **event.attempts_before},
+    )
 
 
 def fold(events: Iterable[AnyEvent], state: ExecutionState = INITIAL) -> ExecutionState:

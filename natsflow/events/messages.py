@@ -64,7 +64,21 @@ class Cancel(Inbox, frozen=True, tag="cancel"):
     reason: str = ""
 
 
-AnyInbox = Start | Result | Progress | TimerDue | Cancel
+class Resume(Inbox, frozen=True, tag="resume"):
+    """Resume a failed execution (``from_step``: re-run that step and what depends on it)."""
+
+    from_step: str | None = None
+
+
+class Pause(Inbox, frozen=True, tag="pause"):
+    reason: str = ""
+
+
+class Unpause(Inbox, frozen=True, tag="unpause"):
+    pass
+
+
+AnyInbox = Start | Result | Progress | TimerDue | Cancel | Resume | Pause | Unpause
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +114,8 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
         case Result() | Progress():
             kind = message.__struct_config__.tag
             step = state.steps.get(message.step)
+            if step is None and message.step in state.attempts_before:
+                return None  # a step forgotten by a resume: a late answer of an earlier run
             if step is None:
                 return f"{kind} for step {message.step!r}, which the execution has not scheduled"
             if (message.iteration, message.attempt) > (step.iteration, step.attempt):
@@ -112,7 +128,7 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
         case TimerDue():
             if message.step not in state.steps:
                 return f"timer for step {message.step!r}, which the execution does not have"
-        case Start() | Cancel():
+        case Start() | Cancel() | Resume() | Pause() | Unpause():
             pass
     return None
 

@@ -129,6 +129,35 @@ class ExecutionCancelled(Event, frozen=True, tag="execution_cancelled"):
     reason: str = ""
 
 
+class ExecutionResumed(Event, frozen=True, tag="execution_resumed"):
+    """A failed execution goes on (``natsflow resume``): running again, its error cleared.
+
+    ``retried`` steps (and fan-out items) failed after dispatching attempts: each takes
+    its next attempt where it stopped (a ``repeat`` step at the iteration that failed).
+    ``rerun`` steps start afresh: forgotten (a fan-out item goes back to pending, a
+    fan-out step's items go with it). ``reopened`` fan-out steps wait for their items
+    again. ``attempts_before``: per step key, the attempt numbers used so far; new
+    attempts are numbered after them (an idempotency key never repeats) and the retry
+    budget counts from there. ``from_step``: the step ``--from`` named, if any.
+    """
+
+    retried: tuple[str, ...] = ()
+    rerun: tuple[str, ...] = ()
+    reopened: tuple[str, ...] = ()
+    attempts_before: dict[str, int] = msgspec.field(default_factory=dict)
+    from_step: str | None = None
+
+
+class ExecutionPaused(Event, frozen=True, tag="execution_paused"):
+    """Nothing new is dispatched until ``execution_unpaused``; results are still recorded."""
+
+    reason: str = ""
+
+
+class ExecutionUnpaused(Event, frozen=True, tag="execution_unpaused"):
+    """Decisions go on: what results and timers unlocked while paused is dispatched now."""
+
+
 AnyEvent = (
     ExecutionStarted
     | StepScheduled
@@ -142,6 +171,9 @@ AnyEvent = (
     | ExecutionCompleted
     | ExecutionFailed
     | ExecutionCancelled
+    | ExecutionResumed
+    | ExecutionPaused
+    | ExecutionUnpaused
 )
 
 StepStatus = Literal[
@@ -215,6 +247,10 @@ class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: float | None = None
     updated_at: float | None = None
     events: Count = 0  # how many events the fold has seen: the resume point
+    # paused: results are recorded, nothing new is dispatched (status stays "running")
+    paused: bool = False
+    # per step key, attempt numbers used before a resume re-ran it (ExecutionResumed)
+    attempts_before: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 INITIAL = ExecutionState()

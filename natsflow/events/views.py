@@ -29,6 +29,7 @@ class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     finished_at: float | None = None
     error: str | None = None
     failed_step: str | None = None
+    paused: bool = False  # running, but dispatching nothing new (natsflow pause)
 
 
 def summary_of(state: ExecutionState) -> ExecutionSummary:
@@ -41,6 +42,7 @@ def summary_of(state: ExecutionState) -> ExecutionSummary:
         finished_at=state.finished_at,
         error=state.error,
         failed_step=state.failed_step,
+        paused=state.paused and state.status == "running",
     )
 
 
@@ -169,6 +171,10 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     resume_point: ResumePoint
     steps: dict[str, StepView]
     parked: Parked | None = None
+    # running but dispatching nothing new until unpaused (natsflow pause)
+    paused: bool = False
+    # the step ``natsflow resume`` starts from, for a failed execution that can resume
+    resume_at: str | None = None
 
 
 def execution_view(
@@ -194,6 +200,8 @@ def execution_view(
         resume_point=ResumePoint(events=state.events, stream_seq=last_seq),
         steps={k: step_view(v) for k, v in state.steps.items()},
         parked=parked,
+        paused=state.paused and state.status == "running",
+        resume_at=state.failed_step if state.status == "failed" and parked is None else None,
     )
 
 

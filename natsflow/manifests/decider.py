@@ -32,6 +32,7 @@ from natsflow.events.model import (
 from natsflow.manifests.actions import ACTIONS, ParamsError, SleepParams, runs_in_engine
 from natsflow.manifests.expressions import evaluate, render
 from natsflow.manifests.facts import facts
+from natsflow.manifests.resuming import first_attempt
 from natsflow.manifests.schema import Step, Workflow
 from natsflow.manifests.scope import (
     Scope,
@@ -78,7 +79,12 @@ def decide(state: ExecutionState, workflow: Workflow, now: float) -> Decision:
     # It is recomputed each round: a fan-out adds steps (a chain of skipped items
     # settles one item per round).
     rounds = 0
-    while state.status == "running" and rounds < 4 * len(state.steps) + 2 * len(workflow.steps) + 4:
+    # Paused: results and timers are recorded (facts), but nothing new is decided.
+    while (
+        state.status == "running"
+        and not state.paused
+        and rounds < 4 * len(state.steps) + 2 * len(workflow.steps) + 4
+    ):
         rounds += 1
         round_events = _decide_round(state, workflow, now)
         if not round_events:
@@ -110,7 +116,7 @@ def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list
         elif step.status == "fanned_out":
             out.extend(_advance_fan_out(state, name, spec, step, scope, now))
         else:
-            out.extend(_advance(name, spec, step, scope, now))
+            out.extend(_advance(name, spec, step, scope, now, first_attempt(state, name)))
     if out:
         return out
     if all(state.steps.get(n) and state.steps[n].status in TERMINAL_STEP for n in workflow.steps):
@@ -153,7 +159,8 @@ def _start_if_ready(
             return [StepSkipped(at=now, step=name, reason=f"when is false: {spec.when}")]
         if spec.for_each is not None:
             return [_fan_out(name, spec, scope.base(), now)]
-        return _begin(name, spec, fresh, scope, now, attempt=1, iteration=0)
+        first = first_attempt(state, name)
+        return _begin(name, spec, fresh, scope, now, attempt=first, iteration=0)
     except (ExpressionError, ValueError, TypeError) as exc:
         return [final_failure(name, 0, str(exc), _kind(exc), now)]
 
@@ -234,8 +241,11 @@ def _kind(exc: Exception) -> str:
     return "bad_params" if isinstance(exc, ParamsError) else "expression"
 
 
-def _advance(key: str, spec: Step, step: StepState, scope: Scope, now: float) -> list[AnyEvent]:
-    """Move a started step (or fan-out child) on when a timer or loop allows it."""
+def _advance(
+    key: str, spec: Step, step: StepState, scope: Scope, now: float, first: int = 1
+) -> list[AnyEvent]:
+    """Move a started step (or fan-out child) on when a timer or loop allows it; ``first``
+    is the number of an iteration's first attempt (1 unless a resume numbered on)."""
 
     def begin(attempt: int, iteration: int) -> list[AnyEvent]:
         return _begin(key, spec, step, scope, now, attempt=attempt, iteration=iteration)
@@ -247,14 +257,14 @@ def _advance(key: str, spec: Step, step: StepState, scope: Scope, now: float) ->
             last_failed = bool(step.attempts) and step.attempts[-1].error is not None
             if last_failed:
                 return begin(step.attempt + 1, step.iteration)
-            return begin(1, step.iteration + 1)
+            return begin(first, step.iteration + 1)
         if step.status == "looping":
             assert spec.repeat is not None
             if spec.repeat.sleep > 0:
-                tid = timer_id(key, "repeat", step.iteration + 1, 0)
+                tid = timer_id(key, "repeat", step.iteration + 1, first - 1)
                 due = now + spec.repeat.sleep
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="repeat")]
-            return begin(1, step.iteration + 1)
+            return begin(first, step.iteration + 1)
     except (ExpressionError, ValueError, TypeError) as exc:
         return [final_failure(key, step.attempt, str(exc), _kind(exc), now, step.iteration)]
     return []
@@ -286,11 +296,12 @@ def _advance_fan_out(
             ):
                 running += 1
                 try:
-                    out.extend(_begin(key, spec, child, scope, now, attempt=1, iteration=0))
+                    number = first_attempt(state, key)
+                    out.extend(_begin(key, spec, child, scope, now, attempt=number, iteration=0))
                 except (ExpressionError, ValueError, TypeError) as exc:
                     out.append(final_failure(key, 0, str(exc), _kind(exc), now))
         else:
-            out.extend(_advance(key, spec, child, scope, now))
+            out.extend(_advance(key, spec, child, scope, now, first_attempt(state, key)))
     if out:
         return out
     if all(c.status in TERMINAL_STEP for c in children):

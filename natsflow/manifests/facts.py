@@ -10,7 +10,17 @@ gives no facts.
 from __future__ import annotations
 
 from natsflow.events.errors import ExpressionError
-from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
+from natsflow.events.messages import (
+    AnyInbox,
+    Cancel,
+    Pause,
+    Progress,
+    Result,
+    Resume,
+    Start,
+    TimerDue,
+    Unpause,
+)
 from natsflow.events.model import (
     AnyEvent,
     ExecutionCancelled,
@@ -25,6 +35,7 @@ from natsflow.events.model import (
     awaits_result,
 )
 from natsflow.manifests.expressions import evaluate
+from natsflow.manifests.resuming import pause_facts, resume_facts, retry_budget_used
 from natsflow.manifests.schema import Workflow
 from natsflow.manifests.scope import Scope, backoff, base_name, final_failure, timer_id, unwrap
 
@@ -51,6 +62,10 @@ def facts(
             if state.status != "running":
                 return ()
             return (ExecutionCancelled(at=now, reason=message.reason),)
+        case Resume():
+            return resume_facts(state, workflow, message, now)
+        case Pause() | Unpause():
+            return pause_facts(state, message, now)
         case _ if state.status != "running":
             return ()
         case Result():
@@ -59,7 +74,8 @@ def facts(
             step = state.steps[message.step]
             if message.ok:
                 return _completion(state, workflow, message, step, now)
-            return _failure(workflow, message, step, now)
+            used = retry_budget_used(state, message.step, message.attempt)
+            return _failure(workflow, message, step, now, used)
         case Progress():
             if not awaits_result(state, message.step, message.attempt, message.iteration):
                 return ()
@@ -137,20 +153,22 @@ def _completion(
 
 
 def _failure(
-    workflow: Workflow, message: Result, step: StepState, now: float
+    workflow: Workflow, message: Result, step: StepState, now: float, used: int
 ) -> tuple[AnyEvent, ...]:
+    """``used``: the attempt's place in the retry budget (its number, unless a resume
+    numbered its attempts on from earlier ones)."""
     error = message.error
     text = error.message if error else "step failed without an error message"
     kind = error.kind if error else "error"
     policy = workflow.steps[base_name(message.step)].retry
     retry = (
         (error is None or error.retryable)
-        and message.attempt < policy.attempts
+        and used < policy.attempts
         and (not policy.on or kind in policy.on)
     )
     if not retry:
         return (final_failure(message.step, message.attempt, text, kind, now, message.iteration),)
-    due = now + backoff(policy, message.attempt, error.retry_after if error else None)
+    due = now + backoff(policy, used, error.retry_after if error else None)
     tid = timer_id(message.step, "retry", message.iteration, message.attempt)
     return (
         StepAttemptFailed(

@@ -97,6 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default=DEFAULT_CANCEL_REASON)
     c.add_argument("--json", action="store_true")
 
+    r = sub.add_parser("resume", help="resume a failed execution from where it failed")
+    r.add_argument("execution_id")
+    r.add_argument("--from", dest="from_step", help="re-run this step and all that depend on it")
+    r.add_argument("--json", action="store_true")
+    for verb, text in (("pause", "dispatch nothing new"), ("unpause", "go on after a pause")):
+        v = sub.add_parser(verb, help=f"{text} (running steps finish)")
+        v.add_argument("execution_id")
+        v.add_argument("--json", action="store_true")
+
     wf = sub.add_parser("workflows", help="list deployed workflows")
     wf.add_argument("--json", action="store_true")
     tr = sub.add_parser("triggers", help="list triggers: pending messages, next due, last fire")
@@ -247,8 +256,10 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
         fields = {"execution_id": args.execution_id, "all": args.all}
     elif args.command == "cancel":
         fields = {"execution_id": args.execution_id, "reason": args.reason}
-    elif args.command == "show":
+    elif args.command in ("show", "pause", "unpause"):
         fields = {"execution_id": args.execution_id}
+    elif args.command == "resume":
+        fields = {"execution_id": args.execution_id, "from_step": args.from_step}
     return request_from(REQUEST_TYPES[args.command], fields)
 
 
@@ -322,7 +333,8 @@ def _render_plain(result: Any) -> str:
 def _render_ls(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'EXECUTION':40} {'WORKFLOW':20} {'STATUS':10} STARTED"]
     lines += [
-        f"{r['execution_id']:40} {r['workflow']:20} {r['status']:10} {_ts(r.get('started_at'))}"
+        f"{r['execution_id']:40} {r['workflow']:20}"
+        f" {'paused' if r.get('paused') else r['status']:10} {_ts(r.get('started_at'))}"
         for r in rows
     ]
     return "\n".join(lines)
@@ -332,10 +344,11 @@ def _render_show(s: dict[str, Any]) -> str:
     lines = [
         f"execution  {s['execution_id']}",
         f"workflow   {s['workflow']} (version {s['version']})",
-        f"status     {s['status']}   steps {s['steps_done']}/{s['steps_total']}"
+        f"status     {s['status']}{' (paused)' if s.get('paused') else ''}   steps {s['steps_done']}/{s['steps_total']}"
         + (f"   current: {', '.join(s['current'])}" if s["current"] else ""),
         f"started    {_ts(s['started_at'])}   finished {_ts(s['finished_at'])}",
-        f"resume at  event {s['resume_point']['events']} (stream seq {s['resume_point']['stream_seq']})",
+        f"resume at  {s['resume_at'] + '   ' if s.get('resume_at') else ''}event"
+        f" {s['resume_point']['events']} (stream seq {s['resume_point']['stream_seq']})",
     ]
     if s["error"]:
         lines.append(f"error      {s['error']}")

@@ -53,12 +53,17 @@ from natsflow.service.protocol import (
     History,
     HistoryRequest,
     ListRequest,
+    PauseChanged,
+    PauseRequest,
+    ResumeRequest,
+    ResumeRequested,
     ShowRequest,
     Signalled,
     SignalRequest,
     StartRequest,
     TriggerList,
     TriggersRequest,
+    UnpauseRequest,
     WorkflowsRequest,
     WorkflowVersion,
     request_from,
@@ -234,6 +239,21 @@ class Client:
         """Ask a running execution to cancel (``Conflict`` if it is not running)."""
         request = CancelRequest(execution_id=execution_id, reason=reason)
         return await self.request(request, CancelRequested)
+
+    async def resume(self, execution_id: str, from_step: str | None = None) -> ResumeRequested:
+        """Resume a failed execution where it failed, or ``from_step`` and what depends on it
+        (``Conflict`` if it is not failed, ``InputError`` for an unknown step)."""
+        request = ResumeRequest(execution_id=execution_id, from_step=from_step)
+        return await self.request(request, ResumeRequested)
+
+    async def pause(self, execution_id: str) -> PauseChanged:
+        """Pause a running execution: running steps finish, nothing new is dispatched
+        (``Conflict`` if it is not running; ``changed`` False if it was paused already)."""
+        return await self.request(PauseRequest(execution_id=execution_id), PauseChanged)
+
+    async def unpause(self, execution_id: str) -> PauseChanged:
+        """Let a paused execution go on (``changed`` False if it was not paused)."""
+        return await self.request(UnpauseRequest(execution_id=execution_id), PauseChanged)
 
     async def signal(self, execution_id: str, name: str, data: Any = None) -> Signalled:
         """Deliver signal ``name`` with ``data`` to an execution."""

@@ -13,6 +13,9 @@ Routes (JSON bodies and answers; errors are ``{"error": message}``, plus
     GET  /v1/executions/{id}
     POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON)
     POST /v1/executions/{id}/cancel            {"reason": ...}
+    POST /v1/executions/{id}/resume            {"from_step": ...} (optional)
+    POST /v1/executions/{id}/pause
+    POST /v1/executions/{id}/unpause
     GET  /v1/triggers                          -> {"triggers": [...]}
     GET  /v1/dlq?reason=&after=&limit=         -> {"total": n, "dead_letters": [...]}
     GET  /v1/dlq/{id}                          one dead letter: headers, payload
@@ -53,10 +56,13 @@ from natsflow.service.protocol import (
     DlqShowRequest,
     Handler,
     ListRequest,
+    PauseRequest,
+    ResumeRequest,
     ShowRequest,
     SignalRequest,
     StartRequest,
     TriggersRequest,
+    UnpauseRequest,
     request_from,
 )
 
@@ -198,6 +204,21 @@ class _Routes:
         cancel = await _request(request, CancelRequest, defaults, execution_id=execution_id)
         return _json(await self._call(cancel))
 
+    async def resume(self, request: web.Request) -> web.Response:
+        execution_id = request.match_info["id"]
+        resume = await _request(request, ResumeRequest, {}, execution_id=execution_id)
+        return _json(await self._call(resume))
+
+    async def pause(self, request: web.Request) -> web.Response:
+        execution_id = request.match_info["id"]
+        pause = await _request(request, PauseRequest, {}, execution_id=execution_id)
+        return _json(await self._call(pause))
+
+    async def unpause(self, request: web.Request) -> web.Response:
+        execution_id = request.match_info["id"]
+        unpause = await _request(request, UnpauseRequest, {}, execution_id=execution_id)
+        return _json(await self._call(unpause))
+
     async def triggers(self, request: web.Request) -> web.Response:
         return _json(await self._call(TriggersRequest()))
 
@@ -263,6 +284,9 @@ def make_app(
     app.router.add_get("/v1/executions/{id}", routes.show)
     app.router.add_post("/v1/executions/{id}/signals/{name}", routes.signal)
     app.router.add_post("/v1/executions/{id}/cancel", routes.cancel)
+    app.router.add_post("/v1/executions/{id}/resume", routes.resume)
+    app.router.add_post("/v1/executions/{id}/pause", routes.pause)
+    app.router.add_post("/v1/executions/{id}/unpause", routes.unpause)
     app.router.add_get("/v1/triggers", routes.triggers)
     app.router.add_get("/v1/dlq", routes.dlq_list)
     app.router.add_post("/v1/dlq/redrive", routes.dlq_redrive_all)

@@ -36,7 +36,7 @@ from natsflow.events.errors import (
     Unavailable,
     Undecodable,
 )
-from natsflow.events.messages import Cancel, json_encoder
+from natsflow.events.messages import Cancel, Pause, Resume, Unpause, json_encoder
 from natsflow.events.model import AnyEvent
 from natsflow.events.views import (
     ExecutionSummary,
@@ -46,6 +46,7 @@ from natsflow.events.views import (
     parked_state,
 )
 from natsflow.manifests.loader import parse_manifest
+from natsflow.manifests.resuming import unknown_step
 from natsflow.service.deadletters import DeadLetterOperations
 from natsflow.service.protocol import (
     AdminRequest,
@@ -60,13 +61,18 @@ from natsflow.service.protocol import (
     History,
     HistoryRequest,
     ListRequest,
+    PauseChanged,
+    PauseRequest,
     Reply,
+    ResumeRequest,
+    ResumeRequested,
     ShowRequest,
     Signalled,
     SignalRequest,
     SnapshotInfo,
     StartRequest,
     TriggersRequest,
+    UnpauseRequest,
     WorkflowsRequest,
     WorkflowVersion,
 )
@@ -125,6 +131,10 @@ class Operations:
                 return await self._dlq.redrive(request)
             case DlqPurgeRequest():
                 return await self._dlq.purge(request)
+            case ResumeRequest():
+                return await self.resume(request)
+            case PauseRequest() | UnpauseRequest():
+                return await self.pause(request)
             case _:
                 assert_never(request)
 
@@ -232,6 +242,44 @@ class Operations:
             f"execution {request.execution_id} has no step waiting for signal {request.name!r}"
             " (this version has no `wait` action)"
         )
+
+    async def resume(self, request: ResumeRequest) -> ResumeRequested:
+        """Send ``resume`` to a failed execution; 409 for any other, 400 for an unknown step."""
+        execution_id, from_step = request.execution_id, request.from_step
+        view = await self.show(execution_id)  # NotFound for an unknown id
+        if view.parked is not None:
+            raise Conflict(
+                f"execution {execution_id} is parked (its history cannot be read): it cannot"
+                " be resumed"
+            )
+        if view.status != "failed":
+            raise Conflict(
+                f"execution {execution_id} is {view.status}: only a failed one can be resumed"
+            )
+        if from_step is not None:
+            workflow = await self._definitions.get(view.workflow, view.version)
+            if problem := unknown_step(workflow, from_step):
+                raise InputError(problem)
+        await self._publisher.publish(
+            inbox_subject(execution_id), json_encoder.encode(Resume(from_step=from_step))
+        )
+        return ResumeRequested(execution_id=execution_id, resume_at=from_step or view.resume_at)
+
+    async def pause(self, request: PauseRequest | UnpauseRequest) -> PauseChanged:
+        """Send ``pause`` / ``unpause`` to a running execution; 409 for one not running; a
+        no-op answer (``changed`` False) when it is so already."""
+        execution_id, pausing = request.execution_id, isinstance(request, PauseRequest)
+        view = await self.show(execution_id)  # NotFound for an unknown id
+        verb = "paused" if pausing else "unpaused"
+        if view.status != "running":
+            raise Conflict(
+                f"execution {execution_id} is {view.status}: only a running one can be {verb}"
+            )
+        if view.paused == pausing:
+            return PauseChanged(execution_id=execution_id, paused=pausing, changed=False)
+        message = Pause() if pausing else Unpause()
+        await self._publisher.publish(inbox_subject(execution_id), json_encoder.encode(message))
+        return PauseChanged(execution_id=execution_id, paused=pausing)
 
 
 def history_entry(seq: int, event: AnyEvent | Undecodable) -> dict[str, Any]:

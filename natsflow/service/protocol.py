@@ -45,6 +45,7 @@ ExecutionId = Annotated[str, Meta(min_length=1, max_length=256, pattern=ID_PATTE
 """An execution id: a subject token (no ``.``, ``*``, ``>`` or white space)."""
 SignalName = Annotated[str, Meta(min_length=1, max_length=256)]
 Limit = Annotated[int, Meta(ge=1, le=MAX_LIST_LIMIT)]
+StepName = Annotated[str, Meta(min_length=1, max_length=256)]
 
 
 class _Request(
@@ -163,6 +164,26 @@ class DlqPurgeRequest(_Request, frozen=True, tag="dlq.purge"):
             raise ValueError("give one of an id, a reason or all=true")
 
 
+class ResumeRequest(_Request, frozen=True, tag="resume"):
+    """Resume a failed execution from where it failed (``from_step``: re-run that step and
+    every step that depends on it, even completed)."""
+
+    execution_id: ExecutionId
+    from_step: StepName | None = None
+
+
+class PauseRequest(_Request, frozen=True, tag="pause"):
+    """Pause a running execution: running steps finish, nothing new is dispatched."""
+
+    execution_id: ExecutionId
+
+
+class UnpauseRequest(_Request, frozen=True, tag="unpause"):
+    """Let a paused execution go on."""
+
+    execution_id: ExecutionId
+
+
 AdminRequest = (
     DeployRequest
     | StartRequest
@@ -177,6 +198,9 @@ AdminRequest = (
     | DlqShowRequest
     | DlqRedriveRequest
     | DlqPurgeRequest
+    | ResumeRequest
+    | PauseRequest
+    | UnpauseRequest
 )
 
 
@@ -258,6 +282,24 @@ class Signalled(msgspec.Struct, frozen=True, kw_only=True):
     signal: str
 
 
+class ResumeRequested(msgspec.Struct, frozen=True, kw_only=True):
+    """``resume``'s answer: the execution goes on from ``resume_at`` (a step; None when
+    no step failed, e.g. its output could not be rendered)."""
+
+    execution_id: str
+    resume_at: str | None = None
+    resume_requested: bool = True
+
+
+class PauseChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """``pause`` / ``unpause``'s answer: ``paused`` is what was asked; ``changed`` is False
+    when the execution was so already (nothing was sent)."""
+
+    execution_id: str
+    paused: bool
+    changed: bool = True
+
+
 class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
     """The body of an error reply over NATS (HTTP answers ``{"error"}`` alone)."""
 
@@ -279,6 +321,8 @@ Reply = (
     | DeadLetterView
     | Redriven
     | Purged
+    | ResumeRequested
+    | PauseChanged
 )
 
 Handler = Callable[[AdminRequest], Awaitable[Reply]]

@@ -19,8 +19,11 @@ from natsflow.events.model import (
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
+    ExecutionPaused,
+    ExecutionResumed,
     ExecutionStarted,
     ExecutionState,
+    ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
     StepFannedOut,
@@ -154,6 +157,18 @@ execution_failed = st.builds(
     ExecutionFailed, at=timestamps, error=short_text, step=st.none() | step_keys
 )
 execution_cancelled = st.builds(ExecutionCancelled, at=timestamps, reason=short_text)
+_key_tuples = st.lists(step_keys, max_size=3).map(tuple)
+execution_resumed = st.builds(
+    ExecutionResumed,
+    at=timestamps,
+    retried=_key_tuples,
+    rerun=_key_tuples,
+    reopened=_key_tuples,
+    attempts_before=st.dictionaries(step_keys, counts, max_size=3),
+    from_step=st.none() | _names,
+)
+execution_paused = st.builds(ExecutionPaused, at=timestamps, reason=short_text)
+execution_unpaused = st.builds(ExecutionUnpaused, at=timestamps)
 
 EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExecutionStarted: execution_started,
@@ -168,6 +183,9 @@ EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExecutionCompleted: execution_completed,
     ExecutionFailed: execution_failed,
     ExecutionCancelled: execution_cancelled,
+    ExecutionResumed: execution_resumed,
+    ExecutionPaused: execution_paused,
+    ExecutionUnpaused: execution_unpaused,
 }
 assert set(EVENT_STRATEGIES) == set(get_args(AnyEvent)), "an event has no strategy"
 

@@ -125,6 +125,8 @@ def _what(state: ExecutionState, message: AnyInbox) -> str:
             return "start of a started execution"
         case Cancel():
             return "cancel of an ended execution"
+        case _:
+            return f"{message.__struct_config__.tag} message"
 
 
 # --- a changed decider ----------------------------------------------------------
