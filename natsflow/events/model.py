@@ -127,6 +127,23 @@ class ExecutionCancelled(Event, frozen=True, tag="execution_cancelled"):
     reason: str = ""
 
 
+class StepDeadlineSet(Event, frozen=True, tag="step_deadline_set"):
+    """The engine keeps a deadline for one attempt: a durable timer that fails the
+    attempt (with ``kind``) if it is still awaited when the timer fires.
+
+    ``kind`` is ``"timeout"`` (set when the attempt is dispatched: its ``timeout``
+    plus a grace) or ``"heartbeat"`` (moved on by the worker's progress reports;
+    each move is a new ``timer_id``, the old timer fires into nothing).
+    """
+
+    step: str
+    attempt: Attempt
+    timer_id: str
+    due: float
+    kind: str = "timeout"
+    iteration: Count = 0
+
+
 AnyEvent = (
     ExecutionStarted
     | StepScheduled
@@ -140,6 +157,7 @@ AnyEvent = (
     | ExecutionCompleted
     | ExecutionFailed
     | ExecutionCancelled
+    | StepDeadlineSet
 )
 
 StepStatus = Literal[
@@ -152,8 +170,9 @@ StepStatus = Literal[
     "completed",
     "failed",
     "skipped",
+    "cancelled",  # in flight when the execution was cancelled
 ]
-TERMINAL_STEP = frozenset({"completed", "failed", "skipped"})
+TERMINAL_STEP = frozenset({"completed", "failed", "skipped", "cancelled"})
 
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 TERMINAL_EXECUTION = frozenset({"completed", "failed", "cancelled"})
@@ -167,6 +186,14 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: float | None = None
     error: str | None = None
     kind: str | None = None
+
+
+class Deadline(msgspec.Struct, frozen=True, kw_only=True):
+    """One deadline the engine keeps for the attempt in flight (see ``StepDeadlineSet``)."""
+
+    timer_id: str
+    due: float
+    kind: str = "timeout"
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,6 +219,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     item: Any = None
     item_needs: tuple[str, ...] = ()
+    # the engine's own deadlines for the attempt in flight (its timeout, its heartbeat)
+    deadlines: tuple[Deadline, ...] = ()
 
 
 class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
