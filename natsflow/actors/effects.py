@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import assert_never
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.timers import cancel_timers, schedule_headers
 from natsflow.actors.jetstream.topology import (
+    cancel_subject,
     inbox_subject,
     summary_subject,
     task_subject,
@@ -25,12 +27,19 @@ from natsflow.actors.jetstream.topology import (
 from natsflow.actors.metrics import Metrics
 from natsflow.events.commands import (
     AnyCommand,
+    CancelTasks,
     CancelTimers,
     DispatchTask,
     StartTimer,
     WriteSummary,
 )
-from natsflow.events.messages import Task, TimerDue, idempotency_key, json_encoder
+from natsflow.events.messages import (
+    CancelNotice,
+    Task,
+    TimerDue,
+    idempotency_key,
+    json_encoder,
+)
 from natsflow.events.model import (
     TERMINAL_EXECUTION,
     AnyEvent,
@@ -49,10 +58,18 @@ _STEERED = {ExecutionResumed: "resumed", ExecutionPaused: "paused", ExecutionUnp
 class Effects:
     """Carries out commands: every message sent first, then all acks awaited together."""
 
-    def __init__(self, publisher: Publisher, js: JetStreamContext, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        js: JetStreamContext,
+        metrics: Metrics,
+        nc: Client | None = None,
+    ) -> None:
         self._publisher = publisher
         self._js = js
         self._metrics = metrics
+        # core NATS, for cancel notices (no stream keeps them)
+        self._nc = nc
 
     async def carry_out(self, commands: tuple[AnyCommand, ...]) -> None:
         pending: list[asyncio.Future[int]] = []
@@ -67,6 +84,8 @@ class Effects:
                     cancels.append(command)  # after the acks: a timer set in this batch is stored
                 case WriteSummary():
                     pending.append(await self._summary(command))
+                case CancelTasks():
+                    await self._cancel_tasks(command)
                 case _:
                     assert_never(command)
         await self._publisher.wait(pending)
@@ -96,6 +115,16 @@ class Effects:
         body = json_encoder.encode(TimerDue(timer_id=timer, step=command.step))
         headers = schedule_headers(execution, timer, command.due)
         return await self._publisher.send(timer_subject(execution, timer), body, headers)
+
+    async def _cancel_tasks(self, command: CancelTasks) -> None:
+        """Tell the workers (core NATS, fire and forget: the execution is cancelled already,
+        whatever they do; a late result is ignored). Child workflows: engineer D's hook."""
+        if self._nc is None:
+            return
+        notice = CancelNotice(
+            execution_id=command.execution_id, steps=command.steps, reason=command.reason
+        )
+        await self._nc.publish(cancel_subject(command.execution_id), json_encoder.encode(notice))
 
     async def _summary(self, command: WriteSummary) -> asyncio.Future[int]:
         return await self._publisher.send(

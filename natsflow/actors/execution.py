@@ -390,7 +390,7 @@ class Executor:
         self.metrics = metrics
         self.publisher = publisher or Publisher(nc)
         self.store = EventStore(nc, js, self.publisher)
-        self.effects = Effects(self.publisher, js, metrics)
+        self.effects = Effects(self.publisher, js, metrics, nc)
         self.idle_timeout = idle_timeout
         self.max_active = max_active
         self.snapshot_every = snapshot_every

@@ -9,6 +9,13 @@ The attempt's result is published (and its ack awaited) before the task is
 acked: a crash in between runs the attempt again, never loses it. ``drain``
 stops taking tasks, lets the running ones finish within a grace period, then
 stops the rest and hands their tasks back for another instance to run at once.
+
+A cancelled execution's notice (core NATS, ``natsflow.cancel.<execution>``)
+stops its attempts running here: the action's scope is cancelled (a ``shell``
+step's process group gets SIGTERM, then SIGKILL after ``cancel_grace``; a
+``python`` coroutine is cancelled, a thread abandoned; ``http`` and
+``nats.request`` are abandoned), no result is sent and the task is acked. A
+task of that execution not started yet is not started.
 """
 
 from __future__ import annotations
@@ -29,13 +36,21 @@ from natsflow.actors.jetstream.deliveries import Held
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack, delivery
 from natsflow.actors.jetstream.store import EventStore
-from natsflow.actors.jetstream.topology import TASKS_STREAM, WORKERS_CONSUMER
+from natsflow.actors.jetstream.topology import CANCEL_SUBJECTS, TASKS_STREAM, WORKERS_CONSUMER
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
-from natsflow.actors.recently import RecentResults
+from natsflow.actors.recently import RecentlyDone, RecentResults
 from natsflow.events.commands import DispatchTask
 from natsflow.events.errors import NatsflowError, StepError
-from natsflow.events.messages import ErrorInfo, Progress, Result, Task, json_encoder, task_decoder
+from natsflow.events.messages import (
+    ErrorInfo,
+    Progress,
+    Result,
+    Task,
+    cancel_notice_decoder,
+    json_encoder,
+    task_decoder,
+)
 from natsflow.events.model import awaits_result
 
 log = logging.getLogger(__name__)
@@ -43,6 +58,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
 REMEMBERED_ATTEMPTS = 50_000
 REMEMBERED_BYTES = 64 << 20
+REMEMBERED_CANCELS = 10_000
 
 
 class WorkerPool:
@@ -59,8 +75,15 @@ class WorkerPool:
         ack_wait: float,
         publisher: Publisher | None = None,
         store: EventStore | None = None,
+        cancel_grace: float = 5.0,
     ) -> None:
         self._nc = nc
+        # a cancelled shell step's process group: SIGTERM, then SIGKILL this much later
+        self._cancel_grace = cancel_grace
+        # attempts running now, by execution: what a cancel notice stops
+        self._running: dict[str, dict[str, anyio.CancelScope]] = {}
+        # executions cancelled lately: a task of theirs still waiting is not started
+        self._cancelled = RecentlyDone(REMEMBERED_CANCELS)
         # reads the execution before running a task delivered again (not per step)
         self._store = store
         self._js = js
@@ -85,6 +108,14 @@ class WorkerPool:
         # Slots take tasks from one mailbox; the puller blocks while it is full, so at
         # most about 2 x `concurrency` tasks are pulled ahead, and the in-progress loop
         # covers those waiting in the mailbox as well as those running.
+        cancels = await self._nc.subscribe(CANCEL_SUBJECTS, cb=self._on_cancel)
+        try:
+            await self._serve(task_status)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await cancels.unsubscribe()
+
+    async def _serve(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._held.keep_alive, name="worker in-progress acks")
             with anyio.CancelScope() as self._slots:
@@ -194,7 +225,24 @@ class WorkerPool:
             log.info("task %s came back after its result was recorded: not run again", key)
             await ack(self._nc, msg)
             return
-        result = await self._attempt(task)
+        if task.execution_id in self._cancelled:
+            log.info("task %s: its execution was cancelled; not run", key)
+            await ack(self._nc, msg)
+            return
+        with anyio.CancelScope() as scope:
+            running = self._running.setdefault(task.execution_id, {})
+            running[key] = scope
+            try:
+                result = await self._attempt(task)
+            finally:
+                running.pop(key, None)
+                if not running:
+                    self._running.pop(task.execution_id, None)
+        if scope.cancelled_caught:
+            # Nobody waits for a result: the execution was cancelled before we stopped.
+            log.info("task %s: stopped, its execution was cancelled", key)
+            await ack(self._nc, msg)
+            return
         try:
             body = json_encoder.encode(result)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -207,6 +255,18 @@ class WorkerPool:
             task.reply_to, body, {"Nats-Msg-Id": f"result:{task.idempotency_key}"}
         )
         await ack(self._nc, msg)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """A cancel notice: stop this execution's attempts running here, start none."""
+        try:
+            notice = cancel_notice_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            log.warning("invalid cancel notice on %s: %s", msg.subject, exc)
+            return
+        self._cancelled.add(notice.execution_id)
+        for key, scope in self._running.get(notice.execution_id, {}).items():
+            log.info("task %s: cancelling (%s)", key, notice.reason or "execution cancelled")
+            scope.cancel()
 
     async def _still_awaited(self, task: Task) -> bool:
         """Whether the execution still waits for this attempt; when in doubt, yes
@@ -241,6 +301,7 @@ class WorkerPool:
             idempotency_key=task.idempotency_key,
             report_progress=report_progress,
             nc=self._nc,
+            kill_grace=self._cancel_grace,
         )
         started = time.perf_counter()
         try:

@@ -39,6 +39,7 @@ from natsflow.events.model import (
     ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
+    StepDeadlineSet,
     StepFannedOut,
     StepProgressed,
     StepScheduled,
@@ -85,7 +86,18 @@ class WriteSummary(Command, frozen=True, tag="write_summary"):
     summary: ExecutionSummary
 
 
-AnyCommand = DispatchTask | StartTimer | CancelTimers | WriteSummary
+class CancelTasks(Command, frozen=True, tag="cancel_tasks"):
+    """Tell the workers running ``steps`` of the cancelled execution to stop them
+    (a cancel notice; see ``natsflow.events.messages.CancelNotice``).
+
+    Hook for child workflows: a ``workflow`` step named here has a child to cancel.
+    """
+
+    steps: tuple[str, ...]
+    reason: str = ""
+
+
+AnyCommand = DispatchTask | StartTimer | CancelTimers | WriteSummary | CancelTasks
 
 
 def commands_for(
@@ -103,6 +115,9 @@ def commands_for(
                 out.append(command)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 out.extend(_cancel_timers(after))
+                out.extend(_cancel_tasks(after))
+            case StepDeadlineSet():
+                out.extend(_deadline_timer(execution, after, event))
             case (
                 ExecutionStarted()
                 | StepProgressed()
@@ -130,6 +145,7 @@ def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
             command = _outstanding(state.execution_id, key, step)
             if command is not None:
                 out.append(command)
+            out.extend(_deadline_timers(state.execution_id, key, step))
     return (*out, *_closing(state))
 
 
@@ -143,6 +159,9 @@ def resend_commands(events: tuple[AnyEvent, ...], state: ExecutionState) -> tupl
     out: list[AnyCommand] = []
     if state.status == "running":
         for event in events:
+            if isinstance(event, StepDeadlineSet):
+                out.extend(_deadline_timer(state.execution_id, state, event))
+                continue
             if not isinstance(event, StepScheduled | TimerStarted):
                 continue
             step = state.steps.get(event.step)
@@ -184,6 +203,7 @@ def _closing(state: ExecutionState) -> list[AnyCommand]:
     """What any decided state needs, fresh or resent: its timers dropped once it has
     ended, and its summary."""
     out = _cancel_timers(state) if state.status in TERMINAL_EXECUTION else []
+    out.extend(_cancel_tasks(state))
     if state.status != "pending":
         out.append(WriteSummary(execution_id=state.execution_id, summary=summary_of(state)))
     return out
@@ -191,5 +211,51 @@ def _closing(state: ExecutionState) -> list[AnyCommand]:
 
 def _cancel_timers(state: ExecutionState) -> list[AnyCommand]:
     """One command for all the timers an ended execution still has (none: nothing)."""
-    waiting = any(step.status == "waiting" and step.timer_id for step in state.steps.values())
+    waiting = any(_has_timers(step) for step in state.steps.values())
     return [CancelTimers(execution_id=state.execution_id)] if waiting else []
+
+
+def _deadline_timers(execution: str, key: str, step: StepState) -> list[AnyCommand]:
+    """The timers of the deadlines the engine keeps for ``step``'s attempt in flight."""
+    if step.status != "scheduled":
+        return []
+    return [
+        StartTimer(execution_id=execution, timer_id=d.timer_id, step=key, due=d.due)
+        for d in step.deadlines
+    ]
+
+
+def _deadline_timer(
+    execution: str, state: ExecutionState, event: StepDeadlineSet
+) -> list[AnyCommand]:
+    """The timer of ``event``'s deadline, if the state still keeps it (the attempt is
+    in flight and the deadline was not moved since)."""
+    step = state.steps.get(event.step)
+    if step is None or step.status != "scheduled" or state.status != "running":
+        return []
+    return [
+        StartTimer(execution_id=execution, timer_id=d.timer_id, step=event.step, due=d.due)
+        for d in step.deadlines
+        if d.timer_id == event.timer_id
+    ]
+
+
+def _cancel_tasks(state: ExecutionState) -> list[AnyCommand]:
+    """A cancel notice for the steps whose attempt was in a worker's hands when the
+    execution was cancelled (the fold closed that attempt with kind "cancelled")."""
+    if state.status != "cancelled":
+        return []
+    steps = tuple(
+        key
+        for key, step in state.steps.items()
+        if step.status == "cancelled" and step.attempts and step.attempts[-1].kind == "cancelled"
+    )
+    if not steps:
+        return []
+    return [CancelTasks(execution_id=state.execution_id, steps=steps, reason=state.error or "")]
+
+
+def _has_timers(step: StepState) -> bool:
+    """Whether ``step`` may still have a timer scheduled: one it waits for (or waited
+    for when the execution was cancelled), or a deadline the engine kept for it."""
+    return (step.status in ("waiting", "cancelled") and bool(step.timer_id)) or bool(step.deadlines)

@@ -11,6 +11,7 @@ from natsflow.events.model import (
     INITIAL,
     AnyEvent,
     AttemptRecord,
+    Deadline,
     ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
@@ -21,6 +22,7 @@ from natsflow.events.model import (
     ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
+    StepDeadlineSet,
     StepFannedOut,
     StepProgressed,
     StepScheduled,
@@ -83,13 +85,13 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
                 finished_at=event.at,
             )
         case ExecutionCancelled():
-            return replace(
-                state, status="cancelled", error=event.reason or None, finished_at=event.at
-            )
+            return _on_execution_cancelled(state, event)
         case ExecutionResumed():
             return _on_execution_resumed(state, event)
         case ExecutionPaused() | ExecutionUnpaused():
             return replace(state, paused=isinstance(event, ExecutionPaused))
+        case StepDeadlineSet():
+            return _on_step_deadline_set(state, event)
         case _:
             assert_never(event)
 
@@ -126,6 +128,7 @@ def _on_step_scheduled(state: ExecutionState, event: StepScheduled) -> Execution
             progress=None,
             timer_id=None,
             due=None,
+            deadlines=(),
             started_at=step.started_at if step.started_at is not None else event.at,
             attempts=(*history, AttemptRecord(attempt=event.attempt, started_at=event.at)),
         ),
@@ -256,3 +259,32 @@ def fold(events: Iterable[AnyEvent], state: ExecutionState = INITIAL) -> Executi
     for event in events:
         state = evolve(state, event)
     return state
+
+
+# Steps still moving when an execution is cancelled: they end "cancelled" (a
+# pending fan-out child never started, so it stays pending).
+_IN_FLIGHT = frozenset({"scheduled", "waiting", "ready", "looping", "fanned_out"})
+
+
+def _on_execution_cancelled(state: ExecutionState, event: ExecutionCancelled) -> ExecutionState:
+    steps = dict(state.steps)
+    for key, step in state.steps.items():
+        if step.status in _IN_FLIGHT:
+            attempts = _close_attempt(step, event.at, "execution cancelled", "cancelled")
+            steps[key] = replace(step, status="cancelled", finished_at=event.at, attempts=attempts)
+    return replace(
+        state,
+        status="cancelled",
+        error=event.reason or None,
+        finished_at=event.at,
+        steps=steps,
+    )
+
+
+def _on_step_deadline_set(state: ExecutionState, event: StepDeadlineSet) -> ExecutionState:
+    step = _step(state, event.step)
+    if (step.status, step.attempt, step.iteration) != ("scheduled", event.attempt, event.iteration):
+        return state  # that attempt is over: its deadline keeps nothing
+    kept = tuple(d for d in step.deadlines if d.kind != event.kind)
+    deadline = Deadline(timer_id=event.timer_id, due=event.due, kind=event.kind)
+    return _with_step(state, event.step, replace(step, deadlines=(*kept, deadline)))

@@ -143,3 +143,15 @@ def idempotency_key(execution_id: str, step: str, attempt: int, iteration: int =
     if iteration:
         return f"{execution_id}:{step}#{iteration}:{attempt}"
     return f"{execution_id}:{step}:{attempt}"
+
+
+class CancelNotice(msgspec.Struct, frozen=True, kw_only=True):
+    """Told to every worker (core NATS, ``natsflow.cancel.<execution>``) when an execution
+    is cancelled: stop running these steps of it; their results are not awaited."""
+
+    execution_id: str
+    steps: tuple[str, ...] = ()
+    reason: str = ""
+
+
+cancel_notice_decoder = msgspec.json.Decoder(CancelNotice)

@@ -158,6 +158,23 @@ class ExecutionUnpaused(Event, frozen=True, tag="execution_unpaused"):
     """Decisions go on: what results and timers unlocked while paused is dispatched now."""
 
 
+class StepDeadlineSet(Event, frozen=True, tag="step_deadline_set"):
+    """The engine keeps a deadline for one attempt: a durable timer that fails the
+    attempt (with ``kind``) if it is still awaited when the timer fires.
+
+    ``kind`` is ``"timeout"`` (set when the attempt is dispatched: its ``timeout``
+    plus a grace) or ``"heartbeat"`` (moved on by the worker's progress reports;
+    each move is a new ``timer_id``, the old timer fires into nothing).
+    """
+
+    step: str
+    attempt: Attempt
+    timer_id: str
+    due: float
+    kind: str = "timeout"
+    iteration: Count = 0
+
+
 AnyEvent = (
     ExecutionStarted
     | StepScheduled
@@ -174,6 +191,7 @@ AnyEvent = (
     | ExecutionResumed
     | ExecutionPaused
     | ExecutionUnpaused
+    | StepDeadlineSet
 )
 
 StepStatus = Literal[
@@ -186,8 +204,9 @@ StepStatus = Literal[
     "completed",
     "failed",
     "skipped",
+    "cancelled",  # in flight when the execution was cancelled
 ]
-TERMINAL_STEP = frozenset({"completed", "failed", "skipped"})
+TERMINAL_STEP = frozenset({"completed", "failed", "skipped", "cancelled"})
 
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 TERMINAL_EXECUTION = frozenset({"completed", "failed", "cancelled"})
@@ -201,6 +220,14 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: float | None = None
     error: str | None = None
     kind: str | None = None
+
+
+class Deadline(msgspec.Struct, frozen=True, kw_only=True):
+    """One deadline the engine keeps for the attempt in flight (see ``StepDeadlineSet``)."""
+
+    timer_id: str
+    due: float
+    kind: str = "timeout"
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -227,6 +254,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     item: Any = None
     item_needs: tuple[str, ...] = ()
     item_after: tuple[str, ...] = ()
+    # the engine's own deadlines for the attempt in flight (its timeout, its heartbeat)
+    deadlines: tuple[Deadline, ...] = ()
 
 
 class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):

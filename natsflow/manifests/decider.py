@@ -30,6 +30,7 @@ from natsflow.events.model import (
     TimerStarted,
 )
 from natsflow.manifests.actions import ACTIONS, ParamsError, SleepParams, runs_in_engine
+from natsflow.manifests.deadlines import deadlines_for
 from natsflow.manifests.expressions import evaluate, render
 from natsflow.manifests.facts import facts
 from natsflow.manifests.resuming import first_attempt
@@ -231,7 +232,8 @@ def _begin(
             action=spec.action,
             input=params,
             timeout=spec.timeout,
-        )
+        ),
+        *deadlines_for(key, spec, now, attempt=attempt, iteration=iteration),
     ]
 
 

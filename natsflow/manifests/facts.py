@@ -34,6 +34,7 @@ from natsflow.events.model import (
     TimerStarted,
     awaits_result,
 )
+from natsflow.manifests.deadlines import heartbeat_moved, missed, missed_result
 from natsflow.manifests.expressions import evaluate
 from natsflow.manifests.resuming import pause_facts, resume_facts, retry_budget_used
 from natsflow.manifests.schema import Workflow
@@ -80,8 +81,11 @@ def facts(
             if not awaits_result(state, message.step, message.attempt, message.iteration):
                 return ()
             step = state.steps[message.step]
+            spec = workflow.steps[base_name(message.step)]
+            # any report, even one that says nothing new, keeps a heartbeat alive
+            moved = heartbeat_moved(message.step, spec, step, now)
             if step.progress == message.message:
-                return ()  # a re-delivery, or a report that says nothing new
+                return moved  # a re-delivery, or a report that says nothing new
             return (
                 StepProgressed(
                     at=now,
@@ -90,9 +94,16 @@ def facts(
                     iteration=message.iteration,
                     message=message.message,
                 ),
+                *moved,
             )
         case TimerDue():
             waiting = state.steps.get(message.step)
+            deadline = missed(waiting, message.timer_id) if waiting is not None else None
+            if waiting is not None and deadline is not None:
+                spec = workflow.steps[base_name(message.step)]
+                result = missed_result(message.step, spec, waiting, deadline)
+                used = retry_budget_used(state, message.step, result.attempt)
+                return _failure(workflow, result, waiting, now, used)
             if waiting is None or waiting.timer_id != message.timer_id:
                 return ()
             return (TimerFired(at=now, timer_id=message.timer_id, step=message.step),)

@@ -90,6 +90,8 @@ class Step(_Spec, frozen=True):
     repeat: Repeat | None = None
     on_failure: Literal["fail", "continue"] = "fail"
     description: str = ""
+    # No progress report from the worker for this long fails the attempt (kind "heartbeat").
+    heartbeat: PositiveSeconds | None = None
 
 
 class Trigger(_Spec, frozen=True):

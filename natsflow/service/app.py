@@ -273,6 +273,7 @@ async def serve(
                     ack_wait=config.takeover_after,
                     publisher=Publisher(nc, group_commit=group_commit),
                     store=EventStore(nc, js, publisher),
+                    cancel_grace=config.cancel_grace,
                 )
                 await tg.start(pool.run)
             if config.http_port:

@@ -69,6 +69,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     drain_grace: float = 30.0
     """Seconds steps in flight get to finish after SIGTERM before they are stopped."""
 
+    cancel_grace: float = 5.0
+    """Seconds a stopped shell step's processes get between SIGTERM and SIGKILL
+    (a cancelled execution, a timeout, a drain)."""
+
     actor_idle_timeout: float = 30.0
     """Seconds an execution actor stays in memory without messages before passivation."""
 
@@ -201,6 +205,7 @@ _FIELDS: dict[str, _Kind] = {
     "durability": _choice_kind(DURABILITY_MODES),
     "takeover_after": _float_kind(positive=True),
     "drain_grace": _float_kind(positive=True),
+    "cancel_grace": _float_kind(positive=True),
     "actor_idle_timeout": _float_kind(positive=True),
     "max_active_actors": _int_kind(1),
     "snapshot_every": _int_kind(1),
@@ -221,6 +226,7 @@ ENV_VARS: dict[str, str] = {
     "NATSFLOW_DURABILITY": "durability",
     "NATSFLOW_TAKEOVER_AFTER": "takeover_after",
     "NATSFLOW_DRAIN_GRACE": "drain_grace",
+    "NATSFLOW_CANCEL_GRACE": "cancel_grace",
     "NATSFLOW_ACTOR_IDLE_TIMEOUT": "actor_idle_timeout",
     "NATSFLOW_MAX_ACTIVE_ACTORS": "max_active_actors",
     "NATSFLOW_SNAPSHOT_EVERY": "snapshot_every",

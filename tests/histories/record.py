@@ -43,6 +43,7 @@ from natsflow.actors import examples
 from natsflow.actors.actions import ActionContext, ActionRegistry, builtin_registry
 from natsflow.actors.worker import run_attempt
 from natsflow.events.commands import (
+    CancelTasks,
     CancelTimers,
     DispatchTask,
     StartTimer,
@@ -127,6 +128,8 @@ class Simulation:
                     )
                 case WriteSummary():
                     pass  # the ls row: nothing the execution hears back
+                case CancelTasks():
+                    pass  # a notice to workers: nothing the execution hears back
                 case _:
                     assert_never(command)
         self._repeat(now, message, decision.events != (), before.status)

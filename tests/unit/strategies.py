@@ -26,6 +26,7 @@ from natsflow.events.model import (
     ExecutionUnpaused,
     StepAttemptFailed,
     StepCompleted,
+    StepDeadlineSet,
     StepFannedOut,
     StepProgressed,
     StepScheduled,
@@ -169,6 +170,16 @@ execution_resumed = st.builds(
 )
 execution_paused = st.builds(ExecutionPaused, at=timestamps, reason=short_text)
 execution_unpaused = st.builds(ExecutionUnpaused, at=timestamps)
+step_deadline_set = st.builds(
+    StepDeadlineSet,
+    at=timestamps,
+    step=step_keys,
+    attempt=attempts,
+    timer_id=short_text,
+    due=timestamps,
+    kind=st.sampled_from(["timeout", "heartbeat"]),
+    iteration=counts,
+)
 
 EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExecutionStarted: execution_started,
@@ -186,6 +197,7 @@ EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExecutionResumed: execution_resumed,
     ExecutionPaused: execution_paused,
     ExecutionUnpaused: execution_unpaused,
+    StepDeadlineSet: step_deadline_set,
 }
 assert set(EVENT_STRATEGIES) == set(get_args(AnyEvent)), "an event has no strategy"
 
@@ -237,6 +249,7 @@ def dag_workflows(
     fan_out: bool = True,
     repeat: bool = True,
     sleep: bool = True,
+    deadlines: bool = True,
 ) -> Workflow:
     """A valid workflow of 1..max_steps noop steps ``s0..s{n-1}``, acyclic by construction.
 
@@ -283,6 +296,14 @@ def dag_workflows(
                 "max_iterations": draw(st.integers(min_value=1, max_value=4)),
                 "sleep": draw(st.sampled_from([0, 1])),
             }
+        if deadlines and step["action"] == "noop":
+            # engine-kept deadlines: a timeout (plus its grace) and a heartbeat
+            timeout = draw(st.sampled_from([None, None, 1, 3]))
+            if timeout is not None:
+                step["timeout"] = timeout
+            heartbeat = draw(st.sampled_from([None, None, 0.5, 2]))
+            if heartbeat is not None:
+                step["heartbeat"] = heartbeat
         when = draw(st.sampled_from([None, None, None, "${{ true }}", "${{ false }}"]))
         if when is not None:
             step["when"] = when
@@ -345,6 +366,30 @@ class Run:
                 self.tasks[(event.step, event.attempt, event.iteration)] = event
             elif isinstance(event, TimerStarted):
                 self.timers[event.timer_id] = event
+            elif isinstance(event, StepAttemptFailed) and isinstance(message, TimerDue):
+                # a missed deadline: the engine gave up on the attempt, whose late
+                # result is noise (a stale result) from now on
+                task = self.tasks.pop((event.step, event.attempt, event.iteration), None)
+                if task is not None:
+                    late = worker_output(task, True)
+                    self.answered.append(
+                        Result(
+                            step=task.step,
+                            attempt=task.attempt,
+                            iteration=task.iteration,
+                            ok=True,
+                            output=late,
+                        )
+                    )
+            elif isinstance(event, StepDeadlineSet):
+                # a deadline is a timer like any other to the simulated timer service
+                self.timers[event.timer_id] = TimerStarted(
+                    at=event.at,
+                    timer_id=event.timer_id,
+                    step=event.step,
+                    due=event.due,
+                    purpose=event.kind,
+                )
         return events
 
 

@@ -18,6 +18,7 @@ from natsflow.events.model import (
     TERMINAL_EXECUTION,
     AnyEvent,
     ExecutionState,
+    StepDeadlineSet,
     StepScheduled,
     TimerStarted,
 )
@@ -47,12 +48,15 @@ def test_a_fresh_decision_sends_exactly_what_it_decided(run: Run) -> None:
             (e.step, e.attempt, e.iteration) for e in batch if isinstance(e, StepScheduled)
         ]
         assert _dispatches(commands) == scheduled
-        timers = [e.timer_id for e in batch if isinstance(e, TimerStarted)]
+        timers = [e.timer_id for e in batch if isinstance(e, TimerStarted | StepDeadlineSet)]
         assert [c.timer_id for c in commands if isinstance(c, StartTimer)] == timers
         summaries = [c for c in commands if isinstance(c, WriteSummary)]
         assert len(summaries) == (before.status != after.status)
         if after.status in TERMINAL_EXECUTION and before.status not in TERMINAL_EXECUTION:
-            waiting = any(s.status == "waiting" for s in after.steps.values())
+            waiting = any(
+                (s.status in ("waiting", "cancelled") and s.timer_id) or s.deadlines
+                for s in after.steps.values()
+            )
             assert len([c for c in commands if isinstance(c, CancelTimers)]) == waiting
 
 

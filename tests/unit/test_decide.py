@@ -28,6 +28,7 @@ from natsflow.events.model import (
     ExecutionState,
     StepAttemptFailed,
     StepCompleted,
+    StepDeadlineSet,
     StepFannedOut,
     StepProgressed,
     StepScheduled,
@@ -102,6 +103,14 @@ class Checker:
                 for name, spec in self.workflow.steps.items():
                     assert s.steps[name].status in TERMINAL_STEP
                     assert s.steps[name].status != "failed" or spec.on_failure == "continue"
+            case StepDeadlineSet():
+                step = s.steps[event.step]
+                assert step.status == "scheduled"
+                assert (event.attempt, event.iteration) == (step.attempt, step.iteration)
+                spec = self.spec(event.step)
+                period = spec.timeout if event.kind == "timeout" else spec.heartbeat
+                assert period is not None
+                assert event.due >= event.at + period
             case StepProgressed() | TimerStarted() | ExecutionCancelled():
                 pass
 
@@ -257,7 +266,9 @@ def message_bound(wf: Workflow, noise: int) -> int:
     for spec in wf.steps.values():
         items = 4 if spec.for_each is not None else 1
         iterations = (spec.repeat.max_iterations or 1) if spec.repeat is not None else 1
-        total += 2 * items * spec.retry.attempts * iterations * 2
+        timers = 2 + (spec.timeout is not None) + (spec.heartbeat is not None)
+        total += 2 * items * spec.retry.attempts * iterations * timers
+    total += noise  # a progress report may move a heartbeat deadline: one more timer
     return total
 
 
@@ -295,11 +306,38 @@ def check_message(
         assert events == ()
     elif isinstance(message, Result):
         check_result_facts(run, message, events)
+    elif isinstance(message, TimerDue) and _is_deadline(message.timer_id):
+        check_deadline_facts(run, before, message, events)
     elif isinstance(message, TimerDue):
         assert events[0] == TimerFired(at=run.now, timer_id=message.timer_id, step=message.step)
     elif isinstance(message, Cancel):
         assert events == (ExecutionCancelled(at=run.now, reason=message.reason),)
         assert after.status == "cancelled"
+
+
+def _is_deadline(timer: str) -> bool:
+    return "/deadline/" in timer or "/heartbeat/" in timer
+
+
+def check_deadline_facts(
+    run: Run, before: ExecutionState, message: TimerDue, events: tuple[AnyEvent, ...]
+) -> None:
+    """A deadline's timer fails the attempt it was set for, if still awaited; else nothing."""
+    step = before.steps[message.step]
+    kept = {d.timer_id: d for d in step.deadlines} if step.status == "scheduled" else {}
+    if message.timer_id not in kept:
+        assert events == (), f"an obsolete deadline {message.timer_id} gave {events!r}"
+        return
+    fact = events[0]
+    assert isinstance(fact, StepAttemptFailed)
+    assert (fact.step, fact.attempt, fact.iteration) == (message.step, step.attempt, step.iteration)
+    assert fact.kind == kept[message.timer_id].kind
+    assert run.now >= kept[message.timer_id].due
+    spec = run.workflow.steps[base_name(message.step)]
+    assert (fact.retry_at is not None) == (step.attempt < spec.retry.attempts)
+    # the attempt is over: its result, when it comes, is stale
+    late = Result(step=message.step, attempt=step.attempt, iteration=step.iteration, ok=True)
+    assert react(run.state, run.workflow, late, run.now).events == ()
 
 
 def check_result_facts(run: Run, message: Result, events: tuple[AnyEvent, ...]) -> None:

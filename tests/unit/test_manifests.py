@@ -102,7 +102,7 @@ def test_reports_every_problem_with_exact_paths() -> None:
         'steps.fetch.retry.delay: invalid duration "soon" (use e.g. 500ms, 2s, 5m, 1h)',
         "steps.fetch.timeout: expected duration > 0, got 0",
         "steps.c.colour: unknown field (expected one of: action, with, needs, after, retry, "
-        "timeout, when, for_each, repeat, on_failure, description)",
+        "timeout, when, for_each, repeat, on_failure, description, heartbeat)",
         "steps.c.action: required field missing",
         'steps.fetch.needs: unknown step "ghost"',
         'steps.fetch.action: unknown action "shel" (expected one of: noop, shell, http, '

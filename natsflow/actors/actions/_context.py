@@ -46,6 +46,9 @@ class ActionContext:
     """Report a line of progress text; the runtime throttles, so call it freely."""
     nc: NatsClient | None = None
     """A connected client, for ``nats.request``; ``None`` where no action needs one."""
+    kill_grace: float | None = None
+    """Seconds a stopped ``shell`` step's processes get between SIGTERM and SIGKILL
+    (``NATSFLOW_CANCEL_GRACE``); ``None``: the action's default."""
 
 
 #: A step action: the context and the step's rendered ``with`` mapping in, a

@@ -70,9 +70,9 @@ async def shell(ctx: ActionContext, params: dict[str, Any]) -> Any:
     (the last 64 KiB, with ``"truncated": true`` when cut). A non-zero exit is a
     `RetryableStepError` (kind ``exit_code``) carrying the tail of stderr.
 
-    On cancellation (the runtime's per-attempt timeout) the child's whole process
-    group gets SIGTERM, then SIGKILL after a grace period, and is reaped before the
-    cancellation propagates.
+    On cancellation (the runtime's per-attempt timeout, a drain, or the execution's
+    cancel) the child's whole process group gets SIGTERM, then SIGKILL after a grace
+    period (``ctx.kill_grace``), and is reaped before the cancellation propagates.
     """
     p = convert_params(SHELL, params)
     env = _child_env(ctx, p.env)
@@ -111,7 +111,8 @@ async def shell(ctx: ActionContext, params: dict[str, Any]) -> Any:
     finally:
         with anyio.CancelScope(shield=True):
             if not finished:
-                await _kill_group(process)
+                grace = _KILL_GRACE if ctx.kill_grace is None else ctx.kill_grace
+                await _kill_group(process, grace)
             with anyio.move_on_after(_REAP_TIMEOUT):
                 await process.aclose()
 
@@ -171,7 +172,7 @@ async def _read_tail(stream: ByteReceiveStream, tail: bytearray) -> None:
         del tail[:-_STDERR_LIMIT]
 
 
-async def _kill_group(process: Process) -> None:
+async def _kill_group(process: Process, grace: float) -> None:
     """SIGTERM the child's process group, SIGKILL it after the grace period; reap.
 
     Only for an interrupted run (cancelled, or progress reporting failed): after a
@@ -179,7 +180,7 @@ async def _kill_group(process: Process) -> None:
     """
     pgid = process.pid  # start_new_session: the child leads its own group
     _signal_group(pgid, signal.SIGTERM)
-    with anyio.move_on_after(_KILL_GRACE):
+    with anyio.move_on_after(grace):
         await process.wait()
         # Grandchildren may still be stopping. Nothing signals a process group's
         # end, hence the poll; orphans that the host never reaps stay visible as

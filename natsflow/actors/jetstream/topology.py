@@ -14,6 +14,7 @@ Every subject natsflow owns starts with ``natsflow.``:
 - ``natsflow.task.<action>``     step attempts for workers (stream NATSFLOW_TASKS, work queue)
 - ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
 - ``natsflow.api.<verb>``        the admin micro service (``natsflow.service.protocol``)
+- ``natsflow.cancel.<execution>`` cancel notices to workers (core NATS, no stream)
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def timer_subject(execution: str, timer_id: str) -> str:
     # Step keys come from data (for_each keys), so a hash keeps the token subject-safe.
     token = hashlib.sha1(timer_id.encode()).hexdigest()[:20]
     return f"natsflow.sched.{execution}.{token}"
+
+
+def cancel_subject(execution: str) -> str:
+    """Where workers hear that ``execution`` was cancelled (core NATS: every worker
+    process subscribes to ``CANCEL_SUBJECTS``)."""
+    return f"natsflow.cancel.{execution}"
+
+
+CANCEL_SUBJECTS = "natsflow.cancel.*"
 
 
 def task_subject(action: str) -> str:
