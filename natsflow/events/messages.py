@@ -64,7 +64,19 @@ class Cancel(Inbox, frozen=True, tag="cancel"):
     reason: str = ""
 
 
-AnyInbox = Start | Result | Progress | TimerDue | Cancel
+class Signal(Inbox, frozen=True, tag="signal"):
+    """A signal for the execution (only through the admin API): kept until a ``wait`` for
+    ``name`` consumes it. ``id`` makes a repeated send count once (its ``Nats-Msg-Id``).
+    With ``step`` set, it is a message heard on the subject that step waits for
+    (forwarded by natsflow's waits actor; ``name`` is then the message's subject)."""
+
+    name: str
+    data: Any = None
+    id: str = ""
+    step: str | None = None
+
+
+AnyInbox = Start | Result | Progress | TimerDue | Cancel | Signal
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,7 +124,7 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
         case TimerDue():
             if message.step not in state.steps:
                 return f"timer for step {message.step!r}, which the execution does not have"
-        case Start() | Cancel():
+        case Start() | Cancel() | Signal():
             pass
     return None
 
@@ -120,6 +132,11 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
 inbox_decoder = msgspec.json.Decoder(AnyInbox)
 task_decoder = msgspec.json.Decoder(Task)
 json_encoder = msgspec.json.Encoder()
+
+
+def signal_msg_id(execution_id: str, signal_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a signal: the same id sent twice is stored once."""
+    return f"signal:{execution_id}:{signal_id}"
 
 
 def idempotency_key(execution_id: str, step: str, attempt: int, iteration: int = 0) -> str:

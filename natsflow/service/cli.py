@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", default=DEFAULT_CANCEL_REASON)
     c.add_argument("--json", action="store_true")
 
+    sg = sub.add_parser("signal", help="send a signal to a running execution")
+    sg.add_argument("execution_id")
+    sg.add_argument("name")
+    sg.add_argument("--data", default="null", help="the signal's data as JSON")
+    sg.add_argument("--id", help="the signal's id: sent again with the same id, it counts once")
+    sg.add_argument("--json", action="store_true")
+
     wf = sub.add_parser("workflows", help="list deployed workflows")
     wf.add_argument("--json", action="store_true")
     tr = sub.add_parser("triggers", help="list triggers: pending messages, next due, last fire")
@@ -249,6 +256,9 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
         fields = {"execution_id": args.execution_id, "reason": args.reason}
     elif args.command == "show":
         fields = {"execution_id": args.execution_id}
+    elif args.command == "signal":
+        data = _json_flag("--data", args.data)
+        fields = {"execution_id": args.execution_id, "name": args.name, "data": data, "id": args.id}
     return request_from(REQUEST_TYPES[args.command], fields)
 
 

@@ -182,9 +182,12 @@ class Client:
         request = CancelRequest(execution_id=execution_id, reason=reason)
         return await self.request(request, CancelRequested)
 
-    async def signal(self, execution_id: str, name: str, data: Any = None) -> Signalled:
-        """Deliver signal ``name`` with ``data`` to an execution."""
-        request = SignalRequest(execution_id=execution_id, name=name, data=data)
+    async def signal(
+        self, execution_id: str, name: str, data: Any = None, *, id: str | None = None
+    ) -> Signalled:
+        """Deliver signal ``name`` with ``data`` to a running execution (``id``: the same
+        id sent again counts once)."""
+        request = SignalRequest(execution_id=execution_id, name=name, data=data, id=id)
         return await self.request(request, Signalled)
 
     async def workflows(self) -> list[WorkflowVersion]:
