@@ -45,7 +45,9 @@ from natsflow.actors.worker import run_attempt
 from natsflow.events.commands import (
     CancelTimers,
     DispatchTask,
+    ListenFor,
     StartTimer,
+    StopListening,
     WriteSummary,
     commands_for,
 )
@@ -125,8 +127,8 @@ class Simulation:
                     self._cancelled.update(
                         s.timer_id for s in decision.state.steps.values() if s.timer_id
                     )
-                case WriteSummary():
-                    pass  # the ls row: nothing the execution hears back
+                case WriteSummary() | ListenFor() | StopListening():
+                    pass  # the ls row, subject waits: nothing the recorded workflows hear
                 case _:
                     assert_never(command)
         self._repeat(now, message, decision.events != (), before.status)
