@@ -24,13 +24,16 @@ from natsflow.actors.jetstream.topology import (
     task_subject,
     timer_subject,
 )
+from natsflow.actors.jetstream.waits import DELETE_HEADERS, OpenWait, wait_record_subject
 from natsflow.actors.metrics import Metrics
 from natsflow.events.commands import (
     AnyCommand,
     CancelTasks,
     CancelTimers,
     DispatchTask,
+    ListenFor,
     StartTimer,
+    StopListening,
     WriteSummary,
 )
 from natsflow.events.messages import (
@@ -86,6 +89,10 @@ class Effects:
                     pending.append(await self._summary(command))
                 case CancelTasks():
                     await self._cancel_tasks(command)
+                case ListenFor():
+                    pending.append(await self._listen(command))
+                case StopListening():
+                    pending.extend([await self._forget_wait(command, s) for s in command.steps])
                 case _:
                     assert_never(command)
         await self._publisher.wait(pending)
@@ -131,6 +138,17 @@ class Effects:
             summary_subject(command.execution_id),
             json_encoder.encode(command.summary),
         )
+
+    async def _listen(self, command: ListenFor) -> asyncio.Future[int]:
+        wait = OpenWait(
+            execution_id=command.execution_id, step=command.step, subject=command.subject
+        )
+        subject = wait_record_subject(command.execution_id, command.step)
+        return await self._publisher.send(subject, json_encoder.encode(wait))
+
+    async def _forget_wait(self, command: StopListening, step: str) -> asyncio.Future[int]:
+        subject = wait_record_subject(command.execution_id, step)
+        return await self._publisher.send(subject, b"", dict(DELETE_HEADERS))
 
     def count(
         self, before: ExecutionState, after: ExecutionState, events: tuple[AnyEvent, ...]

@@ -25,6 +25,7 @@ from typing import Any, assert_never
 import msgspec
 
 from natsflow.events.model import (
+    INITIAL,
     TERMINAL_EXECUTION,
     AnyEvent,
     Attempt,
@@ -37,6 +38,8 @@ from natsflow.events.model import (
     ExecutionStarted,
     ExecutionState,
     ExecutionUnpaused,
+    SignalConsumed,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
     StepDeadlineSet,
@@ -47,6 +50,7 @@ from natsflow.events.model import (
     StepState,
     TimerFired,
     TimerStarted,
+    WaitStarted,
 )
 from natsflow.events.views import ExecutionSummary, summary_of
 
@@ -97,7 +101,28 @@ class CancelTasks(Command, frozen=True, tag="cancel_tasks"):
     reason: str = ""
 
 
-AnyCommand = DispatchTask | StartTimer | CancelTimers | WriteSummary | CancelTasks
+class ListenFor(Command, frozen=True, tag="listen_for"):
+    """Record that ``step`` waits for a message on ``subject`` (the waits actor hears it)."""
+
+    step: str
+    subject: str
+
+
+class StopListening(Command, frozen=True, tag="stop_listening"):
+    """The subject waits of these steps ended (answered, timed out, execution over)."""
+
+    steps: tuple[str, ...]
+
+
+AnyCommand = (
+    DispatchTask
+    | StartTimer
+    | CancelTimers
+    | WriteSummary
+    | CancelTasks
+    | ListenFor
+    | StopListening
+)
 
 
 def commands_for(
@@ -126,12 +151,16 @@ def commands_for(
                 | StepSkipped()
                 | StepFannedOut()
                 | TimerFired()
+                | SignalReceived()
+                | WaitStarted()
+                | SignalConsumed()
             ):
                 pass  # facts and outcomes: nothing to do outside beyond the summary below
             case ExecutionResumed() | ExecutionPaused() | ExecutionUnpaused():
                 pass  # the summary below; a resume's tasks follow from its StepScheduled
             case _:
                 assert_never(event)
+    out.extend(_listen_changes(before, after))
     if before.status != after.status or before.paused != after.paused:
         out.append(WriteSummary(execution_id=execution, summary=summary_of(after)))
     return tuple(out)
@@ -146,6 +175,7 @@ def pending_commands(state: ExecutionState) -> tuple[AnyCommand, ...]:
             if command is not None:
                 out.append(command)
             out.extend(_deadline_timers(state.execution_id, key, step))
+        out.extend(_listen_changes(INITIAL, state))
     return (*out, *_closing(state))
 
 
@@ -158,6 +188,7 @@ def resend_commands(events: tuple[AnyEvent, ...], state: ExecutionState) -> tupl
     """
     out: list[AnyCommand] = []
     if state.status == "running":
+        out.extend(_waits_resent(events, state))
         for event in events:
             if isinstance(event, StepDeadlineSet):
                 out.extend(_deadline_timer(state.execution_id, state, event))
@@ -204,6 +235,7 @@ def _closing(state: ExecutionState) -> list[AnyCommand]:
     ended, and its summary."""
     out = _cancel_timers(state) if state.status in TERMINAL_EXECUTION else []
     out.extend(_cancel_tasks(state))
+    out.extend(_stop_listening(state) if state.status in TERMINAL_EXECUTION else [])
     if state.status != "pending":
         out.append(WriteSummary(execution_id=state.execution_id, summary=summary_of(state)))
     return out
@@ -259,3 +291,65 @@ def _has_timers(step: StepState) -> bool:
     """Whether ``step`` may still have a timer scheduled: one it waits for (or waited
     for when the execution was cancelled), or a deadline the engine kept for it."""
     return (step.status in ("waiting", "cancelled") and bool(step.timer_id)) or bool(step.deadlines)
+
+
+# --- subject waits -------------------------------------------------------------
+
+
+def _listening(state: ExecutionState) -> dict[str, str]:
+    """Step -> subject of the subject waits ``state`` has open (none once it has ended)."""
+    if state.status != "running":
+        return {}
+    return {
+        key: step.wait_subject
+        for key, step in state.steps.items()
+        if step.wait_subject is not None and step.status == "waiting"
+    }
+
+
+def _listen_changes(
+    before: ExecutionState, after: ExecutionState
+) -> list[ListenFor | StopListening]:
+    """A ``ListenFor`` per subject wait open in ``after`` and not in ``before``, and one
+    ``StopListening`` for those open in ``before`` and not in ``after``."""
+    was, now = _listening(before), _listening(after)
+    out: list[ListenFor | StopListening] = [
+        ListenFor(execution_id=after.execution_id, step=key, subject=subject)
+        for key, subject in now.items()
+        if key not in was
+    ]
+    if ended := tuple(key for key in was if key not in now):
+        out.append(StopListening(execution_id=after.execution_id, steps=ended))
+    return out
+
+
+def _waits_resent(events: tuple[AnyEvent, ...], state: ExecutionState) -> list[AnyCommand]:
+    """What a decision's subject waits still mean now: a wait it began and still open is
+    recorded again; one it ended is removed again."""
+    began = {e.step for e in events if isinstance(e, WaitStarted)}
+    out: list[AnyCommand] = [
+        c for c in _listen_changes(INITIAL, state) if isinstance(c, ListenFor) and c.step in began
+    ]
+    ended = tuple(
+        dict.fromkeys(
+            e.step
+            for e in events
+            if isinstance(e, StepCompleted | StepAttemptFailed)
+            and (step := state.steps.get(e.step)) is not None
+            and step.wait_subject is not None
+            and step.status != "waiting"
+        )
+    )
+    if ended:
+        out.append(StopListening(execution_id=state.execution_id, steps=ended))
+    return out
+
+
+def _stop_listening(state: ExecutionState) -> list[StopListening]:
+    """One command for every subject wait of ``state`` that may still be recorded."""
+    steps = tuple(
+        key
+        for key, step in state.steps.items()
+        if step.wait_subject is not None and step.status in ("waiting", "ready", "cancelled")
+    )
+    return [StopListening(execution_id=state.execution_id, steps=steps)] if steps else []

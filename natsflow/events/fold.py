@@ -20,6 +20,9 @@ from natsflow.events.model import (
     ExecutionStarted,
     ExecutionState,
     ExecutionUnpaused,
+    PendingSignal,
+    SignalConsumed,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
     StepDeadlineSet,
@@ -30,6 +33,7 @@ from natsflow.events.model import (
     StepState,
     TimerFired,
     TimerStarted,
+    WaitStarted,
 )
 
 
@@ -92,6 +96,12 @@ def evolve(state: ExecutionState, event: AnyEvent) -> ExecutionState:
             return replace(state, paused=isinstance(event, ExecutionPaused))
         case StepDeadlineSet():
             return _on_step_deadline_set(state, event)
+        case SignalReceived():
+            return _on_signal_received(state, event)
+        case WaitStarted():
+            return _on_wait_started(state, event)
+        case SignalConsumed():
+            return _on_signal_consumed(state, event)
         case _:
             assert_never(event)
 
@@ -252,6 +262,53 @@ def _on_execution_resumed(state: ExecutionState, event: ExecutionResumed) -> Exe
         finished_at=None,
         attempts_before={**state.attempts_before, **event.attempts_before},
     )
+
+
+def _on_signal_received(state: ExecutionState, event: SignalReceived) -> ExecutionState:
+    if event.step is not None:  # a subject wait's message: its step completes next
+        return _stop_waiting(state, event.step)
+    kept = PendingSignal(signal_id=event.signal_id, data=event.data, at=event.at)
+    queue = (*state.signals.get(event.name, ()), kept)
+    return replace(state, signals={**state.signals, event.name: queue})
+
+
+def _on_wait_started(state: ExecutionState, event: WaitStarted) -> ExecutionState:
+    step = _step(state, event.step)
+    return _with_step(
+        state,
+        event.step,
+        replace(
+            step,
+            status="waiting",
+            action="wait",
+            input=event.input,
+            timer_id=None,
+            due=None,
+            started_at=step.started_at if step.started_at is not None else event.at,
+        ),
+    )
+
+
+def _stop_waiting(state: ExecutionState, key: str) -> ExecutionState:
+    """The wait of ``key`` is answered: its timeout timer no longer applies (a late
+    ``timer_fired`` for it then changes nothing)."""
+    step = state.steps.get(key)
+    if step is None or step.timer_id is None:
+        return state
+    return _with_step(state, key, replace(step, timer_id=None, due=None))
+
+
+def _on_signal_consumed(state: ExecutionState, event: SignalConsumed) -> ExecutionState:
+    state = _stop_waiting(state, event.step)
+    queue = state.signals.get(event.name, ())
+    if not queue:
+        return state
+    signals = dict(state.signals)
+    if len(queue) == 1:
+        del signals[event.name]  # no empty queues: the state stays as small as it was
+    else:
+        signals[event.name] = queue[1:]
+    return replace(state, signals=signals)
 
 
 def fold(events: Iterable[AnyEvent], state: ExecutionState = INITIAL) -> ExecutionState:

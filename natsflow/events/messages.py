@@ -78,7 +78,19 @@ class Unpause(Inbox, frozen=True, tag="unpause"):
     pass
 
 
-AnyInbox = Start | Result | Progress | TimerDue | Cancel | Resume | Pause | Unpause
+class Signal(Inbox, frozen=True, tag="signal"):
+    """A signal for the execution (only through the admin API): kept until a ``wait`` for
+    ``name`` consumes it. ``id`` makes a repeated send count once (its ``Nats-Msg-Id``).
+    With ``step`` set, it is a message heard on the subject that step waits for
+    (forwarded by natsflow's waits actor; ``name`` is then the message's subject)."""
+
+    name: str
+    data: Any = None
+    id: str = ""
+    step: str | None = None
+
+
+AnyInbox = Start | Result | Progress | TimerDue | Cancel | Resume | Pause | Unpause | Signal
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,7 +140,7 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
         case TimerDue():
             if message.step not in state.steps:
                 return f"timer for step {message.step!r}, which the execution does not have"
-        case Start() | Cancel() | Resume() | Pause() | Unpause():
+        case Start() | Cancel() | Resume() | Pause() | Unpause() | Signal():
             pass
     return None
 
@@ -136,6 +148,11 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
 inbox_decoder = msgspec.json.Decoder(AnyInbox)
 task_decoder = msgspec.json.Decoder(Task)
 json_encoder = msgspec.json.Encoder()
+
+
+def signal_msg_id(execution_id: str, signal_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a signal: the same id sent twice is stored once."""
+    return f"signal:{execution_id}:{signal_id}"
 
 
 def idempotency_key(execution_id: str, step: str, attempt: int, iteration: int = 0) -> str:

@@ -175,6 +175,34 @@ class StepDeadlineSet(Event, frozen=True, tag="step_deadline_set"):
     iteration: Count = 0
 
 
+class SignalReceived(Event, frozen=True, tag="signal_received"):
+    """A signal reached the execution. Kept until a ``wait`` for ``name`` consumes it;
+    with ``step`` set, a message on the subject that step waits for (consumed at once)."""
+
+    name: str
+    data: Any = None
+    signal_id: str = ""
+    step: str | None = None
+
+
+class WaitStarted(Event, frozen=True, tag="wait_started"):
+    """A ``wait`` step began: it waits for signal ``signal`` or a message on ``subject``
+    (its timeout, if any, is a ``timer_started`` of purpose ``wait`` after this)."""
+
+    step: str
+    signal: str | None = None
+    subject: str | None = None
+    input: Any = None
+
+
+class SignalConsumed(Event, frozen=True, tag="signal_consumed"):
+    """The oldest pending signal ``name`` (``signal_id``) went to the wait of ``step``."""
+
+    name: str
+    step: str
+    signal_id: str = ""
+
+
 AnyEvent = (
     ExecutionStarted
     | StepScheduled
@@ -192,6 +220,9 @@ AnyEvent = (
     | ExecutionPaused
     | ExecutionUnpaused
     | StepDeadlineSet
+    | SignalReceived
+    | WaitStarted
+    | SignalConsumed
 )
 
 StepStatus = Literal[
@@ -257,6 +288,31 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     # the engine's own deadlines for the attempt in flight (its timeout, its heartbeat)
     deadlines: tuple[Deadline, ...] = ()
 
+    @property
+    def wait_signal(self) -> str | None:
+        """The signal a ``wait`` step waits (or waited) for, from its rendered params."""
+        return _wait_param(self, "signal")
+
+    @property
+    def wait_subject(self) -> str | None:
+        """The subject a ``wait`` step waits (or waited) for, from its rendered params."""
+        return _wait_param(self, "subject")
+
+
+def _wait_param(step: StepState, key: str) -> str | None:
+    if step.action != "wait" or not isinstance(step.input, dict):
+        return None
+    value = step.input.get(key)
+    return value if isinstance(value, str) else None
+
+
+class PendingSignal(msgspec.Struct, frozen=True, kw_only=True):
+    """A signal kept for a ``wait`` that has not begun yet."""
+
+    signal_id: str = ""
+    data: Any = None
+    at: float = 0.0
+
 
 class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
     """The fold of an execution's events. ``steps`` is never mutated, only replaced."""
@@ -280,6 +336,8 @@ class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False
     # per step key, attempt numbers used before a resume re-ran it (ExecutionResumed)
     attempts_before: dict[str, int] = msgspec.field(default_factory=dict)
+    # signals received and not consumed by a wait yet, per name, oldest first
+    signals: dict[str, tuple[PendingSignal, ...]] = msgspec.field(default_factory=dict)
 
 
 INITIAL = ExecutionState()

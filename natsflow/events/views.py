@@ -150,6 +150,8 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     due: float | None
     parent: str | None
     attempts: tuple[AttemptRecord, ...]
+    # a ``wait`` step that waits now: "signal NAME" or "subject S"
+    waiting_for: str | None = None
 
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,4 +221,16 @@ def step_view(step: StepState) -> StepView:
         due=step.due,
         parent=step.parent,
         attempts=step.attempts,
+        waiting_for=waiting_for(step),
     )
+
+
+def waiting_for(step: StepState) -> str | None:
+    """What a waiting ``wait`` step waits for, in words: ``signal approve``, ``subject a.b``."""
+    if step.status != "waiting":
+        return None
+    if step.wait_signal is not None:
+        return f"signal {step.wait_signal}"
+    if step.wait_subject is not None:
+        return f"subject {step.wait_subject}"
+    return None

@@ -18,6 +18,7 @@ Rules across fields (``http``: ``json`` or ``body``) are the struct's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -39,6 +40,7 @@ __all__ = [
     "PYTHON",
     "SHELL",
     "SLEEP",
+    "WAIT",
     "ActionSpec",
     "HttpParams",
     "NatsRequestParams",
@@ -47,6 +49,7 @@ __all__ = [
     "PythonParams",
     "ShellParams",
     "SleepParams",
+    "WaitParams",
     "fields_of",
     "runs_in_engine",
     "worker_actions",
@@ -57,6 +60,12 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 # A YAML scalar meant as text (``PORT: 8080``) must be quoted to stay a string.
 Text = Annotated[str, Meta(description="quote it")]
+
+
+SignalName = Annotated[str, Meta(min_length=1, max_length=256)]
+# A waited subject: tokens without white space, not under natsflow's own prefix. Checked
+# in ``cross_check`` (not as a pattern): at deploy it may hold templates, rendered later.
+_SUBJECT = re.compile(r"^(?!natsflow\.)[^.\s]+(\.[^.\s]+)*$")
 
 
 class ParamsError(NatsflowError, ValueError):
@@ -146,6 +155,30 @@ class SleepParams(Params, frozen=True):
     duration: Seconds
 
 
+class WaitParams(Params, frozen=True):
+    """``wait``: until signal ``signal`` arrives or a message is published on ``subject``
+    (exactly one); the step's ``timeout`` bounds it, then ``on_timeout`` decides: ``fail``
+    (kind ``timeout``) or ``continue`` with ``default`` as the output."""
+
+    signal: SignalName | None = None
+    subject: NonEmptyStr | None = None
+    on_timeout: Literal["fail", "continue"] = "fail"
+    default: Any = None
+
+    @classmethod
+    def cross_check(cls, given: Mapping[str, Any]) -> list[str]:
+        named = [key for key in ("signal", "subject") if given.get(key) is not None]
+        if len(named) != 1:
+            return ["name exactly one of signal or subject"]
+        subject = given.get("subject")
+        if isinstance(subject, str) and "${{" not in subject and not _SUBJECT.match(subject):
+            return [
+                f"subject: {show(subject)} is not a subject to wait on (dot-separated tokens"
+                " without white space, not under natsflow.)"
+            ]
+        return []
+
+
 P = TypeVar("P", bound=Params)
 
 
@@ -202,10 +235,11 @@ HTTP = ActionSpec(name="http", runs="worker", params=HttpParams)
 NATS_REQUEST = ActionSpec(name="nats.request", runs="worker", params=NatsRequestParams)
 PYTHON = ActionSpec(name="python", runs="worker", params=PythonParams)
 SLEEP = ActionSpec(name="sleep", runs="engine", params=SleepParams)
+WAIT = ActionSpec(name="wait", runs="engine", params=WaitParams)
 
 #: Every built-in action by name, in the order the docs list them.
 ACTIONS: Mapping[str, ActionSpec[Any]] = MappingProxyType(
-    {a.name: a for a in (NOOP, SHELL, HTTP, NATS_REQUEST, PYTHON, SLEEP)}
+    {a.name: a for a in (NOOP, SHELL, HTTP, NATS_REQUEST, PYTHON, SLEEP, WAIT)}
 )
 
 

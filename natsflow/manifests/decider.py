@@ -22,14 +22,23 @@ from natsflow.events.model import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionState,
+    SignalConsumed,
     StepCompleted,
     StepFannedOut,
     StepScheduled,
     StepSkipped,
     StepState,
     TimerStarted,
+    WaitStarted,
 )
-from natsflow.manifests.actions import ACTIONS, ParamsError, SleepParams, runs_in_engine
+from natsflow.manifests.actions import (
+    ACTIONS,
+    WAIT,
+    ParamsError,
+    SleepParams,
+    WaitParams,
+    runs_in_engine,
+)
 from natsflow.manifests.deadlines import deadlines_for
 from natsflow.manifests.expressions import evaluate, render
 from natsflow.manifests.facts import facts
@@ -104,6 +113,8 @@ _AT_REST = frozenset({"scheduled", "waiting", "completed", "skipped"})
 
 
 def _decide_round(state: ExecutionState, workflow: Workflow, now: float) -> list[AnyEvent]:
+    if handed := _hand_signals(state, now):
+        return handed
     scope = Scope(state)
     out: list[AnyEvent] = []
     for name, spec in workflow.steps.items():
@@ -221,6 +232,8 @@ def _begin(
                 tid = timer_id(key, "sleep", iteration, attempt)
                 due = now + seconds
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="sleep")]
+            case WaitParams():
+                return _begin_wait(key, spec, params, now, attempt, iteration)
             case other:  # pragma: no cover - each engine action has its case above
                 raise AssertionError(f"no engine case for {spec.action}: {other!r}")
     return [
@@ -254,6 +267,8 @@ def _advance(
 
     try:
         if step.status == "ready":
+            if spec.action == WAIT.name:  # its timeout fired before an answer
+                return [_wait_timed_out(key, spec, step, now)]
             if runs_in_engine(spec.action):  # its timer fired
                 return [StepCompleted(at=now, step=key, attempt=0, output=None)]
             last_failed = bool(step.attempts) and step.attempts[-1].error is not None
@@ -322,3 +337,52 @@ def _advance_fan_out(
         )
         return [final_failure(name, 0, error, "for_each", now)]
     return []
+
+
+# --- wait: for a signal or a message on a subject ------------------------------
+
+
+def _begin_wait(
+    key: str, spec: Step, params: Any, now: float, attempt: int, iteration: int
+) -> list[AnyEvent]:
+    """The wait begins; its timeout (the step's ``timeout``) is a durable timer. A signal
+    kept already is handed over by the next round (``_hand_signals``)."""
+    wait = WAIT.convert(params)
+    out: list[AnyEvent] = [
+        WaitStarted(at=now, step=key, signal=wait.signal, subject=wait.subject, input=params)
+    ]
+    if spec.timeout is not None:
+        tid = timer_id(key, "wait", iteration, attempt)
+        due = now + spec.timeout
+        out.append(TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="wait"))
+    return out
+
+
+def _hand_signals(state: ExecutionState, now: float) -> list[AnyEvent]:
+    """Each waiting step gets the oldest kept signal of its name (steps in the order they
+    were first known, one signal each), which completes it with the signal's data."""
+    taken: dict[str, int] = {}
+    out: list[AnyEvent] = []
+    for key, step in state.steps.items():
+        name = step.wait_signal
+        if name is None or step.status != "waiting":
+            continue
+        kept = state.signals.get(name, ())
+        index = taken.get(name, 0)
+        if index < len(kept):
+            taken[name] = index + 1
+            signal = kept[index]
+            out.append(SignalConsumed(at=now, name=name, step=key, signal_id=signal.signal_id))
+            out.append(StepCompleted(at=now, step=key, attempt=0, output=signal.data))
+    return out
+
+
+def _wait_timed_out(key: str, spec: Step, step: StepState, now: float) -> AnyEvent:
+    """A wait's timeout took its declared path: ``continue`` with the default output, or
+    a final failure of kind ``timeout``."""
+    wait = WAIT.convert(step.input)
+    if wait.on_timeout == "continue":
+        return StepCompleted(at=now, step=key, attempt=0, output=wait.default)
+    awaited = f"signal {wait.signal!r}" if wait.signal is not None else f"subject {wait.subject!r}"
+    error = f"waited {spec.timeout:g}s for {awaited}: timed out"
+    return final_failure(key, 0, error, "timeout", now, step.iteration)

@@ -17,6 +17,7 @@ from natsflow.events.messages import (
     Progress,
     Result,
     Resume,
+    Signal,
     Start,
     TimerDue,
     Unpause,
@@ -26,6 +27,7 @@ from natsflow.events.model import (
     ExecutionCancelled,
     ExecutionStarted,
     ExecutionState,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
     StepProgressed,
@@ -107,7 +109,27 @@ def facts(
             if waiting is None or waiting.timer_id != message.timer_id:
                 return ()
             return (TimerFired(at=now, timer_id=message.timer_id, step=message.step),)
+        case Signal():
+            return _signal(state, message, now)
     return ()
+
+
+def _signal(state: ExecutionState, message: Signal, now: float) -> tuple[AnyEvent, ...]:
+    """A named signal is kept (the decider hands it to a wait); a message heard on a
+    waited subject completes that step at once, if it still waits."""
+    received = SignalReceived(
+        at=now, name=message.name, data=message.data, signal_id=message.id, step=message.step
+    )
+    if message.step is None:
+        kept = state.signals.get(message.name, ())
+        if message.id and any(s.signal_id == message.id for s in kept):
+            return ()  # sent again while still kept: counted once
+        return (received,)
+    step = state.steps.get(message.step)
+    if step is None or step.status != "waiting" or step.wait_subject is None:
+        return ()  # heard after the wait ended (answered or timed out): nobody waits
+    done = StepCompleted(at=now, step=message.step, attempt=0, output=message.data)
+    return (received, done)
 
 
 def _completion(

@@ -43,6 +43,7 @@ from natsflow.actors.metrics import Metrics
 from natsflow.actors.scheduler import Scheduler
 from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import Triggers
+from natsflow.actors.waits import Waits
 from natsflow.actors.worker import WorkerPool
 from natsflow.events.errors import InputError, ManifestError, Unavailable
 from natsflow.manifests.loader import FORMATS
@@ -262,6 +263,7 @@ async def serve(
                     nc, js, definitions, starter, partial(read_summary, js), metrics=metrics
                 )
                 await tg.start(scheduler.run)
+                await tg.start(Waits(nc, js, publisher).run)  # subject waits
                 service = await start_admin_service(nc, operations.handle, tg)
             if config.workers:
                 pool = WorkerPool(

@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         v = sub.add_parser(verb, help=f"{text} (running steps finish)")
         v.add_argument("execution_id")
         v.add_argument("--json", action="store_true")
+    sg = sub.add_parser("signal", help="send a signal to a running execution")
+    sg.add_argument("execution_id")
+    sg.add_argument("name")
+    sg.add_argument("--data", default="null", help="the signal's data as JSON")
+    sg.add_argument("--id", help="the signal's id: sent again with the same id, it counts once")
+    sg.add_argument("--json", action="store_true")
 
     wf = sub.add_parser("workflows", help="list deployed workflows")
     wf.add_argument("--json", action="store_true")
@@ -260,6 +266,9 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
         fields = {"execution_id": args.execution_id}
     elif args.command == "resume":
         fields = {"execution_id": args.execution_id, "from_step": args.from_step}
+    elif args.command == "signal":
+        data = _json_flag("--data", args.data)
+        fields = {"execution_id": args.execution_id, "name": args.name, "data": data, "id": args.id}
     return request_from(REQUEST_TYPES[args.command], fields)
 
 

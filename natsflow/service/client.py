@@ -255,9 +255,12 @@ class Client:
         """Let a paused execution go on (``changed`` False if it was not paused)."""
         return await self.request(UnpauseRequest(execution_id=execution_id), PauseChanged)
 
-    async def signal(self, execution_id: str, name: str, data: Any = None) -> Signalled:
-        """Deliver signal ``name`` with ``data`` to an execution."""
-        request = SignalRequest(execution_id=execution_id, name=name, data=data)
+    async def signal(
+        self, execution_id: str, name: str, data: Any = None, *, id: str | None = None
+    ) -> Signalled:
+        """Deliver signal ``name`` with ``data`` to a running execution (``id``: the same
+        id sent again counts once)."""
+        request = SignalRequest(execution_id=execution_id, name=name, data=data, id=id)
         return await self.request(request, Signalled)
 
     async def workflows(self) -> list[WorkflowVersion]:

@@ -11,7 +11,8 @@ Routes (JSON bodies and answers; errors are ``{"error": message}``, plus
     GET  /v1/executions?status=&workflow=&limit=
                                                -> {"executions": [...]}
     GET  /v1/executions/{id}
-    POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON)
+    POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON); ?id=K
+                                               sends it once however often it is posted
     POST /v1/executions/{id}/cancel            {"reason": ...}
     POST /v1/executions/{id}/resume            {"from_step": ...} (optional)
     POST /v1/executions/{id}/pause
@@ -195,6 +196,7 @@ class _Routes:
             "execution_id": request.match_info["id"],
             "name": request.match_info["name"],
             "data": await _body(request),
+            "id": request.query.get("id") or None,
         }
         return _json(await self._call(request_from(SignalRequest, fields)))
 

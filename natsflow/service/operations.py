@@ -9,6 +9,7 @@ the summaries and the definitions through the JetStream adapter.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, assert_never
 
 import msgspec
@@ -36,7 +37,15 @@ from natsflow.events.errors import (
     Unavailable,
     Undecodable,
 )
-from natsflow.events.messages import Cancel, Pause, Resume, Unpause, json_encoder
+from natsflow.events.messages import (
+    Cancel,
+    Pause,
+    Resume,
+    Signal,
+    Unpause,
+    json_encoder,
+    signal_msg_id,
+)
 from natsflow.events.model import AnyEvent
 from natsflow.events.views import (
     ExecutionSummary,
@@ -237,11 +246,22 @@ class Operations:
         return CancelRequested(execution_id=execution_id)
 
     async def signal(self, request: SignalRequest) -> Signalled:
-        await self.show(request.execution_id)  # NotFound for an unknown id
-        raise Conflict(
-            f"execution {request.execution_id} has no step waiting for signal {request.name!r}"
-            " (this version has no `wait` action)"
+        """Send signal ``name`` to a running execution's inbox, where it is kept until a
+        ``wait`` for it takes it; refused (Conflict) once the execution has ended."""
+        execution_id = request.execution_id
+        status = (await self.show(execution_id)).status  # NotFound for an unknown id
+        if status != "running":
+            raise Conflict(
+                f"execution {execution_id} is {status}: a signal can only reach a running one"
+            )
+        signal_id = request.id or secrets.token_hex(8)
+        signal = Signal(name=request.name, data=request.data, id=signal_id)
+        await self._publisher.publish(
+            inbox_subject(execution_id),
+            json_encoder.encode(signal),
+            {"Nats-Msg-Id": signal_msg_id(execution_id, signal_id)},
         )
+        return Signalled(execution_id=execution_id, signal=request.name, id=signal_id)
 
     async def resume(self, request: ResumeRequest) -> ResumeRequested:
         """Send ``resume`` to a failed execution; 409 for any other, 400 for an unknown step."""

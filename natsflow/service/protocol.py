@@ -104,6 +104,8 @@ class SignalRequest(_Request, frozen=True, tag="signal"):
     execution_id: ExecutionId
     name: SignalName
     data: Any = None
+    # the same id sent again (within two minutes, or while still kept) counts once
+    id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
 
 
 class WorkflowsRequest(_Request, frozen=True, tag="workflows"):
@@ -280,6 +282,7 @@ class CancelRequested(msgspec.Struct, frozen=True, kw_only=True):
 class Signalled(msgspec.Struct, frozen=True, kw_only=True):
     execution_id: str
     signal: str
+    id: str = ""
 
 
 class ResumeRequested(msgspec.Struct, frozen=True, kw_only=True):

@@ -46,7 +46,9 @@ from natsflow.events.commands import (
     CancelTasks,
     CancelTimers,
     DispatchTask,
+    ListenFor,
     StartTimer,
+    StopListening,
     WriteSummary,
     commands_for,
 )
@@ -126,8 +128,8 @@ class Simulation:
                     self._cancelled.update(
                         s.timer_id for s in decision.state.steps.values() if s.timer_id
                     )
-                case WriteSummary():
-                    pass  # the ls row: nothing the execution hears back
+                case WriteSummary() | ListenFor() | StopListening():
+                    pass  # the ls row, subject waits: nothing the recorded workflows hear
                 case CancelTasks():
                     pass  # a notice to workers: nothing the execution hears back
                 case _:

@@ -82,7 +82,9 @@ async def test_errors_map_to_codes_and_client_exceptions(nats_server: EmbeddedSe
         finished = await raw(engine.nc, "cancel", {"execution_id": execution})
         with pytest.raises(natsflow.Conflict, match="only a running one can be cancelled"):
             await client.cancel(execution)
-        with pytest.raises(natsflow.Conflict, match="no step waiting for signal"):
+        with pytest.raises(
+            natsflow.Conflict, match="is completed: a signal can only reach a running one"
+        ):
             await client.signal(execution, "approve", {"by": "ann"})
         with pytest.raises(natsflow.InputError, match="execution_id: "):
             await client.show("")

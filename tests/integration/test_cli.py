@@ -203,3 +203,37 @@ async def test_show_of_an_unknown_execution_fails_clearly(nats_server: EmbeddedS
     assert run.code == 1, run
     assert "hello-nope" in run.err
     assert "not found" in run.err
+
+
+WAITING = """
+name: waiting
+steps:
+  approve:
+    action: wait
+    with: {signal: approve}
+output: "${{ steps.approve.output }}"
+"""
+
+
+async def test_signal_resumes_a_wait_and_is_refused_once_it_ended(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with running(nats_server) as engine:
+        await engine.deploy(WAITING)
+        execution = await engine.start("waiting")
+        bad = await natsflow(engine, "signal", execution, "approve", "--data", "{oops")
+        sent = await natsflow(
+            engine, "signal", execution, "approve", "--data", '{"ok": 1}', "--json"
+        )
+        done = await engine.wait_done(execution)
+        late = await natsflow(engine, "signal", execution, "approve")
+        unknown = await natsflow(engine, "signal", "waiting-nope", "approve")
+    assert bad.code == 2, bad
+    assert "--data: invalid JSON" in bad.err
+    assert sent.code == 0, sent
+    assert sent.json()["signal"] == "approve"
+    assert done["output"] == {"ok": 1}
+    assert late.code == 1, late
+    assert f"execution {execution} is completed: a signal can only reach" in late.err
+    assert unknown.code == 1, unknown
+    assert "not found" in unknown.err

@@ -85,9 +85,9 @@ class FakeHandler:
                     execution_id="ex-1", workflow="orders", version="v1", status=status or "running"
                 )
                 return [row]
-            case SignalRequest(execution_id=execution_id, name=name, data=data):
+            case SignalRequest(execution_id=execution_id, name=name, data=data, id=signal_id):
                 self.calls.append(("signal", execution_id, name, data))
-                return Signalled(execution_id=execution_id, signal=name)
+                return Signalled(execution_id=execution_id, signal=name, id=signal_id or "new")
             case CancelRequest(execution_id=execution_id, reason=reason):
                 self.calls.append(("cancel", execution_id, reason))
                 if execution_id == "done":
@@ -278,8 +278,9 @@ async def test_start_refuses_a_body_repeating_the_url(sidecar: Sidecar) -> None:
 
 async def test_signal_passes_any_json_as_data(sidecar: Sidecar) -> None:
     status, body = await _post(sidecar, "/v1/executions/ex-1/signals/approve", b'{"by": "ann"}')
-    assert (status, body) == (200, {"execution_id": "ex-1", "signal": "approve"})
-    await _post(sidecar, "/v1/executions/ex-1/signals/ping")
+    assert (status, body) == (200, {"execution_id": "ex-1", "signal": "approve", "id": "new"})
+    status, body = await _post(sidecar, "/v1/executions/ex-1/signals/ping?id=k1")
+    assert body["id"] == "k1"
     await _post(sidecar, "/v1/executions/ex-1/signals/count", b"3")
     assert sidecar.api.calls == [
         ("signal", "ex-1", "approve", {"by": "ann"}),

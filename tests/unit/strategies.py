@@ -24,6 +24,8 @@ from natsflow.events.model import (
     ExecutionStarted,
     ExecutionState,
     ExecutionUnpaused,
+    SignalConsumed,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
     StepDeadlineSet,
@@ -33,6 +35,7 @@ from natsflow.events.model import (
     StepSkipped,
     TimerFired,
     TimerStarted,
+    WaitStarted,
 )
 from natsflow.manifests.decider import react
 from natsflow.manifests.loader import parse_manifest
@@ -150,7 +153,7 @@ timer_started = st.builds(
     timer_id=short_text,
     step=step_keys,
     due=timestamps,
-    purpose=st.sampled_from(["retry", "sleep", "repeat"]),
+    purpose=st.sampled_from(["retry", "sleep", "repeat", "wait"]),
 )
 timer_fired = st.builds(TimerFired, at=timestamps, timer_id=short_text, step=step_keys)
 execution_completed = st.builds(ExecutionCompleted, at=timestamps, output=json_values)
@@ -181,6 +184,27 @@ step_deadline_set = st.builds(
     iteration=counts,
 )
 
+signal_names = st.sampled_from(["go", "approve", "stop"])
+signal_received = st.builds(
+    SignalReceived,
+    at=timestamps,
+    name=signal_names,
+    data=json_values,
+    signal_id=short_text,
+    step=st.none() | step_keys,
+)
+wait_started = st.builds(
+    WaitStarted,
+    at=timestamps,
+    step=step_keys,
+    signal=st.none() | signal_names,
+    subject=st.none() | st.sampled_from(["pay.1.settled", "orders.*"]),
+    input=json_values,
+)
+signal_consumed = st.builds(
+    SignalConsumed, at=timestamps, name=signal_names, step=step_keys, signal_id=short_text
+)
+
 EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExecutionStarted: execution_started,
     StepScheduled: step_scheduled,
@@ -198,6 +222,9 @@ EVENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExecutionPaused: execution_paused,
     ExecutionUnpaused: execution_unpaused,
     StepDeadlineSet: step_deadline_set,
+    SignalReceived: signal_received,
+    WaitStarted: wait_started,
+    SignalConsumed: signal_consumed,
 }
 assert set(EVENT_STRATEGIES) == set(get_args(AnyEvent)), "an event has no strategy"
 

@@ -48,9 +48,9 @@ def deploy(action: str, with_: Any) -> Workflow:
 
 
 def test_the_built_in_actions() -> None:
-    assert list(ACTIONS) == ["noop", "shell", "http", "nats.request", "python", "sleep"]
+    assert list(ACTIONS) == ["noop", "shell", "http", "nats.request", "python", "sleep", "wait"]
     assert worker_actions() == ("noop", "shell", "http", "nats.request", "python")
-    assert [name for name in ACTIONS if runs_in_engine(name)] == ["sleep"]
+    assert [name for name in ACTIONS if runs_in_engine(name)] == ["sleep", "wait"]
     assert not runs_in_engine("teleport")
 
 
@@ -107,6 +107,8 @@ def test_a_whole_template_stands_for_any_field_at_deploy(name: str) -> None:
     assert action.params is not None
     with_ = dict.fromkeys(fields_of(action), "${{ input.x }}")
     with_.pop("body", None)  # json or body, not both: a rule on keys, templates or not
+    if name == "wait":
+        with_.pop("subject")  # signal or subject, not both: a rule on keys as well
     assert deploy(name, with_).steps["only"].with_ == with_
     with pytest.raises(ParamsError):  # rendered, a template is just a string
         action.convert(with_)
@@ -169,6 +171,9 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "function": st.sampled_from(["f", "charge"]),
     "args": st.dictionaries(st.text(max_size=3), json_values, max_size=2),
     "duration": st.sampled_from(["0s", "1m30s", "250ms", 0, 2.5, "3"]),
+    "signal": st.sampled_from(["approve", "go-ahead"]),
+    "on_timeout": st.sampled_from(["fail", "continue"]),
+    "default": json_values,
 }
 
 
@@ -184,6 +189,8 @@ def withs(draw: st.DrawFn, action: ActionSpec[Any]) -> dict[str, Any]:
                 out[field] = draw(_candidates)
     if "json" in out and "body" in out and draw(st.sampled_from([True] * 3 + [False])):
         del out[draw(st.sampled_from(["json", "body"]))]  # mostly keep to the rule
+    if "signal" in out and "subject" in out and draw(st.sampled_from([True] * 3 + [False])):
+        del out[draw(st.sampled_from(["signal", "subject"]))]  # wait: one of them
     if draw(st.sampled_from(range(10))) == 0:
         out["colour"] = draw(_candidates)
     return out

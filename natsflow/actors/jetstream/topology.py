@@ -15,6 +15,9 @@ Every subject natsflow owns starts with ``natsflow.``:
 - ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
 - ``natsflow.api.<verb>``        the admin micro service (``natsflow.service.protocol``)
 - ``natsflow.cancel.<execution>`` cancel notices to workers (core NATS, no stream)
+
+KV buckets: ``natsflow_workflows`` (definitions), ``natsflow_executions`` (``ls`` rows),
+``natsflow_idempotency`` (claims), ``natsflow_waits`` (open subject waits).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ SCHEDULER_CONSUMER = "natsflow-scheduler"
 WORKFLOWS_BUCKET = "natsflow_workflows"
 EXECUTIONS_BUCKET = "natsflow_executions"
 IDEMPOTENCY_BUCKET = "natsflow_idempotency"
+WAITS_BUCKET = "natsflow_waits"  # open subject waits: see actors/jetstream/waits.py
 
 
 def events_subject(execution: str) -> str:
@@ -282,7 +286,7 @@ async def _provision(
             max_ack_pending=1000,
         ),
     )
-    for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
+    for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, WAITS_BUCKET):
         await ensure_bucket(js, bucket, replicas=replicas)
 
 
@@ -300,7 +304,7 @@ async def find_missing(
     with unavailable_as("check natsflow's streams and consumers"):
         configs = stream_configs(archive=archive, archive_max_age_days=30)
         streams = {f"stream {c.name}": str(c.name) for c in configs}
-        for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET):
+        for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, WAITS_BUCKET):
             streams[f"KV bucket {bucket}"] = f"KV_{bucket}"
         for what, stream in streams.items():
             try:
