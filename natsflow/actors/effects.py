@@ -14,6 +14,7 @@ from typing import assert_never
 
 from nats.js import JetStreamContext
 
+from natsflow.actors.children import Children
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.timers import cancel_timers, schedule_headers
 from natsflow.actors.jetstream.topology import (
@@ -25,8 +26,11 @@ from natsflow.actors.jetstream.topology import (
 from natsflow.actors.metrics import Metrics
 from natsflow.events.commands import (
     AnyCommand,
+    CancelChild,
     CancelTimers,
     DispatchTask,
+    NotifyParent,
+    StartChild,
     StartTimer,
     WriteSummary,
 )
@@ -44,10 +48,17 @@ from natsflow.events.model import (
 class Effects:
     """Carries out commands: every message sent first, then all acks awaited together."""
 
-    def __init__(self, publisher: Publisher, js: JetStreamContext, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        js: JetStreamContext,
+        metrics: Metrics,
+        children: Children | None = None,
+    ) -> None:
         self._publisher = publisher
         self._js = js
         self._metrics = metrics
+        self._children = children
 
     async def carry_out(self, commands: tuple[AnyCommand, ...]) -> None:
         pending: list[asyncio.Future[int]] = []
@@ -62,11 +73,23 @@ class Effects:
                     cancels.append(command)  # after the acks: a timer set in this batch is stored
                 case WriteSummary():
                     pending.append(await self._summary(command))
+                case StartChild():
+                    if (report := await self._family().start(command)) is not None:
+                        pending.append(report)
+                case NotifyParent():
+                    pending.append(await self._family().notify(command))
+                case CancelChild():
+                    pending.append(await self._family().cancel(command))
                 case _:
                     assert_never(command)
         await self._publisher.wait(pending)
         for cancel in cancels:
             await cancel_timers(self._js, cancel.execution_id)
+
+    def _family(self) -> Children:
+        if self._children is None:  # pragma: no cover - the executor always gives one
+            raise RuntimeError("these effects were built without a way to start children")
+        return self._children
 
     async def _task(self, command: DispatchTask) -> asyncio.Future[int]:
         execution = command.execution_id

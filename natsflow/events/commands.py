@@ -34,6 +34,7 @@ from natsflow.events.model import (
     ExecutionFailed,
     ExecutionStarted,
     ExecutionState,
+    ParentLink,
     StepAttemptFailed,
     StepCompleted,
     StepFannedOut,
@@ -82,7 +83,47 @@ class WriteSummary(Command, frozen=True, tag="write_summary"):
     summary: ExecutionSummary
 
 
-AnyCommand = DispatchTask | StartTimer | CancelTimers | WriteSummary
+class StartChild(Command, frozen=True, tag="start_child"):
+    """Start the child execution ``child`` of ``workflow`` for a ``workflow`` step.
+
+    Its id is fixed by the parent and the step (``natsflow.events.ids``), so carrying
+    this out again starts nothing new; a child that could not start, or that ended
+    already, is reported to the parent's inbox as ``child_ended``.
+    """
+
+    step: str
+    attempt: Attempt
+    child: str
+    workflow: str
+    input: Any = None
+    iteration: Count = 0
+
+
+class CancelChild(Command, frozen=True, tag="cancel_child"):
+    """Cancel a child execution still running when its parent ended."""
+
+    child: str
+    reason: str
+
+
+class NotifyParent(Command, frozen=True, tag="notify_parent"):
+    """Tell a child's parent how it ended (``child_ended`` to the parent's inbox)."""
+
+    parent: ParentLink
+    status: str
+    output: Any = None
+    error: str | None = None
+
+
+AnyCommand = (
+    DispatchTask
+    | StartTimer
+    | CancelTimers
+    | WriteSummary
+    | StartChild
+    | CancelChild
+    | NotifyParent
+)
 
 
 def commands_for(
@@ -100,6 +141,7 @@ def commands_for(
                 out.append(command)
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 out.extend(_cancel_timers(after))
+                out.extend(_family(before, after))
             case (
                 ExecutionStarted()
                 | StepProgressed()
@@ -160,6 +202,8 @@ def _still_waits_for(step: StepState, event: StepScheduled | TimerStarted) -> bo
 
 def _outstanding(execution: str, key: str, step: StepState) -> AnyCommand | None:
     """The task out or the timer set that ``step`` waits for now, if any."""
+    if step.status == "scheduled" and step.child is not None:
+        return _start_child(execution, key, step)
     if step.status == "scheduled":
         return DispatchTask(
             execution_id=execution,
@@ -179,6 +223,7 @@ def _closing(state: ExecutionState) -> list[AnyCommand]:
     """What any decided state needs, fresh or resent: its timers dropped once it has
     ended, and its summary."""
     out = _cancel_timers(state) if state.status in TERMINAL_EXECUTION else []
+    out.extend(_family(state, state) if state.status in TERMINAL_EXECUTION else [])
     if state.status != "pending":
         out.append(WriteSummary(execution_id=state.execution_id, summary=summary_of(state)))
     return out
@@ -188,3 +233,47 @@ def _cancel_timers(state: ExecutionState) -> list[AnyCommand]:
     """One command for all the timers an ended execution still has (none: nothing)."""
     waiting = any(step.status == "waiting" and step.timer_id for step in state.steps.values())
     return [CancelTimers(execution_id=state.execution_id)] if waiting else []
+
+
+def _start_child(execution: str, key: str, step: StepState) -> StartChild:
+    """The start of a ``workflow`` step's child; its input is the step's rendered ``with``."""
+    params = step.input if isinstance(step.input, dict) else {}
+    assert step.child is not None
+    return StartChild(
+        execution_id=execution,
+        step=key,
+        attempt=step.attempt,
+        iteration=step.iteration,
+        child=step.child,
+        workflow=str(params.get("workflow", "")),
+        input=params.get("input"),
+    )
+
+
+def _family(before: ExecutionState, after: ExecutionState) -> list[AnyCommand]:
+    """What an ended execution owes its family: its parent told how it ended, and the
+    children still running (as of ``before``, and not finished by the batch) cancelled:
+    nobody waits for them any more."""
+    execution = after.execution_id
+    out: list[AnyCommand] = []
+    if after.parent is not None:
+        error = f"{execution} {after.status}: {after.error}" if after.error else None
+        out.append(
+            NotifyParent(
+                execution_id=execution,
+                parent=after.parent,
+                status=after.status,
+                output=after.output if after.status == "completed" else None,
+                error=error,
+            )
+        )
+    reason = f"parent {execution} {after.status}"
+    for key, step in before.steps.items():
+        now = after.steps.get(key, step)
+        if step.child and step.status == "scheduled" and now.status not in _SETTLED:
+            out.append(CancelChild(execution_id=execution, child=step.child, reason=reason))
+    return out
+
+
+# Steps whose child is not running any more (a step's own statuses, not the execution's).
+_SETTLED = frozenset({"completed", "failed", "skipped"})

@@ -40,6 +40,7 @@ class ExecutionStarted(Event, frozen=True, tag="execution_started"):
     input: Any = None
     idempotency_key: str | None = None
     trigger: TriggerInfo | None = None
+    parent: ParentLink | None = None  # set for a child execution (the ``workflow`` action)
 
 
 class StepScheduled(Event, frozen=True, tag="step_scheduled"):
@@ -51,6 +52,7 @@ class StepScheduled(Event, frozen=True, tag="step_scheduled"):
     input: Any = None
     timeout: float | None = None
     iteration: Count = 0
+    child: str | None = None  # the child execution a ``workflow`` step starts, by id
 
 
 class StepProgressed(Event, frozen=True, tag="step_progressed"):
@@ -192,6 +194,7 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None = None
     item: Any = None
     item_needs: tuple[str, ...] = ()
+    child: str | None = None  # a ``workflow`` step: its child execution's id
 
 
 class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,6 +215,7 @@ class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: float | None = None
     updated_at: float | None = None
     events: Count = 0  # how many events the fold has seen: the resume point
+    parent: ParentLink | None = None  # a child execution: the parent and its step
 
 
 INITIAL = ExecutionState()
@@ -228,3 +232,10 @@ def awaits_result(state: ExecutionState, step: str, attempt: int, iteration: int
         and current.attempt == attempt
         and current.iteration == iteration
     )
+
+
+class ParentLink(msgspec.Struct, frozen=True, kw_only=True):
+    """A child execution's parent: its id and the ``workflow`` step that started the child."""
+
+    execution_id: str
+    step: str

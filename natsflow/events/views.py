@@ -12,7 +12,13 @@ import msgspec
 from msgspec.structs import replace
 
 from natsflow.events.errors import Undecodable
-from natsflow.events.model import TERMINAL_STEP, AttemptRecord, ExecutionState, StepState
+from natsflow.events.model import (
+    TERMINAL_STEP,
+    AttemptRecord,
+    ExecutionState,
+    ParentLink,
+    StepState,
+)
 
 # The status of an ``ls`` row whose summary cannot be decoded (not an execution status).
 UNKNOWN_STATUS = "unknown"
@@ -148,6 +154,7 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     due: float | None
     parent: str | None
     attempts: tuple[AttemptRecord, ...]
+    child: str | None = None  # a ``workflow`` step: its child execution
 
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,6 +176,7 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     resume_point: ResumePoint
     steps: dict[str, StepView]
     parked: Parked | None = None
+    parent: ParentLink | None = None  # a child execution: its parent and the step
 
 
 def execution_view(
@@ -194,6 +202,7 @@ def execution_view(
         resume_point=ResumePoint(events=state.events, stream_seq=last_seq),
         steps={k: step_view(v) for k, v in state.steps.items()},
         parked=parked,
+        parent=state.parent,
     )
 
 
@@ -211,4 +220,5 @@ def step_view(step: StepState) -> StepView:
         due=step.due,
         parent=step.parent,
         attempts=step.attempts,
+        child=step.child,
     )

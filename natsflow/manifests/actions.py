@@ -27,7 +27,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from natsflow.events.errors import NatsflowError
-from natsflow.manifests.schema import PositiveSeconds, Seconds
+from natsflow.manifests.schema import PositiveSeconds, Seconds, WorkflowName
 from natsflow.manifests.structure import Problems, check_struct, show
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "PythonParams",
     "ShellParams",
     "SleepParams",
+    "WORKFLOW",
+    "WorkflowParams",
     "fields_of",
     "runs_in_engine",
     "worker_actions",
@@ -146,6 +148,14 @@ class SleepParams(Params, frozen=True):
     duration: Seconds
 
 
+class WorkflowParams(Params, frozen=True):
+    """``workflow``: run a child execution of ``workflow`` (its latest version when the
+    step starts) with ``input``; the step's output is the child's."""
+
+    workflow: WorkflowName
+    input: Any = None
+
+
 P = TypeVar("P", bound=Params)
 
 
@@ -202,10 +212,11 @@ HTTP = ActionSpec(name="http", runs="worker", params=HttpParams)
 NATS_REQUEST = ActionSpec(name="nats.request", runs="worker", params=NatsRequestParams)
 PYTHON = ActionSpec(name="python", runs="worker", params=PythonParams)
 SLEEP = ActionSpec(name="sleep", runs="engine", params=SleepParams)
+WORKFLOW = ActionSpec(name="workflow", runs="engine", params=WorkflowParams)
 
 #: Every built-in action by name, in the order the docs list them.
 ACTIONS: Mapping[str, ActionSpec[Any]] = MappingProxyType(
-    {a.name: a for a in (NOOP, SHELL, HTTP, NATS_REQUEST, PYTHON, SLEEP)}
+    {a.name: a for a in (NOOP, SHELL, HTTP, NATS_REQUEST, PYTHON, SLEEP, WORKFLOW)}
 )
 
 

@@ -29,7 +29,15 @@ from natsflow.events.model import (
     StepState,
     TimerStarted,
 )
-from natsflow.manifests.actions import ACTIONS, ParamsError, SleepParams, runs_in_engine
+from natsflow.events.ids import child_execution_id
+from natsflow.manifests.actions import (
+    ACTIONS,
+    WORKFLOW,
+    ParamsError,
+    SleepParams,
+    WorkflowParams,
+    runs_in_engine,
+)
 from natsflow.manifests.expressions import evaluate, render
 from natsflow.manifests.facts import facts
 from natsflow.manifests.schema import Step, Workflow
@@ -208,6 +216,21 @@ def _begin(
                 tid = timer_id(key, "sleep", iteration, attempt)
                 due = now + seconds
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="sleep")]
+            case WorkflowParams(workflow=child_workflow, input=child_input):
+                child = child_execution_id(scope.execution_id, key, iteration)
+                rendered = {"workflow": child_workflow, "input": child_input}
+                return [
+                    StepScheduled(
+                        at=now,
+                        step=key,
+                        attempt=attempt,
+                        iteration=iteration,
+                        action=WORKFLOW.name,
+                        input=rendered,
+                        timeout=spec.timeout,
+                        child=child,
+                    )
+                ]
             case other:  # pragma: no cover - each engine action has its case above
                 raise AssertionError(f"no engine case for {spec.action}: {other!r}")
     return [
@@ -237,7 +260,7 @@ def _advance(key: str, spec: Step, step: StepState, scope: Scope, now: float) ->
 
     try:
         if step.status == "ready":
-            if runs_in_engine(spec.action):  # its timer fired
+            if runs_in_engine(spec.action) and spec.action != WORKFLOW.name:  # its timer fired
                 return [StepCompleted(at=now, step=key, attempt=0, output=None)]
             last_failed = bool(step.attempts) and step.attempts[-1].error is not None
             if last_failed:

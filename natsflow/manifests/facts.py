@@ -10,7 +10,16 @@ gives no facts.
 from __future__ import annotations
 
 from natsflow.events.errors import ExpressionError
-from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Start, TimerDue
+from natsflow.events.messages import (
+    AnyInbox,
+    Cancel,
+    ChildEnded,
+    ErrorInfo,
+    Progress,
+    Result,
+    Start,
+    TimerDue,
+)
 from natsflow.events.model import (
     AnyEvent,
     ExecutionCancelled,
@@ -45,6 +54,7 @@ def facts(
                     input=message.input,
                     idempotency_key=message.idempotency_key,
                     trigger=message.trigger,
+                    parent=message.parent,
                 ),
             )
         case Cancel():
@@ -75,6 +85,14 @@ def facts(
                     message=message.message,
                 ),
             )
+        case ChildEnded():
+            result = _child_result(state, message)
+            if result is None:
+                return ()
+            step = state.steps[message.step]
+            if result.ok:
+                return _completion(state, workflow, result, step, now)
+            return _failure(workflow, result, step, now)
         case TimerDue():
             waiting = state.steps.get(message.step)
             if waiting is None or waiting.timer_id != message.timer_id:
@@ -163,4 +181,32 @@ def _failure(
             retry_at=due,
         ),
         TimerStarted(at=now, timer_id=tid, step=message.step, due=due, purpose="retry"),
+    )
+
+
+def _child_result(state: ExecutionState, message: ChildEnded) -> Result | None:
+    """A child's end as the result of the ``workflow`` step waiting for it; None if no
+    attempt waits for that child (a copy, a step finished meanwhile, another iteration).
+
+    A child that failed or was cancelled fails the step without a retry: a retry would
+    meet the same child (its id is the step's). One that could not start says itself
+    whether trying again may help (a deploy may come meanwhile).
+    """
+    step = state.steps.get(message.step)
+    if step is None or step.child != message.child:
+        return None
+    attempt = message.attempt if message.attempt is not None else step.attempt
+    if not awaits_result(state, message.step, attempt, step.iteration):
+        return None
+    error = message.error
+    if message.status != "completed" and error is None:
+        text = f"child {message.child} {message.status}"
+        error = ErrorInfo(message=text, kind=f"child_{message.status}", retryable=False)
+    return Result(
+        step=message.step,
+        attempt=attempt,
+        iteration=step.iteration,
+        ok=message.status == "completed",
+        output=message.output,
+        error=error,
     )
