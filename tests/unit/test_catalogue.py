@@ -48,9 +48,9 @@ def deploy(action: str, with_: Any) -> Workflow:
 
 
 def test_the_built_in_actions() -> None:
-    assert list(ACTIONS) == ["noop", "shell", "http", "nats.request", "python", "sleep"]
+    assert list(ACTIONS) == ["noop", "shell", "http", "nats.request", "python", "sleep", "workflow"]
     assert worker_actions() == ("noop", "shell", "http", "nats.request", "python")
-    assert [name for name in ACTIONS if runs_in_engine(name)] == ["sleep"]
+    assert [name for name in ACTIONS if runs_in_engine(name)] == ["sleep", "workflow"]
     assert not runs_in_engine("teleport")
 
 
@@ -169,6 +169,8 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "function": st.sampled_from(["f", "charge"]),
     "args": st.dictionaries(st.text(max_size=3), json_values, max_size=2),
     "duration": st.sampled_from(["0s", "1m30s", "250ms", 0, 2.5, "3"]),
+    "workflow": st.sampled_from(["entity-sync", "a", "x_1"]),
+    "input": json_values,
 }
 
 
