@@ -45,9 +45,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from natsflow.actors.children import Children
 from natsflow.actors.deadletter import dead_letter, dead_letter_stored
 from natsflow.actors.deciders import DeciderSource
-from natsflow.actors.children import Children
 from natsflow.actors.effects import Effects
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.deliveries import Held

@@ -15,6 +15,7 @@ from typing import Any
 from natsflow.events.decider import Decision
 from natsflow.events.errors import ExpressionError
 from natsflow.events.fold import evolve, fold
+from natsflow.events.ids import child_execution_id
 from natsflow.events.messages import AnyInbox
 from natsflow.events.model import (
     TERMINAL_STEP,
@@ -29,7 +30,6 @@ from natsflow.events.model import (
     StepState,
     TimerStarted,
 )
-from natsflow.events.ids import child_execution_id
 from natsflow.manifests.actions import (
     ACTIONS,
     WORKFLOW,

@@ -43,8 +43,11 @@ from natsflow.actors import examples
 from natsflow.actors.actions import ActionContext, ActionRegistry, builtin_registry
 from natsflow.actors.worker import run_attempt
 from natsflow.events.commands import (
+    CancelChild,
     CancelTimers,
     DispatchTask,
+    NotifyParent,
+    StartChild,
     StartTimer,
     WriteSummary,
     commands_for,
@@ -127,6 +130,8 @@ class Simulation:
                     )
                 case WriteSummary():
                     pass  # the ls row: nothing the execution hears back
+                case StartChild() | CancelChild() | NotifyParent():
+                    raise NotImplementedError("no golden history has child workflows yet")
                 case _:
                     assert_never(command)
         self._repeat(now, message, decision.events != (), before.status)
