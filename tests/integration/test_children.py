@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+from natsflow.actors.children import Children
+from natsflow.actors.jetstream.definitions import Definitions
+from natsflow.actors.jetstream.idempotency import IdempotencyKeys
+from natsflow.actors.jetstream.publisher import Publisher
+from natsflow.actors.jetstream.reads import read_summary
+from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.topology import inbox_subject
+from natsflow.actors.starter import Starter
+from natsflow.events.commands import StartChild
+from natsflow.events.messages import ChildEnded, inbox_decoder
+from natsflow.events.model import ExecutionState
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
 from tests.integration.harness import Engine, running
@@ -177,3 +190,47 @@ async def test_cancelling_the_parent_cancels_its_running_child(
         shown = await engine.wait_done(child)
     assert shown["status"] == "cancelled", shown
     assert shown["error"] == f"parent {parent} cancelled"
+
+
+async def test_starting_a_child_that_has_ended_answers_with_its_outcome(
+    nats_server: EmbeddedServer,
+) -> None:
+    """A step started again for a child that ended already (a resume, a late redelivery)
+    is answered from the child's history for that attempt: the parent never waits on
+    a child that will not report again, and no second child starts."""
+    async with running(nats_server) as engine:
+        await engine.deploy(CHILD)
+        await engine.deploy(PARENT)
+        parent = await engine.start("parent", {"n": 7})
+        assert (await engine.wait_done(parent))["status"] == "completed"
+        js = engine.nc.jetstream()
+        publisher = Publisher(engine.nc)
+        starter = Starter(
+            Definitions(js), publisher, IdempotencyKeys(js), partial(read_summary, js)
+        )
+        store = EventStore(engine.nc, js)
+
+        async def load(execution: str) -> ExecutionState:
+            return (await store.load(execution)).state
+
+        children = Children(starter, publisher, load)
+        probe = "probe-parent"  # its inbox is watched here: no actor has such an execution
+        reports = await engine.nc.subscribe(inbox_subject(probe))
+        again = StartChild(
+            execution_id=probe,
+            step="run",
+            attempt=2,
+            child=f"{parent}=run",
+            workflow="child",
+            input={"n": 7},
+        )
+        sent = await children.start(again)
+        assert sent is not None
+        await publisher.wait([sent])
+        report = inbox_decoder.decode((await reports.next_msg(timeout=5)).data)
+        await reports.unsubscribe()
+        listed = await engine.ls(workflow="child")
+    assert report == ChildEnded(
+        step="run", child=f"{parent}=run", status="completed", output={"got": 7}, attempt=2
+    )
+    assert [c["execution_id"] for c in listed] == [f"{parent}=run"]
