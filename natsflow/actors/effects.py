@@ -15,6 +15,7 @@ from typing import assert_never
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from natsflow.actors.children import Children
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.timers import cancel_timers, schedule_headers
 from natsflow.actors.jetstream.topology import (
@@ -28,10 +29,13 @@ from natsflow.actors.jetstream.waits import DELETE_HEADERS, OpenWait, wait_recor
 from natsflow.actors.metrics import Metrics
 from natsflow.events.commands import (
     AnyCommand,
+    CancelChild,
     CancelTasks,
     CancelTimers,
     DispatchTask,
     ListenFor,
+    NotifyParent,
+    StartChild,
     StartTimer,
     StopListening,
     WriteSummary,
@@ -67,12 +71,14 @@ class Effects:
         js: JetStreamContext,
         metrics: Metrics,
         nc: Client | None = None,
+        children: Children | None = None,
     ) -> None:
         self._publisher = publisher
         self._js = js
         self._metrics = metrics
         # core NATS, for cancel notices (no stream keeps them)
         self._nc = nc
+        self._children = children
 
     async def carry_out(self, commands: tuple[AnyCommand, ...]) -> None:
         pending: list[asyncio.Future[int]] = []
@@ -93,11 +99,23 @@ class Effects:
                     pending.append(await self._listen(command))
                 case StopListening():
                     pending.extend([await self._forget_wait(command, s) for s in command.steps])
+                case StartChild():
+                    if (report := await self._family().start(command)) is not None:
+                        pending.append(report)
+                case NotifyParent():
+                    pending.append(await self._family().notify(command))
+                case CancelChild():
+                    pending.append(await self._family().cancel(command))
                 case _:
                     assert_never(command)
         await self._publisher.wait(pending)
         for cancel in cancels:
             await cancel_timers(self._js, cancel.execution_id)
+
+    def _family(self) -> Children:
+        if self._children is None:  # pragma: no cover - the executor always gives one
+            raise RuntimeError("these effects were built without a way to start children")
+        return self._children
 
     async def _task(self, command: DispatchTask) -> asyncio.Future[int]:
         execution = command.execution_id

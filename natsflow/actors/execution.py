@@ -35,6 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from functools import partial
 
 import anyio
 import msgspec
@@ -44,10 +45,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from natsflow.actors.children import Children
 from natsflow.actors.deadletter import dead_letter, dead_letter_stored
 from natsflow.actors.deciders import DeciderSource
 from natsflow.actors.effects import Effects
+from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.deliveries import Held
+from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack, delivery, nak
 from natsflow.actors.jetstream.reads import read_summary
@@ -56,6 +60,7 @@ from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, ex
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.recently import RecentlyDone
+from natsflow.actors.starter import Starter
 from natsflow.events.commands import (
     AnyCommand,
     CancelTimers,
@@ -383,6 +388,7 @@ class Executor:
         archive: bool = False,
         publisher: Publisher | None = None,
         ack_wait: float = 30.0,
+        starter: Starter | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -390,7 +396,16 @@ class Executor:
         self.metrics = metrics
         self.publisher = publisher or Publisher(nc)
         self.store = EventStore(nc, js, self.publisher)
-        self.effects = Effects(self.publisher, js, metrics, nc)
+        # Children (the ``workflow`` action) start through the one start use case.
+        starter = starter or Starter(
+            Definitions(js),
+            self.publisher,
+            IdempotencyKeys(js, self.publisher),
+            partial(read_summary, js),
+        )
+        self.effects = Effects(
+            self.publisher, js, metrics, nc, Children(starter, self.publisher, self._load)
+        )
         self.idle_timeout = idle_timeout
         self.max_active = max_active
         self.snapshot_every = snapshot_every
@@ -442,6 +457,10 @@ class Executor:
             self._scope.cancel()
             with anyio.move_on_after(10):  # run() hands back what is left, then returns
                 await self._handed_back.wait()
+
+    async def _load(self, execution: str) -> ExecutionState:
+        """An execution's state as stored (a child's, to report its end again)."""
+        return (await self.store.load(execution, use_snapshot=bool(self.snapshot_every))).state
 
     async def _sweep_idle(self) -> None:
         """Ask actors idle for ``idle_timeout`` to passivate (snapshot and leave memory)."""

@@ -14,7 +14,7 @@ from natsflow.actors.jetstream.topology import inbox_subject
 from natsflow.events.errors import InputError, InvalidInput
 from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
 from natsflow.events.messages import Start, json_encoder
-from natsflow.events.model import TriggerInfo
+from natsflow.events.model import ParentLink, TriggerInfo
 from natsflow.events.views import ExecutionSummary, Started
 from natsflow.manifests.inputs import InputSchema
 from natsflow.manifests.schema import Workflow
@@ -122,3 +122,32 @@ class Starter:
             raise InvalidInput(
                 f"invalid input for workflow {definition.name!r} (version {version})", problems
             )
+
+    async def start_child(
+        self, workflow: str, input: Any, execution: str, parent: ParentLink
+    ) -> Started:
+        """Start ``workflow`` as the child ``execution`` (an id derived from ``parent``:
+        ``natsflow.events.ids.child_execution_id``) of ``parent``'s ``workflow`` step.
+
+        Pins the latest version, as ``start`` does, and refuses a workflow not deployed
+        (``NotFound``), disabled (``InputError``) or an input that breaks its schema
+        (``InvalidInput``). The id is the deduplication: no idempotency key is claimed;
+        a child that has a summary started already (``created=False``), and a ``Start``
+        sent again carries the same ``Nats-Msg-Id: start:<id>``.
+        """
+        existing = await self._summaries(execution)
+        if existing is not None:
+            return Started(
+                execution_id=execution, workflow=workflow, version=existing.version, created=False
+            )
+        version, definition = await self._definitions.latest(workflow)
+        if not definition.enabled:
+            raise InputError(f"workflow {workflow!r} is disabled (enabled: false)")
+        self.check_input(version, definition, input)
+        start = Start(workflow=workflow, version=version, input=input, parent=parent)
+        await self._publisher.publish(
+            inbox_subject(execution),
+            json_encoder.encode(start),
+            {"Nats-Msg-Id": f"start:{execution}"},
+        )
+        return Started(execution_id=execution, workflow=workflow, version=version, created=True)

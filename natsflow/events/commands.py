@@ -38,6 +38,7 @@ from natsflow.events.model import (
     ExecutionStarted,
     ExecutionState,
     ExecutionUnpaused,
+    ParentLink,
     SignalConsumed,
     SignalReceived,
     StepAttemptFailed,
@@ -114,6 +115,38 @@ class StopListening(Command, frozen=True, tag="stop_listening"):
     steps: tuple[str, ...]
 
 
+class StartChild(Command, frozen=True, tag="start_child"):
+    """Start the child execution ``child`` of ``workflow`` for a ``workflow`` step.
+
+    Its id is fixed by the parent and the step (``natsflow.events.ids``), so carrying
+    this out again starts nothing new; a child that could not start, or that ended
+    already, is reported to the parent's inbox as ``child_ended``.
+    """
+
+    step: str
+    attempt: Attempt
+    child: str
+    workflow: str
+    input: Any = None
+    iteration: Count = 0
+
+
+class CancelChild(Command, frozen=True, tag="cancel_child"):
+    """Cancel a child execution still running when its parent ended."""
+
+    child: str
+    reason: str
+
+
+class NotifyParent(Command, frozen=True, tag="notify_parent"):
+    """Tell a child's parent how it ended (``child_ended`` to the parent's inbox)."""
+
+    parent: ParentLink
+    status: str
+    output: Any = None
+    error: str | None = None
+
+
 AnyCommand = (
     DispatchTask
     | StartTimer
@@ -122,6 +155,9 @@ AnyCommand = (
     | CancelTasks
     | ListenFor
     | StopListening
+    | StartChild
+    | CancelChild
+    | NotifyParent
 )
 
 
@@ -141,6 +177,7 @@ def commands_for(
             case ExecutionCompleted() | ExecutionFailed() | ExecutionCancelled():
                 out.extend(_cancel_timers(after))
                 out.extend(_cancel_tasks(after))
+                out.extend(_family(before, after))
             case StepDeadlineSet():
                 out.extend(_deadline_timer(execution, after, event))
             case (
@@ -215,6 +252,8 @@ def _still_waits_for(step: StepState, event: StepScheduled | TimerStarted) -> bo
 
 def _outstanding(execution: str, key: str, step: StepState) -> AnyCommand | None:
     """The task out or the timer set that ``step`` waits for now, if any."""
+    if step.status == "scheduled" and step.child is not None:
+        return _start_child(execution, key, step)
     if step.status == "scheduled":
         return DispatchTask(
             execution_id=execution,
@@ -236,6 +275,7 @@ def _closing(state: ExecutionState) -> list[AnyCommand]:
     out = _cancel_timers(state) if state.status in TERMINAL_EXECUTION else []
     out.extend(_cancel_tasks(state))
     out.extend(_stop_listening(state) if state.status in TERMINAL_EXECUTION else [])
+    out.extend(_family(state, state) if state.status in TERMINAL_EXECUTION else [])
     if state.status != "pending":
         out.append(WriteSummary(execution_id=state.execution_id, summary=summary_of(state)))
     return out
@@ -353,3 +393,52 @@ def _stop_listening(state: ExecutionState) -> list[StopListening]:
         if step.wait_subject is not None and step.status in ("waiting", "ready", "cancelled")
     )
     return [StopListening(execution_id=state.execution_id, steps=steps)] if steps else []
+
+
+# --- child workflows -----------------------------------------------------------------
+
+
+def _start_child(execution: str, key: str, step: StepState) -> StartChild:
+    """The start of a ``workflow`` step's child; its input is the step's rendered ``with``."""
+    params = step.input if isinstance(step.input, dict) else {}
+    assert step.child is not None
+    return StartChild(
+        execution_id=execution,
+        step=key,
+        attempt=step.attempt,
+        iteration=step.iteration,
+        child=step.child,
+        workflow=str(params.get("workflow", "")),
+        input=params.get("input"),
+    )
+
+
+def _family(before: ExecutionState, after: ExecutionState) -> list[AnyCommand]:
+    """What an ended execution owes its family: its parent told how it ended, and the
+    children still running (as of ``before``, and not finished by the batch) cancelled:
+    nobody waits for them any more."""
+    execution = after.execution_id
+    out: list[AnyCommand] = []
+    if after.parent is not None:
+        error = f"{execution} {after.status}: {after.error}" if after.error else None
+        out.append(
+            NotifyParent(
+                execution_id=execution,
+                parent=after.parent,
+                status=after.status,
+                output=after.output if after.status == "completed" else None,
+                error=error,
+            )
+        )
+    reason = f"parent {execution} {after.status}"
+    for key, step in before.steps.items():
+        now = after.steps.get(key, step)
+        # "cancelled": a step in flight when the execution was cancelled (resent then)
+        in_flight = step.status in ("scheduled", "cancelled")
+        if step.child and in_flight and now.status not in _SETTLED:
+            out.append(CancelChild(execution_id=execution, child=step.child, reason=reason))
+    return out
+
+
+# Steps whose child is not running any more (a step's own statuses, not the execution's).
+_SETTLED = frozenset({"completed", "failed", "skipped"})

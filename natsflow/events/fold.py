@@ -115,6 +115,7 @@ def _on_execution_started(state: ExecutionState, event: ExecutionStarted) -> Exe
         input=event.input,
         idempotency_key=event.idempotency_key,
         trigger=event.trigger,
+        parent=event.parent,
         status="running",
         started_at=event.at,
     )
@@ -135,6 +136,7 @@ def _on_step_scheduled(state: ExecutionState, event: StepScheduled) -> Execution
             iteration=event.iteration,
             input=event.input,
             timeout=event.timeout,
+            child=event.child,
             progress=None,
             timer_id=None,
             due=None,

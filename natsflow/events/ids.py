@@ -9,6 +9,8 @@ passes its clock and entropy source), so an id can be reproduced in a test.
 
 from __future__ import annotations
 
+import hashlib
+
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 ENTROPY_BYTES = 5
 
@@ -25,3 +27,35 @@ def new_execution_id(workflow: str, now: float, entropy: bytes) -> str:
         chars.append(_CROCKFORD[value & 31])
         value >>= 5
     return f"{workflow}-{''.join(reversed(chars))}"
+
+
+# A fan-out item key used as it is in a child's id; any other is hashed.
+_SAFE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def child_execution_id(parent: str, step: str, iteration: int = 0) -> str:
+    """The id of the child execution that a ``workflow`` step starts: derived from the
+    parent's id and the step key, so a step carried out again never starts a second child.
+
+    ``=`` separates the parts: it is in no workflow name, step name or generated id, is
+    a valid NATS subject and KV key character, and needs no escaping in a URL path.
+
+    >>> child_execution_id("sync-01hf7yat0000000000", "campus")
+    'sync-01hf7yat0000000000=campus'
+    >>> child_execution_id("sync-01hf7yat0000000000", "entity[person]")
+    'sync-01hf7yat0000000000=entity=person'
+    >>> child_execution_id("sync-01hf7yat0000000000", "entity[a.b]")
+    'sync-01hf7yat0000000000=entity==2e7336dc8eba87ef'
+
+    A fan-out item key that is not a plain word (``.``, spaces, ...) is hashed, behind
+    a second ``=`` so that it never equals a plain key. A ``repeat`` step's later
+    iterations get ``=<iteration>`` (a step is never both a fan-out and a loop).
+    """
+    name, bracket, rest = step.partition("[")
+    if bracket:
+        key = rest[:-1]
+        if key and len(key) <= 64 and set(key) <= _SAFE_KEY:
+            return f"{parent}={name}={key}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return f"{parent}={name}=={digest}"
+    return f"{parent}={step}={iteration}" if iteration else f"{parent}={step}"

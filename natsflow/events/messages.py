@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from natsflow.events.model import Attempt, Count, ExecutionState, TriggerInfo
+from natsflow.events.model import Attempt, Count, ExecutionState, ParentLink, TriggerInfo
 
 
 class Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
@@ -26,6 +26,7 @@ class Start(Inbox, frozen=True, tag="start"):
     input: Any = None
     idempotency_key: str | None = None
     trigger: TriggerInfo | None = None
+    parent: ParentLink | None = None
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +91,26 @@ class Signal(Inbox, frozen=True, tag="signal"):
     step: str | None = None
 
 
-AnyInbox = Start | Result | Progress | TimerDue | Cancel | Resume | Pause | Unpause | Signal
+class ChildEnded(Inbox, frozen=True, tag="child_ended"):
+    """To a parent: the child execution its ``workflow`` step started has ended (``status``
+    completed, failed or cancelled), or could not start (``not_started``, with ``error``).
+
+    From the child itself ``attempt`` is None: it answers whichever attempt of the step
+    waits for it (a later attempt waits for the same child). The engine's start of a
+    child sets it to the attempt it started for.
+    """
+
+    step: str
+    child: str
+    status: str
+    output: Any = None
+    error: ErrorInfo | None = None
+    attempt: Attempt | None = None
+
+
+AnyInbox = (
+    Start | Result | Progress | TimerDue | Cancel | Resume | Pause | Unpause | Signal | ChildEnded
+)
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,6 +160,9 @@ def misdirected(state: ExecutionState, message: AnyInbox) -> str | None:
         case TimerDue():
             if message.step not in state.steps:
                 return f"timer for step {message.step!r}, which the execution does not have"
+        case ChildEnded():
+            if message.step not in state.steps:
+                return f"child_ended for step {message.step!r}, which the execution does not have"
         case Start() | Cancel() | Resume() | Pause() | Unpause() | Signal():
             pass
     return None

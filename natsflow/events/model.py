@@ -40,6 +40,7 @@ class ExecutionStarted(Event, frozen=True, tag="execution_started"):
     input: Any = None
     idempotency_key: str | None = None
     trigger: TriggerInfo | None = None
+    parent: ParentLink | None = None  # set for a child execution (the ``workflow`` action)
 
 
 class StepScheduled(Event, frozen=True, tag="step_scheduled"):
@@ -51,6 +52,7 @@ class StepScheduled(Event, frozen=True, tag="step_scheduled"):
     input: Any = None
     timeout: float | None = None
     iteration: Count = 0
+    child: str | None = None  # the child execution a ``workflow`` step starts, by id
 
 
 class StepProgressed(Event, frozen=True, tag="step_progressed"):
@@ -287,6 +289,7 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     item_after: tuple[str, ...] = ()
     # the engine's own deadlines for the attempt in flight (its timeout, its heartbeat)
     deadlines: tuple[Deadline, ...] = ()
+    child: str | None = None  # a ``workflow`` step: its child execution's id
 
     @property
     def wait_signal(self) -> str | None:
@@ -338,6 +341,7 @@ class ExecutionState(msgspec.Struct, frozen=True, kw_only=True):
     attempts_before: dict[str, int] = msgspec.field(default_factory=dict)
     # signals received and not consumed by a wait yet, per name, oldest first
     signals: dict[str, tuple[PendingSignal, ...]] = msgspec.field(default_factory=dict)
+    parent: ParentLink | None = None  # a child execution: the parent and its step
 
 
 INITIAL = ExecutionState()
@@ -354,3 +358,10 @@ def awaits_result(state: ExecutionState, step: str, attempt: int, iteration: int
         and current.attempt == attempt
         and current.iteration == iteration
     )
+
+
+class ParentLink(msgspec.Struct, frozen=True, kw_only=True):
+    """A child execution's parent: its id and the ``workflow`` step that started the child."""
+
+    execution_id: str
+    step: str

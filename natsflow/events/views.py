@@ -12,7 +12,13 @@ import msgspec
 from msgspec.structs import replace
 
 from natsflow.events.errors import Undecodable
-from natsflow.events.model import TERMINAL_STEP, AttemptRecord, ExecutionState, StepState
+from natsflow.events.model import (
+    TERMINAL_STEP,
+    AttemptRecord,
+    ExecutionState,
+    ParentLink,
+    StepState,
+)
 
 # The status of an ``ls`` row whose summary cannot be decoded (not an execution status).
 UNKNOWN_STATUS = "unknown"
@@ -152,6 +158,7 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     attempts: tuple[AttemptRecord, ...]
     # a ``wait`` step that waits now: "signal NAME" or "subject S"
     waiting_for: str | None = None
+    child: str | None = None  # a ``workflow`` step: its child execution
 
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,6 +184,7 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False
     # the step ``natsflow resume`` starts from, for a failed execution that can resume
     resume_at: str | None = None
+    parent: ParentLink | None = None  # a child execution: its parent and the step
 
 
 def execution_view(
@@ -204,6 +212,7 @@ def execution_view(
         parked=parked,
         paused=state.paused and state.status == "running",
         resume_at=state.failed_step if state.status == "failed" and parked is None else None,
+        parent=state.parent,
     )
 
 
@@ -222,6 +231,7 @@ def step_view(step: StepState) -> StepView:
         parent=step.parent,
         attempts=step.attempts,
         waiting_for=waiting_for(step),
+        child=step.child,
     )
 
 

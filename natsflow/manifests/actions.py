@@ -28,7 +28,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from natsflow.events.errors import NatsflowError
-from natsflow.manifests.schema import PositiveSeconds, Seconds
+from natsflow.manifests.schema import PositiveSeconds, Seconds, WorkflowName
 from natsflow.manifests.structure import Problems, check_struct, show
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "SHELL",
     "SLEEP",
     "WAIT",
+    "WORKFLOW",
     "ActionSpec",
     "HttpParams",
     "NatsRequestParams",
@@ -50,6 +51,7 @@ __all__ = [
     "ShellParams",
     "SleepParams",
     "WaitParams",
+    "WorkflowParams",
     "fields_of",
     "runs_in_engine",
     "worker_actions",
@@ -179,6 +181,14 @@ class WaitParams(Params, frozen=True):
         return []
 
 
+class WorkflowParams(Params, frozen=True):
+    """``workflow``: run a child execution of ``workflow`` (its latest version when the
+    step starts) with ``input``; the step's output is the child's."""
+
+    workflow: WorkflowName
+    input: Any = None
+
+
 P = TypeVar("P", bound=Params)
 
 
@@ -236,10 +246,11 @@ NATS_REQUEST = ActionSpec(name="nats.request", runs="worker", params=NatsRequest
 PYTHON = ActionSpec(name="python", runs="worker", params=PythonParams)
 SLEEP = ActionSpec(name="sleep", runs="engine", params=SleepParams)
 WAIT = ActionSpec(name="wait", runs="engine", params=WaitParams)
+WORKFLOW = ActionSpec(name="workflow", runs="engine", params=WorkflowParams)
 
 #: Every built-in action by name, in the order the docs list them.
 ACTIONS: Mapping[str, ActionSpec[Any]] = MappingProxyType(
-    {a.name: a for a in (NOOP, SHELL, HTTP, NATS_REQUEST, PYTHON, SLEEP, WAIT)}
+    {a.name: a for a in (NOOP, SHELL, HTTP, NATS_REQUEST, PYTHON, SLEEP, WAIT, WORKFLOW)}
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from natsflow.events.decider import Decision
 from natsflow.events.errors import ExpressionError
 from natsflow.events.fold import evolve, fold
+from natsflow.events.ids import child_execution_id
 from natsflow.events.messages import AnyInbox
 from natsflow.events.model import (
     TERMINAL_STEP,
@@ -34,9 +35,11 @@ from natsflow.events.model import (
 from natsflow.manifests.actions import (
     ACTIONS,
     WAIT,
+    WORKFLOW,
     ParamsError,
     SleepParams,
     WaitParams,
+    WorkflowParams,
     runs_in_engine,
 )
 from natsflow.manifests.deadlines import deadlines_for
@@ -234,6 +237,21 @@ def _begin(
                 return [TimerStarted(at=now, timer_id=tid, step=key, due=due, purpose="sleep")]
             case WaitParams():
                 return _begin_wait(key, spec, params, now, attempt, iteration)
+            case WorkflowParams(workflow=child_workflow, input=child_input):
+                child = child_execution_id(scope.execution_id, key, iteration)
+                rendered = {"workflow": child_workflow, "input": child_input}
+                return [
+                    StepScheduled(
+                        at=now,
+                        step=key,
+                        attempt=attempt,
+                        iteration=iteration,
+                        action=WORKFLOW.name,
+                        input=rendered,
+                        timeout=spec.timeout,
+                        child=child,
+                    )
+                ]
             case other:  # pragma: no cover - each engine action has its case above
                 raise AssertionError(f"no engine case for {spec.action}: {other!r}")
     return [
@@ -269,7 +287,7 @@ def _advance(
         if step.status == "ready":
             if spec.action == WAIT.name:  # its timeout fired before an answer
                 return [_wait_timed_out(key, spec, step, now)]
-            if runs_in_engine(spec.action):  # its timer fired
+            if runs_in_engine(spec.action) and spec.action != WORKFLOW.name:  # its timer fired
                 return [StepCompleted(at=now, step=key, attempt=0, output=None)]
             last_failed = bool(step.attempts) and step.attempts[-1].error is not None
             if last_failed:

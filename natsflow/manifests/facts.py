@@ -13,6 +13,8 @@ from natsflow.events.errors import ExpressionError
 from natsflow.events.messages import (
     AnyInbox,
     Cancel,
+    ChildEnded,
+    ErrorInfo,
     Pause,
     Progress,
     Result,
@@ -59,6 +61,7 @@ def facts(
                     input=message.input,
                     idempotency_key=message.idempotency_key,
                     trigger=message.trigger,
+                    parent=message.parent,
                 ),
             )
         case Cancel():
@@ -98,6 +101,15 @@ def facts(
                 ),
                 *moved,
             )
+        case ChildEnded():
+            result = _child_result(state, message)
+            if result is None:
+                return ()
+            step = state.steps[message.step]
+            if result.ok:
+                return _completion(state, workflow, result, step, now)
+            used = retry_budget_used(state, message.step, result.attempt)
+            return _failure(workflow, result, step, now, used)
         case TimerDue():
             waiting = state.steps.get(message.step)
             deadline = missed(waiting, message.timer_id) if waiting is not None else None
@@ -214,4 +226,32 @@ def _failure(
             retry_at=due,
         ),
         TimerStarted(at=now, timer_id=tid, step=message.step, due=due, purpose="retry"),
+    )
+
+
+def _child_result(state: ExecutionState, message: ChildEnded) -> Result | None:
+    """A child's end as the result of the ``workflow`` step waiting for it; None if no
+    attempt waits for that child (a copy, a step finished meanwhile, another iteration).
+
+    A child that failed or was cancelled fails the step without a retry: a retry would
+    meet the same child (its id is the step's). One that could not start says itself
+    whether trying again may help (a deploy may come meanwhile).
+    """
+    step = state.steps.get(message.step)
+    if step is None or step.child != message.child:
+        return None
+    attempt = message.attempt if message.attempt is not None else step.attempt
+    if not awaits_result(state, message.step, attempt, step.iteration):
+        return None
+    error = message.error
+    if message.status != "completed" and error is None:
+        text = f"child {message.child} {message.status}"
+        error = ErrorInfo(message=text, kind=f"child_{message.status}", retryable=False)
+    return Result(
+        step=message.step,
+        attempt=attempt,
+        iteration=step.iteration,
+        ok=message.status == "completed",
+        output=message.output,
+        error=error,
     )

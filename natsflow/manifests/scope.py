@@ -61,6 +61,10 @@ class Scope:
             }
         return self._base
 
+    @property
+    def execution_id(self) -> str:
+        return self._state.execution_id
+
     def for_step(self, step: StepState, iteration: int | None = None) -> dict[str, Any]:
         """Scope of a step's templates; ``iteration`` is the one about to start."""
         scope = dict(self.base())

@@ -253,6 +253,7 @@ async def serve(
                     archive=config.archive,
                     publisher=publisher,
                     ack_wait=config.takeover_after,
+                    starter=starter,
                 )
                 await tg.start(executor.run)
                 triggers = Triggers(

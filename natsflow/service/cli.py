@@ -361,6 +361,8 @@ def _render_show(s: dict[str, Any]) -> str:
     ]
     if s["error"]:
         lines.append(f"error      {s['error']}")
+    if parent := s.get("parent"):
+        lines.append(f"parent     {parent['execution_id']} (step {parent['step']})")
     if s.get("parked"):
         p = s["parked"]
         lines.append(
@@ -377,6 +379,8 @@ def _render_show(s: dict[str, Any]) -> str:
             line += f"  [{step['progress']}]"
         if step["error"]:
             line += f"  error: {step['error']}"
+        if step.get("child"):
+            line += f"  child: {step['child']}"
         lines.append(line)
         lines.extend(
             f"      attempt {a['attempt']} at {_ts(a['started_at'])}: {a['error']}"

@@ -24,6 +24,7 @@ from natsflow.events.model import (
     ExecutionStarted,
     ExecutionState,
     ExecutionUnpaused,
+    ParentLink,
     SignalConsumed,
     SignalReceived,
     StepAttemptFailed,
@@ -92,6 +93,7 @@ execution_started = st.builds(
     version=short_text,
     input=json_values,
     idempotency_key=st.none() | short_text,
+    parent=st.none() | st.builds(ParentLink, execution_id=short_text, step=step_keys),
 )
 step_scheduled = st.builds(
     StepScheduled,
@@ -102,6 +104,7 @@ step_scheduled = st.builds(
     input=json_values,
     timeout=st.none() | st.floats(min_value=0.001, max_value=3600),
     iteration=counts,
+    child=st.none() | short_text,
 )
 step_progressed = st.builds(
     StepProgressed,

@@ -48,9 +48,18 @@ def deploy(action: str, with_: Any) -> Workflow:
 
 
 def test_the_built_in_actions() -> None:
-    assert list(ACTIONS) == ["noop", "shell", "http", "nats.request", "python", "sleep", "wait"]
+    assert list(ACTIONS) == [
+        "noop",
+        "shell",
+        "http",
+        "nats.request",
+        "python",
+        "sleep",
+        "wait",
+        "workflow",
+    ]
     assert worker_actions() == ("noop", "shell", "http", "nats.request", "python")
-    assert [name for name in ACTIONS if runs_in_engine(name)] == ["sleep", "wait"]
+    assert [name for name in ACTIONS if runs_in_engine(name)] == ["sleep", "wait", "workflow"]
     assert not runs_in_engine("teleport")
 
 
@@ -174,6 +183,8 @@ _VALID: dict[str, st.SearchStrategy[Any]] = {
     "signal": st.sampled_from(["approve", "go-ahead"]),
     "on_timeout": st.sampled_from(["fail", "continue"]),
     "default": json_values,
+    "workflow": st.sampled_from(["entity-sync", "a", "x_1"]),
+    "input": json_values,
 }
 
 

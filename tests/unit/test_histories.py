@@ -20,7 +20,16 @@ from natsflow.events.codec import decode_snapshot, encode_snapshot
 from natsflow.events.decider import Decision
 from natsflow.events.errors import NondeterminismError
 from natsflow.events.fold import fold
-from natsflow.events.messages import AnyInbox, Cancel, Progress, Result, Signal, Start, TimerDue
+from natsflow.events.messages import (
+    AnyInbox,
+    Cancel,
+    ChildEnded,
+    Progress,
+    Result,
+    Signal,
+    Start,
+    TimerDue,
+)
 from natsflow.events.model import INITIAL, AnyEvent, ExecutionState, StepScheduled
 from natsflow.events.replay import RecordedDecision, replay
 from natsflow.manifests.decider import ManifestDecider
@@ -125,6 +134,8 @@ def _what(state: ExecutionState, message: AnyInbox) -> str:
             return "start of a started execution"
         case Cancel():
             return "cancel of an ended execution"
+        case ChildEnded():
+            return "report of a child no step waits for"
         case Signal():
             return "signal to an ended execution"
         case _:

@@ -106,7 +106,7 @@ def test_reports_every_problem_with_exact_paths() -> None:
         "steps.c.action: required field missing",
         'steps.fetch.needs: unknown step "ghost"',
         'steps.fetch.action: unknown action "shel" (expected one of: noop, shell, http, '
-        "nats.request, python, sleep, wait)",
+        "nats.request, python, sleep, wait, workflow)",
         'steps.b.with.url: references step "c" which is not in needs/after of "b"',
     ]
 
