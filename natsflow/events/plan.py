@@ -160,6 +160,8 @@ class _Teller:
         state = self.state
         if state.status == "failed" and state.failed_step is not None:
             return f"the execution failed at {state.failed_step} before it began"
+        if state.status == "cancelled":
+            return "the execution was cancelled before it began"
         return f"the execution {state.status} before it began"
 
 
