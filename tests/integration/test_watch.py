@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from contextlib import aclosing
+import pty
+from contextlib import aclosing, suppress
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from anyio.streams.text import TextReceiveStream
 
 from natsflow.events.views import ExecutionView
 from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
 from tests.integration.harness import natsflow_script, running
 from tests.integration.test_cli import ROOT, natsflow
 
@@ -179,3 +182,43 @@ async def test_show_blocks_the_fan_out_items_after_a_failed_one(
     assert told["sync[address]"] == ("blocked", "household failed (via person)")
     assert told["sync[tags]"][0] == "completed"
     assert told["report"][0] == "completed"
+
+
+async def test_watch_on_a_terminal_redraws_in_place(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        # Until the watch exits and its side of the terminal closes (EIO on Linux).
+        with suppress(OSError):
+            while chunk := os.read(master, 4096):
+                chunks.append(chunk)
+
+    async with running(nats_server) as engine:
+        await engine.deploy(WATCHED)
+        execution = await engine.start("watched", {"gate": str(gate)})
+        env = {**os.environ, "NATS_URL": engine.url, "NATSFLOW_LOG_LEVEL": "WARNING"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                # abandoned if the test times out: a hung watch never closes the terminal
+                tg.start_soon(partial(anyio.to_thread.run_sync, read_all, abandon_on_cancel=True))
+                command = [natsflow_script(), "watch", execution]
+                async with await anyio.open_process(command, env=env, stdout=slave) as process:
+                    os.close(slave)
+
+                    async def first_frame() -> None:
+                        assert b"first" in b"".join(chunks)
+
+                    await eventually(first_frame, within=20)
+                    gate.touch()
+                    code = await process.wait()
+    os.close(master)
+    out = b"".join(chunks).decode()
+    assert code == 0, out
+    assert "\x1b[2K" in out  # each line erased as it is drawn
+    assert "\x1b[4A" in out  # back over the headline and three steps: redrawn in place
+    assert f"{execution}  watched  completed  steps 3/3" in out
