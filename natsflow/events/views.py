@@ -19,6 +19,7 @@ from natsflow.events.model import (
     ParentLink,
     StepState,
 )
+from natsflow.events.plan import Plan, PlannedStep, Told, execution_error, tell
 
 # The status of an ``ls`` row whose summary cannot be decoded (not an execution status).
 UNKNOWN_STATUS = "unknown"
@@ -159,6 +160,8 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     # a ``wait`` step that waits now: "signal NAME" or "subject S"
     waiting_for: str | None = None
     child: str | None = None  # a ``workflow`` step: its child execution
+    # why it has its status (pending, blocked, skipped, not_run): ``events.plan``
+    reason: str | None = None
 
 
 class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,11 +191,19 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def execution_view(
-    state: ExecutionState, last_seq: int, total: int, parked: Parked | None = None
+    state: ExecutionState,
+    last_seq: int,
+    total: int,
+    parked: Parked | None = None,
+    plan: Plan = (),
 ) -> ExecutionView:
     """The ``show`` view of ``state`` (read up to stream sequence ``last_seq``), of ``total``
-    top-level steps in its definition; ``parked`` says where its history became unreadable."""
+    top-level steps in its definition; ``parked`` says where its history became unreadable.
+
+    Every step of ``plan`` (the definition's steps) is shown, begun or not, with the
+    status and reason ``events.plan`` tells; fan-out children follow their parent."""
     top = [v for v in state.steps.values() if v.parent is None]
+    specs = {planned.name: planned for planned in plan}
     return ExecutionView(
         execution_id=state.execution_id,
         workflow=state.workflow,
@@ -202,13 +213,16 @@ def execution_view(
         finished_at=state.finished_at,
         input=state.input,
         output=state.output,
-        error=state.error,
+        error=execution_error(state),
         failed_step=state.failed_step,
         steps_done=sum(1 for v in top if v.status in ("completed", "skipped")),
         steps_total=total,
         current=tuple(k for k, v in state.steps.items() if v.status not in TERMINAL_STEP),
         resume_point=ResumePoint(events=state.events, stream_seq=last_seq),
-        steps={k: step_view(v) for k, v in state.steps.items()},
+        steps={
+            key: told_step_view(key, state.steps.get(key), told, specs)
+            for key, told in tell(state, plan).items()
+        },
         parked=parked,
         paused=state.paused and state.status == "running",
         resume_at=state.failed_step if state.status == "failed" and parked is None else None,
@@ -244,3 +258,16 @@ def waiting_for(step: StepState) -> str | None:
     if step.wait_subject is not None:
         return f"subject {step.wait_subject}"
     return None
+
+
+def told_step_view(
+    key: str, step: StepState | None, told: Told, specs: dict[str, PlannedStep]
+) -> StepView:
+    """The view of step ``key`` (None: not begun) with the status ``events.plan`` told."""
+    spec = specs.get(step.parent if step is not None and step.parent else key)
+    action = spec.action if spec is not None else ""
+    if step is None:
+        step = StepState(status="pending", action=action)
+    elif not step.action:
+        step = replace(step, action=action)  # a fan-out child not dispatched yet
+    return replace(step_view(step), status=told.status, reason=told.reason)

@@ -1,6 +1,6 @@
 """``natsflow``: the service and the admin CLI.
 
-Exit codes: 0 success, 1 the execution failed (``start --wait``) or the
+Exit codes: 0 success, 1 the execution failed (``start --wait``, ``watch``) or the
 service answered with an error (not found, refused: a dead letter that cannot be
 redriven), 2 invalid input (manifest, ``--input``, flags),
 3 no natsflow service reachable (NATS unreachable, no service, or a 503).
@@ -37,6 +37,8 @@ from natsflow.service.protocol import (
     StartRequest,
     request_from,
 )
+from natsflow.service.steplines import step_line
+from natsflow.service.watch import follow, screen_for
 
 
 def _fail(exc: Exception, code: int) -> NoReturn:
@@ -91,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         v.add_argument("--json", action="store_true")
         if verb == "history":
             v.add_argument("--all", action="store_true", help="full trail from the archive stream")
+
+    wa = sub.add_parser(
+        "watch", help="follow an execution live, one line per step (exit 0 completed, 1 not)"
+    )
+    wa.add_argument("execution_id")
+    wa.add_argument("--json", action="store_true", help="each new view as one JSON line")
 
     c = sub.add_parser("cancel", help="cancel a running execution")
     c.add_argument("execution_id")
@@ -269,6 +277,8 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
     elif args.command == "signal":
         data = _json_flag("--data", args.data)
         fields = {"execution_id": args.execution_id, "name": args.name, "data": data, "id": args.id}
+    elif args.command == "watch":  # watch reads show as the execution goes
+        return request_from(REQUEST_TYPES["show"], {"execution_id": args.execution_id})
     return request_from(REQUEST_TYPES[args.command], fields)
 
 
@@ -294,6 +304,8 @@ def _json_flag(flag: str, text: str) -> Any:
 
 
 async def _run_verb(client: Client, args: argparse.Namespace, request: AdminRequest) -> None:
+    if args.command == "watch":
+        sys.exit(await follow(client, args.execution_id, screen_for(sys.stdout, as_json=args.json)))
     if isinstance(request, StartRequest) and args.wait:
         started = await client.request(request, Started)
         try:
@@ -371,17 +383,7 @@ def _render_show(s: dict[str, Any]) -> str:
         )
     lines.append("steps:")
     for key, step in s["steps"].items():
-        took = ""
-        if step["started_at"] and step["finished_at"]:
-            took = f" {1000 * (step['finished_at'] - step['started_at']):.0f}ms"
-        line = f"  {key:24} {step['status']:10} attempts {len(step['attempts'])}{took}"
-        if step["progress"] and step["status"] not in ("completed", "skipped"):
-            line += f"  [{step['progress']}]"
-        if step["error"]:
-            line += f"  error: {step['error']}"
-        if step.get("child"):
-            line += f"  child: {step['child']}"
-        lines.append(line)
+        lines.append(step_line(key, step))
         lines.extend(
             f"      attempt {a['attempt']} at {_ts(a['started_at'])}: {a['error']}"
             for a in step["attempts"]

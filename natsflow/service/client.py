@@ -19,6 +19,8 @@ use this client.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -29,6 +31,8 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import Conflict, NotFound, Unavailable
@@ -338,6 +342,53 @@ class Client:
             with anyio.move_on_after(2, shield=True):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         return await self.show(execution_id)
+
+    async def watch(
+        self, execution_id: str, *, refresh: float = 30.0
+    ) -> AsyncGenerator[ExecutionView]:
+        """The execution's view now, then each time it changes, until it is completed,
+        failed or cancelled (the last view yielded). ``NotFound`` for an unknown id.
+
+        An ordered consumer of the execution's event subject (headers only) nudges it:
+        each nudge reads ``show`` once, however many events came meanwhile, and a view
+        equal to the last one is not yielded again. Without a nudge for ``refresh`` s it
+        reads ``show`` anyway, so a nudge lost to a reconnect delays a view, never ends
+        the watch. Stop early with ``contextlib.aclosing`` to release the consumer at once.
+        """
+        from natsflow.actors.jetstream.topology import EVENTS_STREAM, events_subject
+
+        nudged = anyio.Event()
+
+        async def nudge(_msg: Msg) -> None:
+            nudged.set()
+
+        try:
+            # Subscribed before the first read: no event falls between the two.
+            sub = await self.nc.jetstream(timeout=self.request_timeout).subscribe(
+                events_subject(execution_id),
+                stream=EVENTS_STREAM,
+                cb=nudge,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                headers_only=True,
+            )
+        except nats.errors.Error as exc:  # not connected, no answer, no events stream
+            raise Unavailable(f"cannot watch execution {execution_id}: {exc!r}") from None
+        try:
+            last: ExecutionView | None = None
+            while True:
+                nudged = anyio.Event()  # a nudge from here on is for the next read
+                view = await self.show(execution_id)
+                if view != last:
+                    yield view
+                    last = view
+                if view.status in TERMINAL_EXECUTION:
+                    return
+                with anyio.move_on_after(refresh):
+                    await nudged.wait()
+        finally:
+            with anyio.move_on_after(2, shield=True), suppress(*_NOT_CONNECTED):
+                await sub.unsubscribe()
 
     async def request(self, request: AdminRequest, reply: type[T]) -> T:
         """Send any request; its reply decoded as ``reply`` (``object``: plain JSON values).

@@ -47,6 +47,7 @@ from natsflow.events.messages import (
     signal_msg_id,
 )
 from natsflow.events.model import AnyEvent
+from natsflow.events.plan import Plan, PlannedStep
 from natsflow.events.views import (
     ExecutionSummary,
     ExecutionView,
@@ -56,6 +57,7 @@ from natsflow.events.views import (
 )
 from natsflow.manifests.loader import parse_manifest
 from natsflow.manifests.resuming import unknown_step
+from natsflow.manifests.schema import Workflow
 from natsflow.service.deadletters import DeadLetterOperations
 from natsflow.service.protocol import (
     AdminRequest,
@@ -184,11 +186,14 @@ class Operations:
             parked = parked_at(problem)
         elif state.status == "pending":
             raise NotFound(f"execution {execution_id!r} not found")
+        plan: Plan = ()
         try:
-            total = len((await self._definitions.get(state.workflow, state.version)).steps)
-        except NotFound:
+            workflow = await self._definitions.get(state.workflow, state.version)
+        except NotFound:  # its definition is gone: the steps it began are all there is
             total = sum(1 for step in state.steps.values() if step.parent is None)
-        return execution_view(state, loaded.last_seq, total, parked)
+        else:
+            total, plan = len(workflow.steps), plan_of(workflow)
+        return execution_view(state, loaded.last_seq, total, parked, plan)
 
     async def _summary(self, execution_id: str) -> ExecutionSummary | None:
         """The execution's ``ls`` row; None if there is none, or it cannot be read either."""
@@ -322,3 +327,11 @@ def history_entry(seq: int, event: AnyEvent | Undecodable) -> dict[str, Any]:
 def _seq(entry: dict[str, Any]) -> int:
     seq: int = entry["seq"]
     return seq
+
+
+def plan_of(workflow: Workflow) -> Plan:
+    """What ``show`` needs of a definition to list every step: names, actions, dependencies."""
+    return tuple(
+        PlannedStep(name=name, action=step.action, needs=step.needs, after=step.after)
+        for name, step in workflow.steps.items()
+    )

@@ -262,7 +262,11 @@ async def test_exhausted_retries_fail_the_execution_naming_the_step(
         "always_fails: attempt 2",
     ]
     assert shown["steps"]["first"]["status"] == "completed"
-    assert "after_boom" not in shown["steps"]
+    # never reached, and never to run: blocked, naming the step that failed
+    assert (shown["steps"]["after_boom"]["status"], shown["steps"]["after_boom"]["reason"]) == (
+        "blocked",
+        "boom failed",
+    )
 
 
 async def test_on_failure_continue_skips_hard_dependents_only(nats_server: EmbeddedServer) -> None:
@@ -273,12 +277,14 @@ async def test_on_failure_continue_skips_hard_dependents_only(nats_server: Embed
     statuses = {name: step["status"] for name, step in shown["steps"].items()}
     assert statuses == {
         "boom": "failed",
-        "hard": "skipped",
-        "deeper": "skipped",
+        "hard": "blocked",
+        "deeper": "blocked",
         "soft": "completed",
         "independent": "completed",
     }
     assert "boom" in shown["steps"]["hard"]["error"]
+    assert shown["steps"]["hard"]["reason"] == "boom failed"
+    assert shown["steps"]["deeper"]["reason"] == "boom failed (via hard)"
     assert shown["output"] == {"soft": {"ran": True}, "independent": {"ran": True}}
 
 
@@ -364,7 +370,11 @@ async def test_cancel_ends_a_running_execution(nats_server: EmbeddedServer, nc: 
         await eventually(purged, within=10)
     assert shown["status"] == "cancelled", shown
     assert shown["error"] == "no longer needed"
-    assert "never" not in shown["steps"]
+    never = shown["steps"]["never"]
+    assert (never["status"], never["reason"]) == (
+        "not_run",
+        "the execution was cancelled before it began",
+    )
 
 
 async def test_micro_service_answers_ping_and_info(nats_server: EmbeddedServer, nc: Client) -> None:
