@@ -145,6 +145,9 @@ class NotifyParent(Command, frozen=True, tag="notify_parent"):
     status: str
     output: Any = None
     error: str | None = None
+    # the child's events when it ended: each ending is its own report (a resumed child
+    # ends again, and its parent, resumed too, waits for that report)
+    events: Count = 0
 
 
 AnyCommand = (
@@ -428,6 +431,7 @@ def _family(before: ExecutionState, after: ExecutionState) -> list[AnyCommand]:
                 status=after.status,
                 output=after.output if after.status == "completed" else None,
                 error=error,
+                events=after.events,
             )
         )
     reason = f"parent {execution} {after.status}"
