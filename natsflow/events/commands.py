@@ -437,8 +437,13 @@ def _family(before: ExecutionState, after: ExecutionState) -> list[AnyCommand]:
     reason = f"parent {execution} {after.status}"
     for key, step in before.steps.items():
         now = after.steps.get(key, step)
-        # "cancelled": a step in flight when the execution was cancelled (resent then)
-        in_flight = step.status in ("scheduled", "cancelled")
+        # "cancelled" with its attempt closed so: in flight when the execution was
+        # cancelled (resent then); one cancelled while waiting to retry has no child
+        in_flight = step.status == "scheduled" or (
+            step.status == "cancelled"
+            and bool(step.attempts)
+            and step.attempts[-1].kind == "cancelled"
+        )
         if step.child and in_flight and now.status not in _SETTLED:
             out.append(CancelChild(execution_id=execution, child=step.child, reason=reason))
     return out

@@ -3,8 +3,14 @@ workflows, pause and waits, cancel and children (a review's findings, each pinne
 
 from __future__ import annotations
 
-from natsflow.events.commands import StartChild, commands_for
-from natsflow.events.messages import ChildEnded, Resume
+from natsflow.events.commands import (
+    CancelChild,
+    StartChild,
+    commands_for,
+    pending_commands,
+    resend_commands,
+)
+from natsflow.events.messages import Cancel, ChildEnded, ErrorInfo, Resume
 from natsflow.events.model import StepScheduled
 from natsflow.manifests.loader import parse_manifest
 from natsflow.manifests.schema import Workflow
@@ -127,3 +133,28 @@ def test_a_retried_workflow_step_keeps_its_child_across_a_resume() -> None:
     again = next(e for e in resumed if isinstance(e, StepScheduled) and e.step == "child")
     assert again.child == "orch-1=child"
     assert again.attempt == 2
+
+
+def test_a_cancelled_parent_cancels_no_child_that_never_started() -> None:
+    """A ``workflow`` step waiting to retry a child that could not start has no child to
+    cancel: not when the parent is cancelled, nor when that decision is carried out again
+    (a ``cancel`` to an execution that does not exist is a dead letter)."""
+    run = Run(
+        _workflow(
+            "name: orch\nsteps:\n  child:\n    action: workflow\n    with: {workflow: later}\n"
+            "    retry: {attempts: 3, delay: 10s}\n"
+        ),
+        execution_id="orch-1",
+    )
+    run.start()
+    not_started = ErrorInfo(message="not deployed", kind="child_not_started", retryable=True)
+    run.apply(
+        ChildEnded(step="child", child="orch-1=child", status="not_started", error=not_started)
+    )
+    assert run.state.steps["child"].status == "waiting"
+    before = run.state
+    cancelled = run.apply(Cancel(reason="op"))
+    fresh = commands_for(before, run.state, cancelled)
+    assert not [c for c in fresh if isinstance(c, CancelChild)]
+    assert not [c for c in pending_commands(run.state) if isinstance(c, CancelChild)]
+    assert not [c for c in resend_commands(cancelled, run.state) if isinstance(c, CancelChild)]
