@@ -3,7 +3,7 @@
 A ``workflow`` step's child has an id derived from the parent's id and the step
 key (``natsflow.events.ids.child_execution_id``), so every message here is
 idempotent: a ``Start`` carries ``Nats-Msg-Id: start:<child>``, a cancel
-``cancel:<child>``, a child's report ``ended:<child>``.
+``cancel:<child>``, a child's report ``ended:<child>:<events>`` (one per ending).
 
 - ``start``: start the child through the start use case (pinning its latest
   version, checking ``enabled`` and its input). One that cannot start is
@@ -106,7 +106,7 @@ class Children:
             output=command.output,
             error=error,
         )
-        msg_id = f"ended:{command.execution_id}"
+        msg_id = f"ended:{command.execution_id}:{command.events}"
         return await self._send(command.parent.execution_id, report, msg_id)
 
     async def cancel(self, command: CancelChild) -> asyncio.Future[int]:

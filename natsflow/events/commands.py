@@ -145,6 +145,9 @@ class NotifyParent(Command, frozen=True, tag="notify_parent"):
     status: str
     output: Any = None
     error: str | None = None
+    # the child's events when it ended: each ending is its own report (a resumed child
+    # ends again, and its parent, resumed too, waits for that report)
+    events: Count = 0
 
 
 AnyCommand = (
@@ -428,13 +431,19 @@ def _family(before: ExecutionState, after: ExecutionState) -> list[AnyCommand]:
                 status=after.status,
                 output=after.output if after.status == "completed" else None,
                 error=error,
+                events=after.events,
             )
         )
     reason = f"parent {execution} {after.status}"
     for key, step in before.steps.items():
         now = after.steps.get(key, step)
-        # "cancelled": a step in flight when the execution was cancelled (resent then)
-        in_flight = step.status in ("scheduled", "cancelled")
+        # "cancelled" with its attempt closed so: in flight when the execution was
+        # cancelled (resent then); one cancelled while waiting to retry has no child
+        in_flight = step.status == "scheduled" or (
+            step.status == "cancelled"
+            and bool(step.attempts)
+            and step.attempts[-1].kind == "cancelled"
+        )
         if step.child and in_flight and now.status not in _SETTLED:
             out.append(CancelChild(execution_id=execution, child=step.child, reason=reason))
     return out

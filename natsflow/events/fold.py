@@ -238,7 +238,11 @@ def _on_execution_resumed(state: ExecutionState, event: ExecutionResumed) -> Exe
             steps.pop(child, None)
         if step.parent is not None and step.parent in steps:  # an item: pending again
             steps[key] = StepState(
-                status="pending", parent=step.parent, item=step.item, item_needs=step.item_needs
+                status="pending",
+                parent=step.parent,
+                item=step.item,
+                item_needs=step.item_needs,
+                item_after=step.item_after,
             )
     for key in event.retried:
         if key in steps:  # its attempts stay: the next one follows the last (``ready``)

@@ -33,7 +33,7 @@ def new_execution_id(workflow: str, now: float, entropy: bytes) -> str:
 _SAFE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def child_execution_id(parent: str, step: str, iteration: int = 0) -> str:
+def child_execution_id(parent: str, step: str, iteration: int = 0, run: int = 0) -> str:
     """The id of the child execution that a ``workflow`` step starts: derived from the
     parent's id and the step key, so a step carried out again never starts a second child.
 
@@ -50,7 +50,18 @@ def child_execution_id(parent: str, step: str, iteration: int = 0) -> str:
     A fan-out item key that is not a plain word (``.``, spaces, ...) is hashed, behind
     a second ``=`` so that it never equals a plain key. A ``repeat`` step's later
     iterations get ``=<iteration>`` (a step is never both a fan-out and a loop).
+
+    ``run`` is non-zero for a step run afresh by a resume (its attempts numbered after
+    ``run`` earlier ones): its earlier child ended (cancelled with the failed parent, or
+    it ran before a ``--from``), so it gets a child of its own, ``=r<run>`` after the rest.
+
+    >>> child_execution_id("sync-01hf7yat0000000000", "campus", run=2)
+    'sync-01hf7yat0000000000=campus=r2'
     """
+    return _child_id(parent, step, iteration) + (f"=r{run}" if run else "")
+
+
+def _child_id(parent: str, step: str, iteration: int) -> str:
     name, bracket, rest = step.partition("[")
     if bracket:
         key = rest[:-1]

@@ -238,7 +238,12 @@ def _begin(
             case WaitParams():
                 return _begin_wait(key, spec, params, now, attempt, iteration)
             case WorkflowParams(workflow=child_workflow, input=child_input):
-                child = child_execution_id(scope.execution_id, key, iteration)
+                child = step.child if step.iteration == iteration else None
+                if child is None:
+                    # A fresh child only at a run's first attempt (1, or the next after those
+                    # a resume kept: a step run afresh then needs a child that can run); a
+                    # retry, also one a resume took on, keeps the step's child.
+                    child = child_execution_id(scope.execution_id, key, iteration, attempt - 1)
                 rendered = {"workflow": child_workflow, "input": child_input}
                 return [
                     StepScheduled(

@@ -190,6 +190,7 @@ def test_a_child_that_ends_tells_its_parent() -> None:
             parent=link,
             status="cancelled",
             error=f"{PARENT}=sync cancelled: parent went",
+            events=child.state.events,  # this ending's own report
         )
     ]
     assert notify[0] in pending_commands(child.state)
