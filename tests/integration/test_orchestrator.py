@@ -146,6 +146,33 @@ async def test_a_failing_entity_blocks_its_dependants_only(nats_server: Embedded
     assert [a["kind"] for a in household_step["attempts"]] == ["child_failed"] * 2
 
 
+async def test_a_step_retried_until_its_child_starts_starts_one_child(
+    nats_server: EmbeddedServer,
+) -> None:
+    """entity-sync not deployed yet: the items' first attempts fail (child_not_started,
+    retried per the step's retry); once it is deployed, each retry starts its child,
+    one per entity, with the id derived from the step."""
+    async with running(nats_server) as engine:
+        await engine.deploy(EXAMPLES / "sync-orchestrator.yaml")
+        parent = await engine.start(
+            "sync-orchestrator", {"organisation": "acme", "sync_type": "incremental"}
+        )
+
+        async def not_started() -> None:
+            shown = await engine.show(parent)
+            attempts = shown["steps"].get("sync[campus]", {}).get("attempts", [])
+            assert attempts, shown
+            assert {a["kind"] for a in attempts} == {"child_not_started"}, shown
+
+        await eventually(not_started, within=20)
+        await engine.deploy(EXAMPLES / "entity-sync.yaml")
+        shown = await engine.wait_done(parent, timeout=60)
+        listed = await entity_syncs(engine)
+    assert shown["status"] == "completed", shown
+    assert len(shown["steps"]["sync[campus]"]["attempts"]) >= 2
+    assert listed == sorted(child_of(parent, name) for name in NAMES)
+
+
 async def test_cancelling_the_orchestrator_cancels_its_running_children(
     nats_server: EmbeddedServer,
 ) -> None:
