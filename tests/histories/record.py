@@ -14,6 +14,14 @@ process, ``python`` with the examples' callables from
 later; a timer's ``TimerDue`` comes back at its due time; a cancelled timer
 never fires. Every message goes through its JSON codec first, as from the wire.
 
+A ``workflow`` step's child runs the same way, in a simulation of its own that
+starts when the parent's ``StartChild`` is carried out (on the same clock) and
+runs to its end at once: a child depends on nothing its parent does after
+starting it. Its ``NotifyParent`` comes back to the parent as the
+``child_ended`` the engine would send, at the simulated time the child ended.
+Only the parent's decisions are recorded in its file; a child workflow that is
+an example itself (``entity-sync``) has a golden history of its own.
+
 Some deliveries change nothing, so that replay covers them too: the first
 task's result arrives twice, so do its progress report (the examples print no
 ``[PROGRESS]`` lines, so it is the one a worker may send) and the first timer
@@ -58,6 +66,8 @@ from natsflow.events.commands import (
 from natsflow.events.messages import (
     AnyInbox,
     Cancel,
+    ChildEnded,
+    ErrorInfo,
     Progress,
     Result,
     Start,
@@ -66,7 +76,7 @@ from natsflow.events.messages import (
     inbox_decoder,
     json_encoder,
 )
-from natsflow.events.model import INITIAL, TERMINAL_EXECUTION, TimerStarted
+from natsflow.events.model import INITIAL, TERMINAL_EXECUTION, ParentLink, TimerStarted
 from natsflow.events.replay import RecordedDecision, replay
 from natsflow.manifests.decider import ManifestDecider
 from natsflow.manifests.loader import encode_workflow, load_manifest, manifest_version
@@ -79,7 +89,8 @@ INPUTS: dict[str, Any] = {
     "hello": {"name": "Ada"},
     "dag": {},
     "paginate": {"pages": 3},
-    "sync-orchestrator": {},
+    "sync-orchestrator": {"organisation": "acme", "sync_type": "full"},
+    "entity-sync": {"organisation": "acme", "entity": "household", "pages": 3},
 }
 # How long an attempt takes on the simulated clock, by action.
 DURATIONS = {"noop": 0.01, "python": 0.05, "shell": 0.25}
@@ -91,9 +102,17 @@ LATE = 1.0
 class Simulation:
     """One execution: the decider, its agenda of deliveries, and what it decided."""
 
-    def __init__(self, workflow: Workflow, registry: ActionRegistry, execution_id: str) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        registry: ActionRegistry,
+        execution_id: str,
+        workflows: dict[str, Workflow] | None = None,
+    ) -> None:
         self.decider = ManifestDecider(workflow)
         self.registry = registry
+        self.workflows = workflows or {}  # what a ``workflow`` step may start, by name
+        self.report: tuple[float, NotifyParent] | None = None  # a child's end, for its parent
         self.state = replace(INITIAL, execution_id=execution_id)
         self.decisions: list[RecordedDecision] = []
         self._agenda: list[tuple[float, int, AnyInbox]] = []
@@ -105,8 +124,8 @@ class Simulation:
         self._sequence += 1  # ties go in the order they were sent
         heapq.heappush(self._agenda, (at, self._sequence, message))
 
-    async def run(self, start: Start) -> None:
-        self.deliver(T0, start)
+    async def run(self, start: Start, at: float = T0) -> None:
+        self.deliver(at, start)
         while self._agenda:
             now, _, message = heapq.heappop(self._agenda)
             if isinstance(message, TimerDue) and message.timer_id in self._cancelled:
@@ -135,8 +154,13 @@ class Simulation:
                     pass  # the ls row, subject waits: nothing the recorded workflows hear
                 case CancelTasks():
                     pass  # a notice to workers: nothing the execution hears back
-                case StartChild() | CancelChild() | NotifyParent():
-                    raise NotImplementedError("no golden history has child workflows yet")
+                case StartChild():
+                    await self._start_child(now, command)
+                case NotifyParent():
+                    self.report = self.report or (now, command)
+                case CancelChild():
+                    # a child runs to its end when it starts (see the module docstring)
+                    raise NotImplementedError("the recorded examples never cancel a child")
                 case _:
                     assert_never(command)
         self._repeat(now, message, decision.events != (), before.status)
@@ -155,6 +179,8 @@ class Simulation:
                 self.deliver(now + AGAIN, message)
             case Progress() if changed and self._once("progress"):
                 self.deliver(now + AGAIN, message)
+            case ChildEnded() if changed and self._once("child"):
+                self.deliver(now + AGAIN, message)
         if isinstance(message, Result) and not message.ok and self._once("failed result"):
             retry = [e for e in self.decisions[-1].events if isinstance(e, TimerStarted)]
             if retry:  # once the retry's next attempt is out, this one is stale
@@ -163,6 +189,35 @@ class Simulation:
             start = self.decisions[0].message
             self.deliver(now + LATE, start)
             self.deliver(now + 2 * LATE, Cancel(reason="too late: it has ended"))
+
+    async def _start_child(self, now: float, command: StartChild) -> None:
+        """Run the child to its end in a simulation of its own, from ``now``; its report
+        comes back as the engine's ``child_ended`` (``natsflow.actors.children.notify``)."""
+        workflow = self.workflows.get(command.workflow)
+        if workflow is None:
+            raise RuntimeError(f"{command.workflow}: not an example, so no child can start")
+        child = Simulation(workflow, self.registry, command.child, self.workflows)
+        parent = ParentLink(execution_id=command.execution_id, step=command.step)
+        version = manifest_version(workflow)
+        await child.run(
+            Start(workflow=workflow.name, version=version, input=command.input, parent=parent),
+            at=now,
+        )
+        if child.report is None:
+            raise RuntimeError(f"{command.child}: the child ended without telling its parent")
+        at, ended = child.report
+        error = None
+        if ended.status != "completed":
+            text = ended.error or f"{command.child} {ended.status}"
+            error = ErrorInfo(message=text, kind=f"child_{ended.status}", retryable=False)
+        report = ChildEnded(
+            step=command.step,
+            child=command.child,
+            status=ended.status,
+            output=ended.output,
+            error=error,
+        )
+        self.deliver(at, report)
 
     async def _dispatch(self, now: float, task: DispatchTask) -> None:
         reports: list[str] = []
@@ -196,13 +251,14 @@ async def attempt(
     return await run_attempt(registry, task, ctx)
 
 
-async def record(workflow: Workflow) -> History:
-    """Run ``workflow`` in a simulation and return its history, checked by a replay."""
+async def record(workflow: Workflow, workflows: dict[str, Workflow] | None = None) -> History:
+    """Run ``workflow`` in a simulation and return its history, checked by a replay;
+    its ``workflow`` steps start the children named in ``workflows``."""
     registry = builtin_registry()
     examples.register(registry)
     execution_id = f"{workflow.name}-golden"
     version = manifest_version(workflow)
-    simulation = Simulation(workflow, registry, execution_id)
+    simulation = Simulation(workflow, registry, execution_id, workflows)
     await simulation.run(
         Start(workflow=workflow.name, version=version, input=INPUTS.get(workflow.name))
     )
@@ -233,9 +289,10 @@ async def main(argv: list[str]) -> int:
         parser.error(
             f"no example called {', '.join(sorted(unknown))}; known: {', '.join(manifests)}"
         )
+    workflows = {name: load_manifest(path) for name, path in manifests.items()}
     changed = 0
     for name in args.workflows or manifests:
-        history = await record(load_manifest(manifests[name]))
+        history = await record(workflows[name], workflows)
         path = path_of(history.workflow)
         data = encode(history)
         old = path.read_bytes() if path.exists() else None

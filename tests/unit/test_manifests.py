@@ -52,7 +52,12 @@ def with_step(action: str, with_: Any) -> dict[str, Any]:
 
 
 def test_examples_exist() -> None:
-    assert {p.name for p in EXAMPLES} >= {"hello.yaml", "dag.yaml", "sync-orchestrator.yaml"}
+    assert {p.name for p in EXAMPLES} >= {
+        "hello.yaml",
+        "dag.yaml",
+        "sync-orchestrator.yaml",
+        "entity-sync.yaml",
+    }
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -70,10 +75,24 @@ def test_dag_example_shape() -> None:
     assert wf.steps["join"].needs == ("left", "right", "flaky")
 
 
-def test_sync_example_sleeps_durably() -> None:
+def test_sync_example_runs_one_child_per_entity_in_dependency_order() -> None:
     wf = load_manifest(EXAMPLES_DIR / "sync-orchestrator.yaml")
-    assert wf.steps["pause"].with_ == {"duration": 1.0}
-    assert wf.steps["sync_core"].for_each is not None
+    sync = wf.steps["sync"]
+    assert sync.action == "workflow"
+    assert sync.with_["workflow"] == "entity-sync"
+    assert sync.for_each is not None
+    assert (sync.for_each.needs, sync.for_each.after) == ("${{ item.needs }}", "${{ item.after }}")
+    assert sync.for_each.concurrency == 3
+    assert wf.idempotency_key == "${{ input.organisation }}:${{ input.sync_type }}"
+    assert wf.steps["report"].needs == ("sync",)
+
+
+def test_entity_sync_example_pages_with_a_durable_sleep() -> None:
+    wf = load_manifest(EXAMPLES_DIR / "entity-sync.yaml")
+    page = wf.steps["page"]
+    assert page.repeat is not None
+    assert page.repeat.sleep == 0.2
+    assert page.repeat.until == "${{ not output.has_more }}"
 
 
 # --- every problem, with its path --------------------------------------------
