@@ -6,6 +6,7 @@ queries only names from ``Metrics.sample_names()`` (a test checks it).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -175,6 +176,32 @@ class Metrics:
             ["workflow", "action"],
             registry=r,
         )
+
+        # Custom actions' task queues: read from their consumers when scraped (``refresh``).
+        self.action_queue_depth = Gauge(
+            "natsflow_action_queue_depth",
+            "Tasks of a custom action that no worker has taken yet (its consumer's pending "
+            "count), by action; the same on every instance (take the max, not the sum).",
+            ["action"],
+            registry=r,
+        )
+        self.action_workers_pulling = Gauge(
+            "natsflow_action_workers_pulling",
+            "Pull requests waiting on a custom action's consumer (0: no worker is ready for "
+            "its tasks), by action.",
+            ["action"],
+            registry=r,
+        )
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_refresh(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Have ``refresh()`` call ``refresh`` (a gauge read from elsewhere) before a scrape."""
+        self._refreshers.append(refresh)
+
+    async def refresh(self) -> None:
+        """Bring the gauges read from elsewhere up to date (the HTTP sidecar, per scrape)."""
+        for refresh in self._refreshers:
+            await refresh()
 
     def child(self, metric: _Labelled, *values: str) -> Any:
         """``metric.labels(*values)``, cached: the lookup is measurable on the hot path."""

@@ -6,6 +6,7 @@ leniently: a field added by a newer natsflow is ignored by an older reader.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from natsflow.events.model import (
     StepState,
 )
 from natsflow.events.plan import Plan, PlannedStep, Told, execution_error, tell
+from natsflow.events.queues import ActionQueue, worker_wanted
 
 # The status of an ``ls`` row whose summary cannot be decoded (not an execution status).
 UNKNOWN_STATUS = "unknown"
@@ -196,12 +198,15 @@ def execution_view(
     total: int,
     parked: Parked | None = None,
     plan: Plan = (),
+    queues: Mapping[str, ActionQueue] | None = None,
 ) -> ExecutionView:
     """The ``show`` view of ``state`` (read up to stream sequence ``last_seq``), of ``total``
     top-level steps in its definition; ``parked`` says where its history became unreadable.
 
     Every step of ``plan`` (the definition's steps) is shown, begun or not, with the
-    status and reason ``events.plan`` tells; fan-out children follow their parent."""
+    status and reason ``events.plan`` tells; fan-out children follow their parent. A
+    scheduled step of a custom action in ``queues`` (its task queue, by action) says so
+    when it waits for a worker."""
     top = [v for v in state.steps.values() if v.parent is None]
     specs = {planned.name: planned for planned in plan}
     return ExecutionView(
@@ -220,7 +225,7 @@ def execution_view(
         current=tuple(k for k, v in state.steps.items() if v.status not in TERMINAL_STEP),
         resume_point=ResumePoint(events=state.events, stream_seq=last_seq),
         steps={
-            key: told_step_view(key, state.steps.get(key), told, specs)
+            key: told_step_view(key, state.steps.get(key), told, specs, queues)
             for key, told in tell(state, plan).items()
         },
         parked=parked,
@@ -261,13 +266,22 @@ def waiting_for(step: StepState) -> str | None:
 
 
 def told_step_view(
-    key: str, step: StepState | None, told: Told, specs: dict[str, PlannedStep]
+    key: str,
+    step: StepState | None,
+    told: Told,
+    specs: dict[str, PlannedStep],
+    queues: Mapping[str, ActionQueue] | None = None,
 ) -> StepView:
-    """The view of step ``key`` (None: not begun) with the status ``events.plan`` told."""
+    """The view of step ``key`` (None: not begun) with the status ``events.plan`` told; a
+    scheduled step whose action's queue (``queues``) has no worker says it waits for one."""
     spec = specs.get(step.parent if step is not None and step.parent else key)
     action = spec.action if spec is not None else ""
     if step is None:
         step = StepState(status="pending", action=action)
     elif not step.action:
         step = replace(step, action=action)  # a fan-out child not dispatched yet
-    return replace(step_view(step), status=told.status, reason=told.reason)
+    reason = told.reason
+    queue = (queues or {}).get(step.action) if told.status == "scheduled" else None
+    if queue is not None:
+        reason = worker_wanted(queue) or reason
+    return replace(step_view(step), status=told.status, reason=reason)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, get_args
 
 from natsflow.manifests.actions import ACTIONS
+from natsflow.manifests.custom import custom_action_problem
 from natsflow.manifests.expressions import (
     is_template,
     parse_check,
@@ -198,10 +199,11 @@ def _check_step(
     path = join("steps", name)
     action = step.get("action")
     spec = ACTIONS.get(action) if isinstance(action, str) else None
-    if isinstance(action, str) and spec is None:
+    if isinstance(action, str) and spec is None and (why := custom_action_problem(action)):
         expected = ", ".join(ACTIONS)
         problems.append(
-            f"{path}.action: unknown action {show(action)} (expected one of: {expected})"
+            f"{path}.action: unknown action {show(action)} (expected one of: {expected};"
+            f" or a custom action: {why})"
         )
     with_ = step.get("with", {})
     if spec is not None and isinstance(with_, dict):

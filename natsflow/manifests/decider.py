@@ -42,6 +42,7 @@ from natsflow.manifests.actions import (
     WorkflowParams,
     runs_in_engine,
 )
+from natsflow.manifests.contracts import enforce_inputs
 from natsflow.manifests.deadlines import deadlines_for
 from natsflow.manifests.expressions import evaluate, render
 from natsflow.manifests.facts import facts
@@ -99,7 +100,7 @@ def decide(state: ExecutionState, workflow: Workflow, now: float) -> Decision:
         and rounds < 4 * len(state.steps) + 2 * len(workflow.steps) + 4
     ):
         rounds += 1
-        round_events = _decide_round(state, workflow, now)
+        round_events = enforce_inputs(_decide_round(state, workflow, now), state, workflow, now)
         if not round_events:
             break
         for event in round_events:

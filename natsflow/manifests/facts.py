@@ -38,6 +38,7 @@ from natsflow.events.model import (
     TimerStarted,
     awaits_result,
 )
+from natsflow.manifests.contracts import checked_output
 from natsflow.manifests.deadlines import heartbeat_moved, missed, missed_result
 from natsflow.manifests.expressions import evaluate
 from natsflow.manifests.resuming import pause_facts, resume_facts, retry_budget_used
@@ -78,6 +79,7 @@ def facts(
             if not awaits_result(state, message.step, message.attempt, message.iteration):
                 return ()
             step = state.steps[message.step]
+            message = checked_output(workflow, step.action, message)  # a custom action's
             if message.ok:
                 return _completion(state, workflow, message, step, now)
             used = retry_budget_used(state, message.step, message.attempt)

@@ -19,7 +19,7 @@ no network is touched while validating.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jsonschema
@@ -177,16 +177,21 @@ class InputSchema:
     check with what is installed (date, email, ipv4, ipv6, regex, uuid, ...).
     """
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], root: str = "input") -> None:
         cls, _ = _dialect(schema, "input")
         cls = cls or _DEFAULT
         self.schema = schema
+        self.root = root  # what problems' paths start with
         self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER, registry=_OFFLINE)
 
-    def problems(self, instance: Any) -> list[str]:
-        """Every way ``instance`` breaks the schema, as ``input.path: reason``, by path."""
+    def problems(
+        self, instance: Any, keep: Callable[[ValidationError], bool] | None = None
+    ) -> list[str]:
+        """Every way ``instance`` breaks the schema, as ``input.path: reason``, by path
+        (``root`` instead of ``input``); ``keep`` picks the errors that count."""
         try:
             errors = list(self._validator.iter_errors(instance))
         except referencing.exceptions.Unresolvable as exc:
-            return [f"input: the input schema has a reference that cannot be resolved ({exc})"]
-        return _listed(errors, "input")
+            root = self.root
+            return [f"{root}: the {root} schema has a reference that cannot be resolved ({exc})"]
+        return _listed([e for e in errors if keep is None or keep(e)], self.root)

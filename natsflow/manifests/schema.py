@@ -78,7 +78,7 @@ class Step(_Spec, frozen=True):
     """One node of the workflow DAG."""
 
     # A name from the action catalogue (manifests.actions), whose params struct
-    # checks ``with``.
+    # checks ``with``, or a custom action (manifests.custom) served by a team's worker.
     action: str
     with_: dict[str, Any] = msgspec.field(default_factory=dict, name="with")
     needs: tuple[str, ...] = ()
@@ -115,6 +115,16 @@ class Trigger(_Spec, frozen=True):
     overlap: Literal["allow", "skip", "queue"] = "allow"
 
 
+class ActionContract(_Spec, frozen=True):
+    """What a custom action takes and gives (``manifests.contracts``): JSON Schemas of its
+    ``with`` (checked at deploy, templates aside, and before each dispatch) and of a
+    worker's output (checked when a result comes back); none: anything goes."""
+
+    input: JsonSchema | None = None
+    output: JsonSchema | None = None
+    description: str = ""
+
+
 class Workflow(_Spec, frozen=True):
     """A validated workflow manifest."""
 
@@ -127,6 +137,8 @@ class Workflow(_Spec, frozen=True):
     triggers: tuple[Trigger, ...] = ()
     idempotency_key: str | None = None
     enabled: bool = True
+    # Contracts of custom actions by name (``actions: {billing.charge: {input: ..}}``).
+    actions: dict[str, ActionContract] = msgspec.field(default_factory=dict)
 
 
 class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):

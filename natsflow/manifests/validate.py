@@ -5,8 +5,8 @@ lists). The structural pass (``manifests.structure``) walks the schema in
 ``manifests.schema`` field by field, converting durations to seconds and each
 leaf with ``msgspec.convert``; the semantic pass (``manifests.checks``) checks
 what types cannot say: step references, cycles, actions and their ``with``
-keys (against the action catalogue), templates, and the ``input`` JSON Schema
-(``manifests.inputs``). Problems from every pass are raised together in one
+keys (against the action catalogue), templates, the ``input`` JSON Schema
+(``manifests.inputs``) and custom actions' contracts (``manifests.contracts``). Problems from every pass are raised together in one
 ``ManifestError``.
 """
 
@@ -18,6 +18,7 @@ import msgspec
 
 from natsflow.events.errors import ManifestError
 from natsflow.manifests.checks import check_semantics
+from natsflow.manifests.contracts import check_contracts
 from natsflow.manifests.inputs import check_input_schema
 from natsflow.manifests.schema import Workflow
 from natsflow.manifests.structure import Problems, check_struct, check_value, show
@@ -41,6 +42,7 @@ def validate_document(doc: Any, source: str = "<manifest>") -> Workflow:
     check_semantics(normalized, problems)
     if isinstance(normalized.get("input"), dict):  # else the structural pass said why
         problems.extend(check_input_schema(normalized["input"], "input"))
+    check_contracts(normalized, problems)  # custom actions' input and output schemas
     if problems:
         raise ManifestError(source, list(dict.fromkeys(problems)))
     try:

@@ -40,6 +40,7 @@ from natsflow.actors.jetstream.topology import (
     stream_replicas,
 )
 from natsflow.actors.metrics import Metrics
+from natsflow.actors.queue_gauges import QueueGauges
 from natsflow.actors.scheduler import Scheduler
 from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import Triggers
@@ -205,6 +206,7 @@ async def serve(
     metrics = Metrics()
     ready = False
     async with connected(config) as (nc, js):
+        metrics.on_refresh(QueueGauges(js, metrics).refresh)  # custom actions' queues
         setup = partial(
             provision,
             js,
@@ -233,7 +235,9 @@ async def serve(
         starter = Starter(
             definitions, publisher, IdempotencyKeys(js, publisher), partial(read_summary, js)
         )
-        operations = Operations(nc, js, definitions, publisher, starter)
+        operations = Operations(
+            nc, js, definitions, publisher, starter, task_ack_wait=config.takeover_after
+        )
         service = None
         executor: Executor | None = None
         pool: WorkerPool | None = None

@@ -170,6 +170,7 @@ class _Routes:
         return _json({"ready": False, "reason": reason}, 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
+        await self.metrics.refresh()  # gauges read at scrape time: custom actions' queues
         response = web.Response(body=self.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

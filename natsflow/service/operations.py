@@ -16,6 +16,11 @@ import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from natsflow.actors.jetstream.action_queues import (
+    action_queue,
+    custom_actions,
+    ensure_action_consumers,
+)
 from natsflow.actors.jetstream.deadletters import DeadLetterStore
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
@@ -46,8 +51,9 @@ from natsflow.events.messages import (
     json_encoder,
     signal_msg_id,
 )
-from natsflow.events.model import AnyEvent
+from natsflow.events.model import AnyEvent, ExecutionState
 from natsflow.events.plan import Plan, PlannedStep
+from natsflow.events.queues import ActionQueue
 from natsflow.events.views import (
     ExecutionSummary,
     ExecutionView,
@@ -55,6 +61,7 @@ from natsflow.events.views import (
     parked_at,
     parked_state,
 )
+from natsflow.manifests.custom import is_custom_action
 from natsflow.manifests.loader import parse_manifest
 from natsflow.manifests.resuming import unknown_step
 from natsflow.manifests.schema import Workflow
@@ -101,8 +108,12 @@ class Operations:
         definitions: Definitions,
         publisher: Publisher,
         starter: Starter,
+        *,
+        task_ack_wait: float = 5.0,
     ) -> None:
         self._nc = nc
+        # the ack wait of the consumers made for custom actions at deploy
+        self._task_ack_wait = task_ack_wait
         self._js = js
         self._definitions = definitions
         self._publisher = publisher
@@ -154,6 +165,10 @@ class Operations:
         deployed = await deployed_triggers(self._definitions)
         if problems := overlapping_triggers(workflow, deployed):
             raise ManifestError(request.source, problems)
+        # Each custom action's consumer exists before an execution can send it a task.
+        await ensure_action_consumers(
+            self._js, custom_actions(workflow), ack_wait=self._task_ack_wait
+        )
         version, created = await self._definitions.deploy(workflow)
         # Its trigger subjects, new or gone, are captured exactly before the deploy answers.
         had = deployed.pop(workflow.name, None) is not None
@@ -193,7 +208,26 @@ class Operations:
             total = sum(1 for step in state.steps.values() if step.parent is None)
         else:
             total, plan = len(workflow.steps), plan_of(workflow)
-        return execution_view(state, loaded.last_seq, total, parked, plan)
+        queues = await self._queues(state)
+        return execution_view(state, loaded.last_seq, total, parked, plan, queues)
+
+    async def _queues(self, state: ExecutionState) -> dict[str, ActionQueue]:
+        """The task queues of the custom actions ``state`` has scheduled steps of (read
+        only then: ``show`` is polled); one that cannot be read now is left out."""
+        if state.status != "running":
+            return {}
+        wanted = {
+            step.action
+            for step in state.steps.values()
+            if step.status == "scheduled" and is_custom_action(step.action)
+        }
+        queues: dict[str, ActionQueue] = {}
+        for action in sorted(wanted):
+            try:
+                queues[action] = await action_queue(self._js, action)
+            except Unavailable:
+                continue
+        return queues
 
     async def _summary(self, execution_id: str) -> ExecutionSummary | None:
         """The execution's ``ls`` row; None if there is none, or it cannot be read either."""

@@ -79,6 +79,7 @@ def test_every_graph_panel_has_a_query_and_uses_the_datasource_variable() -> Non
         "conflicts",
         "dead letters",
         "worker tasks in flight",
+        "custom action queue depth",
     ],
 )
 def test_the_required_panels_are_there(fragment: str) -> None:

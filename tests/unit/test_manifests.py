@@ -116,7 +116,7 @@ def test_reports_every_problem_with_exact_paths() -> None:
     assert problems_of(doc) == [
         'name: expected str matching ^[a-z0-9][a-z0-9_-]{0,63}$, got "Bad Name"',
         "colour: unknown field (expected one of: name, steps, description, input, output, "
-        "triggers, idempotency_key, enabled)",
+        "triggers, idempotency_key, enabled, actions)",
         'steps.fetch.retry.attempts: expected int >= 1 and <= 1000, got "x"',
         'steps.fetch.retry.delay: invalid duration "soon" (use e.g. 500ms, 2s, 5m, 1h)',
         "steps.fetch.timeout: expected duration > 0, got 0",
@@ -125,7 +125,9 @@ def test_reports_every_problem_with_exact_paths() -> None:
         "steps.c.action: required field missing",
         'steps.fetch.needs: unknown step "ghost"',
         'steps.fetch.action: unknown action "shel" (expected one of: noop, shell, http, '
-        "nats.request, python, sleep, wait, workflow)",
+        "nats.request, python, sleep, wait, workflow; or a custom action: two or more "
+        "dot-separated tokens of lowercase letters, digits and -, each starting with a letter,"
+        " at most 64 characters, like billing.charge)",
         'steps.b.with.url: references step "c" which is not in needs/after of "b"',
     ]
 
