@@ -28,6 +28,7 @@ inbox prefix instead (``inbox_prefix`` in nats-py) and narrow that line.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -56,6 +57,18 @@ FEED_SUBJECTS = "natsflow.feed.>"
 """The event feed (``natsflow.feed.<workflow>.<execution>``, issue 10's open contract)."""
 
 REPLIES = "_INBOX.>"
+
+
+def redacted(url: str) -> str:
+    """``url`` (comma-separated NATS URLs) with any password replaced by ``***``, for logs."""
+    return ",".join(re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1:***@", u) for u in url.split(","))
+
+
+OPEN_EMBEDDED = (
+    "the embedded nats-server is open: no authentication, listening on loopback"
+    " (127.0.0.1) only; for roles enforced by NATS run your own server with users"
+    " (natsflow auth, nats/roles.conf) and set NATS_URL"
+)
 
 
 def action_consumer(action: str) -> str:

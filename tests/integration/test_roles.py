@@ -6,6 +6,7 @@ order)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -216,3 +217,22 @@ async def _viewer(server: EmbeddedServer, execution: str) -> None:
                 await viewer.cancel(execution)
 
         await refused(nc, refusals, cancel, "natsflow.api.cancel")
+
+
+async def test_the_embedded_server_says_it_is_open_and_passwords_stay_out_of_the_log(
+    tmp_path: Path, roles_server: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="natsflow")
+    embedded = service_config(
+        "", nats_url=None, data_dir=str(tmp_path / "data"), nats_port=free_port(), workers=0
+    )
+    external = service_config(url(roles_server, "natsflow"), workers=0)
+    for config in (embedded, external):
+        async with anyio.create_task_group() as tg:
+            await tg.start(serve, config)
+            tg.cancel_scope.cancel()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("embedded nats-server is open: no authentication" in line for line in lines)
+    assert any("loopback (127.0.0.1) only" in line for line in lines)
+    assert any("natsflow:***@127.0.0.1" in line for line in lines)
+    assert not any("s3rvice" in line for line in lines)
