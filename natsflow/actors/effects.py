@@ -20,7 +20,7 @@ from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.timers import cancel_timers, schedule_headers
 from natsflow.actors.jetstream.topology import (
     cancel_subject,
-    inbox_subject,
+    result_subject,
     summary_subject,
     task_subject,
     timer_subject,
@@ -129,7 +129,7 @@ class Effects:
             input=command.input,
             timeout=command.timeout,
             idempotency_key=key,
-            reply_to=inbox_subject(execution),
+            reply_to=result_subject(execution),
         )
         return await self._publisher.send(
             task_subject(command.action), json_encoder.encode(task), {"Nats-Msg-Id": key}

@@ -16,6 +16,11 @@ drops copies it still remembers. Commands that failed to go out (NATS away) are
 owed, and carried out, as the state read again needs them, before the actor acks
 any later message.
 
+Workers answer on the execution's result subject (``natsflow.result.<partition>.<id>``,
+read by the same consumer, so in one order with the inbox): anything there but a
+``result`` or ``progress`` goes to the dead letters under ``result``. Results still
+arriving on the inbox (tasks published before result subjects existed) are accepted.
+
 A message that decides nothing is checked against the state read just now
 (``misdirected``): for an execution that does not exist, a step it has not
 scheduled or an attempt beyond its latest, it goes to the dead letters (a result
@@ -56,7 +61,12 @@ from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.puller import Puller, ack, delivery, nak
 from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.store import EventStore
-from natsflow.actors.jetstream.topology import ACTORS_CONSUMER, INBOX_STREAM, execution_from_subject
+from natsflow.actors.jetstream.topology import (
+    ACTORS_CONSUMER,
+    INBOX_STREAM,
+    execution_from_subject,
+    is_result_subject,
+)
 from natsflow.actors.mailbox import Mailbox
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.recently import RecentlyDone
@@ -176,10 +186,16 @@ class ExecutionActor:
         if self._parked is not None:
             await system.dead_letter(msg, "inbox", f"parked: {self._parked}")
             return
+        on_results = is_result_subject(msg.subject)
         try:
             message = inbox_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
-            await system.dead_letter(msg, "inbox", f"execution {self.execution}: {exc}")
+            reason = "result" if on_results else "inbox"
+            await system.dead_letter(msg, reason, f"execution {self.execution}: {exc}")
+            return
+        if on_results and not isinstance(message, Result | Progress):
+            # Whoever may answer tasks must not be able to steer executions with it.
+            await system.dead_letter(msg, "result", self._not_a_result(message, msg.subject))
             return
         system.metrics.child(system.metrics.inbox_messages, type(message).__name__.lower()).inc()
         delivered, sequence = delivery(msg)
@@ -283,6 +299,14 @@ class ExecutionActor:
             return
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
+        )
+
+    def _not_a_result(self, message: AnyInbox, subject: str) -> str:
+        kind = message.__struct_config__.tag
+        return (
+            f"execution {self.execution}: a {kind!r} message on the result subject {subject},"
+            " which carries only 'result' and 'progress' messages (control messages come"
+            " through the admin API)"
         )
 
     def _misdirected(self, state: ExecutionState, message: AnyInbox) -> None:

@@ -11,10 +11,10 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+import nats
 from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor
@@ -61,6 +61,7 @@ from natsflow.service.health import Health
 from natsflow.service.http import serve_http
 from natsflow.service.operations import Operations
 from natsflow.service.protocol import DeployRequest, request_from
+from natsflow.service.roles import OPEN_EMBEDDED, redacted
 
 log = logging.getLogger("natsflow")
 
@@ -86,6 +87,7 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
         await server.start()
         url = server.url
         log.info("embedded nats-server ready at %s (log: %s)", url, data / "nats-server.log")
+        log.warning(OPEN_EMBEDDED)
         try:
             syncs = await embedded_syncs_always(monitor_port)
             check_embedded(config.durability, syncs, config.nats_config)
@@ -106,7 +108,7 @@ async def connected(config: Config) -> AsyncIterator[tuple[Client, JetStreamCont
         try:
             version = await check_server_version(nc)
             where = nc.connected_url.geturl() if nc.connected_url else url
-            log.info("connected to nats-server %s at %s", version, where)
+            log.info("connected to nats-server %s at %s", version, redacted(where))
             yield nc, nc.jetstream(timeout=10, publish_async_max_pending=20000)
         finally:
             quiet.closing = True
@@ -218,7 +220,7 @@ async def serve(
         await setup()
         if config.nats_url is not None:
             url = nc.connected_url.geturl() if nc.connected_url else config.nats_url
-            log_external(config.durability, await stream_replicas(js), url)
+            log_external(config.durability, await stream_replicas(js), redacted(url))
         check = partial(
             find_missing, js, actors=actors, workers=config.workers > 0, archive=config.archive
         )

@@ -37,6 +37,7 @@ from natsflow.service.protocol import (
     StartRequest,
     request_from,
 )
+from natsflow.service.roles import add_auth_parser, auth_text
 from natsflow.service.steplines import step_line
 from natsflow.service.watch import follow, screen_for
 
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("triggers", help="list triggers: pending messages, next due, last fire")
     tr.add_argument("--json", action="store_true")
     _dlq_parser(sub)
+    add_auth_parser(sub)
     return p
 
 
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in ("serve", "worker"):
+        if args.command == "auth":
+            print(auth_text(args), end="")
+        elif args.command in ("serve", "worker"):
             anyio.run(_serve, args, backend_options=_loop_options())
         else:
             anyio.run(_client, args)

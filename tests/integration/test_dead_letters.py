@@ -76,7 +76,7 @@ async def test_misdirected_results_land_in_the_dead_letters_and_a_fixed_one_is_r
         # One execution's messages are handled in order; another's may come in between.
         nobody = [r for r in listed if r["subject"] == "natsflow.in.hello-nobody"]
         rows = [r for r in listed if r["subject"] == inbox]
-        assert [r["reason"] for r in rows] == ["inbox", "result", "result"]
+        assert [r["reason"] for r in rows] == ["result", "result", "result"]
         assert "attempt" in rows[0]["error"]
         assert "step 'ghost', which the execution has not scheduled" in rows[1]["error"]
         assert "attempt 7 of step 'greet'" in rows[2]["error"]
@@ -86,7 +86,7 @@ async def test_misdirected_results_land_in_the_dead_letters_and_a_fixed_one_is_r
         assert [r["id"] for r in await letters(engine, "result")] == results
 
         shown = await engine.call("dlq.show", {"id": rows[0]["id"]})
-        assert (shown["reason"], shown["subject"]) == ("inbox", inbox)
+        assert (shown["reason"], shown["subject"]) == ("result", inbox)
         assert shown["payload_format"] == "json"
         assert shown["payload"]["attempt"] == "one"
         assert shown["headers"][ORIGINAL_SUBJECT] == inbox

@@ -134,7 +134,7 @@ async def pending_deliveries(js: JetStreamContext, stream: str, consumer: str) -
             found = msg.seq or 0
             if found == 0 or found > last_delivered:
                 break
-            if msg.subject not in filters and len(filters) > 1:
+            if len(filters) > 1 and not any(_matches(msg.subject or "", f) for f in filters):
                 seq = found + 1  # another consumer's message in the shared stream
                 continue
             subjects[found] = f"$JS.ACK.{stream}.{consumer}.1.{found}.{dseq}.0.0"
@@ -163,3 +163,14 @@ def _common(filters: list[str]) -> str:
         return filters[0]
     prefix = ".".join(filters[0].split(".")[:2]) if filters else ">"
     return f"{prefix}.>" if filters else ">"
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    """Whether ``subject`` matches the filter ``pattern`` (NATS ``*`` and ``>`` wildcards)."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    for i, want in enumerate(wanted):
+        if want == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (want != "*" and want != tokens[i]):
+            return False
+    return len(tokens) == len(wanted)

@@ -4,8 +4,12 @@ Every subject natsflow owns starts with ``natsflow.``:
 
 - ``natsflow.ev.<execution>``   the execution's event batches (stream NATSFLOW_EVENTS)
 - ``natsflow.snap.<execution>`` its latest snapshot (same stream, rolled up per subject)
-- ``natsflow.in.<execution>``   what its actor reacts to: start, results, progress,
-                                 timers, cancel (stream NATSFLOW_INBOX, work queue)
+- ``natsflow.in.<execution>``   what its actor reacts to: start, cancel, signal, resume,
+                                 pause, timers, child_ended (stream NATSFLOW_INBOX, work
+                                 queue); only natsflow itself publishes there
+- ``natsflow.result.<partition>.<execution>`` workers' results and progress (same stream,
+                                 read by the same consumer, so in order with the inbox);
+                                 the actor accepts nothing else there
 - ``natsflow.sched.<execution>.<timer>`` durable timers: message schedules that fire
                                  into ``natsflow.in.<execution>`` (same stream)
 - ``natsflow.cron.<workflow>.<i>`` the next due time of schedule trigger ``i``: one ``@at``
@@ -58,6 +62,30 @@ def snapshot_subject(execution: str) -> str:
 
 def inbox_subject(execution: str) -> str:
     return f"natsflow.in.{execution}"
+
+
+PARTITIONS = 64
+"""How many partition tokens the subjects routing to an execution use (DESIGN: several
+instances may later each own a set of partitions); fixed: it is inside stored messages."""
+
+
+def partition(execution: str) -> int:
+    """The partition of ``execution``: a stable hash of its id, in ``range(PARTITIONS)``."""
+    return int.from_bytes(hashlib.sha1(execution.encode()).digest()[:4], "big") % PARTITIONS
+
+
+RESULT_PREFIX = "natsflow.result."
+RESULT_SUBJECTS = "natsflow.result.>"
+
+
+def result_subject(execution: str) -> str:
+    """Where workers answer ``execution``'s tasks (a task's ``reply_to``): results and
+    progress only, never control messages, so a worker needs no right to the inbox."""
+    return f"{RESULT_PREFIX}{partition(execution)}.{execution}"
+
+
+def is_result_subject(subject: str) -> bool:
+    return subject.startswith(RESULT_PREFIX)
 
 
 def summary_subject(execution: str) -> str:
@@ -114,6 +142,7 @@ _ATOMIC_STREAMS = {
     "snap": EVENTS_STREAM,
     "in": INBOX_STREAM,
     "sched": INBOX_STREAM,
+    "result": INBOX_STREAM,
     "task": TASKS_STREAM,
 }
 _SUMMARY_PREFIX = f"$KV.{EXECUTIONS_BUCKET}."
@@ -135,7 +164,9 @@ def atomic_stream(subject: str) -> str | None:
 
 
 def execution_from_subject(subject: str) -> str:
-    """``natsflow.in.<id>`` -> ``<id>``."""
+    """``natsflow.in.<id>`` or ``natsflow.result.<partition>.<id>`` -> ``<id>``."""
+    if subject.startswith(RESULT_PREFIX):
+        return subject.split(".", 3)[3]
     return subject.split(".", 2)[2]
 
 
@@ -156,7 +187,7 @@ def stream_configs(
         ),
         api.StreamConfig(
             name=INBOX_STREAM,
-            subjects=["natsflow.in.>", "natsflow.sched.>"],
+            subjects=["natsflow.in.>", "natsflow.sched.>", RESULT_SUBJECTS],
             storage=file,
             retention=api.RetentionPolicy.WORK_QUEUE,
             allow_msg_schedules=True,
@@ -258,7 +289,8 @@ async def _provision(
         INBOX_STREAM,
         api.ConsumerConfig(
             durable_name=ACTORS_CONSUMER,
-            filter_subject="natsflow.in.>",
+            # Results in the same stream and consumer as the inbox: one order per execution.
+            filter_subjects=["natsflow.in.>", RESULT_SUBJECTS],
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             max_ack_pending=20000,
