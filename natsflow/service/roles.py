@@ -34,6 +34,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from natsflow.actors.jetstream.action_queues import action_consumer
 from natsflow.actors.jetstream.topology import (
     CANCEL_SUBJECTS,
     EVENTS_STREAM,
@@ -44,6 +45,7 @@ from natsflow.actors.jetstream.topology import (
 )
 from natsflow.events.errors import InputError
 from natsflow.manifests.actions import ACTIONS
+from natsflow.manifests.custom import custom_action_problem
 from natsflow.service.protocol import API_PREFIX, REQUEST_TYPES
 
 Role = Literal["service", "worker", "trigger", "operator", "viewer"]
@@ -69,12 +71,6 @@ OPEN_EMBEDDED = (
     " (127.0.0.1) only; for roles enforced by NATS run your own server with users"
     " (natsflow auth, nats/roles.conf) and set NATS_URL"
 )
-
-
-def action_consumer(action: str) -> str:
-    """The durable consumer of a custom action's tasks on NATSFLOW_TASKS: one per action,
-    named after it with dots as underscores (as its task subject is)."""
-    return f"natsflow-action-{action.replace('.', '_')}"
 
 
 class Permissions(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,8 +127,8 @@ def _worker(actions: Sequence[str]) -> Permissions:
                 f"worker: {action!r} is a built-in action, served by natsflow's own workers"
                 " (role service); a worker role serves custom actions"
             )
-        if not action or any(c in action for c in " *>\t") or "natsflow" in action.split("."):
-            raise InputError(f"worker: {action!r} is not an action name")
+        if (problem := custom_action_problem(action)) is not None:
+            raise InputError(f"worker: {action!r} is not a custom action name: {problem}")
         consumer = action_consumer(action)
         publish += [
             f"$JS.API.CONSUMER.INFO.{TASKS_STREAM}.{consumer}",

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 
 import nats
+from natsflow.actors.jetstream.action_queues import action_consumer
 from natsflow.actors.jetstream.topology import (
     TASKS_STREAM,
     WORKERS_CONSUMER,
@@ -30,7 +31,7 @@ from natsflow.events.messages import Cancel, Result, Start, Task, json_encoder, 
 from natsflow.service.app import serve
 from natsflow.service.client import Client
 from natsflow.service.embedded import EmbeddedServer, free_port
-from natsflow.service.roles import Permissions, action_consumer, example_config, permissions
+from natsflow.service.roles import Permissions, example_config, permissions
 from tests.eventually import eventually
 from tests.integration.harness import service_config
 from tests.integration.test_dead_letters import HELLO, waiting_task

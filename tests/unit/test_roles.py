@@ -60,7 +60,7 @@ def test_a_trigger_publisher_publishes_only_its_subjects() -> None:
     [
         ("worker", {}, "name the actions"),
         ("worker", {"actions": ["shell"]}, "'shell' is a built-in action"),
-        ("worker", {"actions": ["a.>"]}, "not an action name"),
+        ("worker", {"actions": ["a.>"]}, "not a custom action name"),
         ("trigger", {}, "name the trigger subjects"),
         ("trigger", {"subjects": ["natsflow.in.x"]}, "not a trigger subject"),
         ("root", {}, "'root' is not one of service, worker"),
