@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint bench clean
+.PHONY: run test test-slow lint bench clean schemas
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 # The slow runs: kill -9 of the service, and restarts of nats-server, at random moments (about 3 minutes).
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
+
+# The message JSON Schemas shipped in natsflow/service/schemas, generated from the structs.
+schemas: $(STAMP)
+	$(BIN)/python -m natsflow.service.contract --write
 
 # Benchmarks (minutes; not part of make test). compare.py and triggers.py run the
 # raw reference from ../shared/bench beside natsflow in the same session.

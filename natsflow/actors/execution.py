@@ -27,6 +27,11 @@ scheduled or an attempt beyond its latest, it goes to the dead letters (a result
 or progress under ``result``, anything else under ``inbox``) instead of being
 acked and dropped; a late copy of a result no longer awaited is acked as usual.
 
+An inbox message that does not decode is refused (``natsflow.events.refusals``): a
+result that still names its step and attempt fails that attempt (kind
+``invalid_result``, retried per policy), anything else is dead-lettered; a sender
+that set ``Natsflow-Reply-To`` is told why there.
+
 A history that cannot be read to its end (an event or snapshot that does not
 decode: ``Undecodable``) parks the execution instead of redelivering its messages
 forever: its summary says failed, naming the message; a copy of that message goes
@@ -86,6 +91,7 @@ from natsflow.events.errors import (
     NotFound,
     Undecodable,
 )
+from natsflow.events.feed import feed_messages
 from natsflow.events.messages import (
     AnyInbox,
     Progress,
@@ -95,6 +101,8 @@ from natsflow.events.messages import (
     misdirected,
 )
 from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
+from natsflow.events.refusals import Refusal, refusal_encoder, salvage_result
+from natsflow.events.replies import reply_subject
 from natsflow.events.views import parked_summary
 
 log = logging.getLogger(__name__)
@@ -188,11 +196,13 @@ class ExecutionActor:
             return
         on_results = is_result_subject(msg.subject)
         try:
-            message = inbox_decoder.decode(msg.data)
+            message: AnyInbox = inbox_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
             reason = "result" if on_results else "inbox"
-            await system.dead_letter(msg, reason, f"execution {self.execution}: {exc}")
-            return
+            salvaged = await system.refuse(msg, self.execution, str(exc), reason)
+            if salvaged is None:
+                return
+            message = salvaged  # the attempt it names fails: retried per policy, no hang
         if on_results and not isinstance(message, Result | Progress):
             # Whoever may answer tasks must not be able to steer executions with it.
             await system.dead_letter(msg, "result", self._not_a_result(message, msg.subject))
@@ -296,6 +306,7 @@ class ExecutionActor:
             self._since_snapshot += len(events)
             system.effects.count(state, new_state, events)
             await self._carry_out(cause, events, commands_for(state, new_state, events))
+            await system.publish_feed(new_state.workflow, self.execution, seq, events)
             return
         raise NatsflowError(
             f"execution {self.execution}: {MAX_CONFLICT_RETRIES} conflicts in a row"
@@ -413,8 +424,10 @@ class Executor:
         publisher: Publisher | None = None,
         ack_wait: float = 30.0,
         starter: Starter | None = None,
+        feed: bool = True,
     ) -> None:
         self.nc = nc
+        self.feed = feed
         self.js = js
         self.deciders = deciders
         self.metrics = metrics
@@ -524,5 +537,35 @@ class Executor:
             del self._actors[actor.execution]
             self.metrics.active_actors.set(len(self._actors))
 
-    async def dead_letter(self, msg: Msg, reason: str, error: str) -> None:
-        await dead_letter(self.nc, self.publisher, self.metrics, msg, reason, error)
+    async def dead_letter(self, msg: Msg, reason: str, error: str) -> int:
+        return await dead_letter(self.nc, self.publisher, self.metrics, msg, reason, error)
+
+    async def publish_feed(
+        self, workflow: str, execution: str, sequence: int, events: tuple[AnyEvent, ...]
+    ) -> None:
+        """Tell any listener the events just stored (``natsflow.events.feed``): core NATS,
+        after the commands went out, so the feed never delays a step."""
+        if not self.feed:
+            return
+        for subject, body in feed_messages(workflow, execution, sequence, events):
+            await self.nc.publish(subject, body)
+
+    async def refuse(
+        self, msg: Msg, execution: str, problem: str, reason: str = "inbox"
+    ) -> Result | None:
+        """An inbox message that does not decode (``problem``): the failed attempt it
+        stands for if it is a result that names one (``salvage_result``), else None once
+        it is dead-lettered. Its sender hears why either way, if it named where."""
+        salvaged = salvage_result(msg.data, problem)
+        refusal = Refusal(execution_id=execution, error=problem, outcome="attempt_failed")
+        if salvaged is not None:
+            log.warning("execution %s: invalid result: %s", execution, problem)
+            refusal = replace(refusal, step=salvaged.step, attempt=salvaged.attempt)
+        else:
+            letter = await self.dead_letter(msg, reason, f"execution {execution}: {problem}")
+            refusal = replace(refusal, outcome="dead_lettered", dead_letter=letter)
+        subject = reply_subject(dict(msg.headers or {}))
+        if subject is not None:
+            # Core NATS, not awaited: the worker listens now or not at all.
+            await self.nc.publish(subject, refusal_encoder.encode(refusal))
+        return salvaged

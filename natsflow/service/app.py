@@ -260,6 +260,7 @@ async def serve(
                     publisher=publisher,
                     ack_wait=config.takeover_after,
                     starter=starter,
+                    feed=config.feed,
                 )
                 await tg.start(executor.run)
                 triggers = Triggers(

@@ -28,6 +28,7 @@ from natsflow.manifests.loader import FORMATS, load_manifest
 from natsflow.service.app import serve
 from natsflow.service.client import DEFAULT_URL, Client
 from natsflow.service.config import load_config
+from natsflow.service.contract import MESSAGES, shipped
 from natsflow.service.protocol import (
     DEFAULT_CANCEL_REASON,
     REQUEST_TYPES,
@@ -127,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     _dlq_parser(sub)
     add_auth_parser(sub)
+    sc = sub.add_parser("schema", help="print a message's JSON Schema (none: list the names)")
+    sc.add_argument("name", nargs="?")
     return p
 
 
@@ -161,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "auth":
             print(auth_text(args), end="")
+        elif args.command == "schema":
+            _schema(args.name)
         elif args.command in ("serve", "worker"):
             anyio.run(_serve, args, backend_options=_loop_options())
         else:
@@ -173,6 +178,19 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc, 1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _schema(name: str | None) -> None:
+    """``natsflow schema [NAME]``: no NATS needed (the files ship in the package)."""
+    if name is None:
+        width = max(map(len, MESSAGES))
+        for known, (_, summary, _) in MESSAGES.items():
+            print(f"{known:<{width}}  {summary}")
+        return
+    try:
+        print(shipped(name), end="")
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
 
 
 def _loop_options() -> dict[str, Any]:

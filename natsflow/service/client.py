@@ -27,15 +27,15 @@ from typing import Any, TypeVar
 
 import anyio
 import msgspec
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 
+import nats
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import Conflict, NotFound, Unavailable
+from natsflow.events.feed import feed_subject
 from natsflow.events.model import TERMINAL_EXECUTION, ExecutionStatus
 from natsflow.events.replies import REPLY_TO_HEADER, TriggerReply, reply_decoder
 from natsflow.events.views import ExecutionSummary, ExecutionView, Started
@@ -349,30 +349,23 @@ class Client:
         """The execution's view now, then each time it changes, until it is completed,
         failed or cancelled (the last view yielded). ``NotFound`` for an unknown id.
 
-        An ordered consumer of the execution's event subject (headers only) nudges it:
-        each nudge reads ``show`` once, however many events came meanwhile, and a view
-        equal to the last one is not yielded again. Without a nudge for ``refresh`` s it
-        reads ``show`` anyway, so a nudge lost to a reconnect delays a view, never ends
-        the watch. Stop early with ``contextlib.aclosing`` to release the consumer at once.
+        The event feed (``natsflow.feed.*.<execution>.>``, core NATS: a viewer needs no
+        JetStream consumer) nudges it: each nudge reads ``show`` once, however many
+        events came meanwhile, and a view equal to the last one is not yielded again.
+        Without a nudge for ``refresh`` s it reads ``show`` anyway, so a nudge lost (the
+        feed is at most once: a reconnect, a slow consumer) delays a view, never ends the
+        watch. Stop early with ``contextlib.aclosing`` to unsubscribe at once.
         """
-        from natsflow.actors.jetstream.topology import EVENTS_STREAM, events_subject
-
         nudged = anyio.Event()
 
         async def nudge(_msg: Msg) -> None:
             nudged.set()
 
         try:
-            # Subscribed before the first read: no event falls between the two.
-            sub = await self.nc.jetstream(timeout=self.request_timeout).subscribe(
-                events_subject(execution_id),
-                stream=EVENTS_STREAM,
-                cb=nudge,
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.NEW,
-                headers_only=True,
-            )
-        except nats.errors.Error as exc:  # not connected, no answer, no events stream
+            # Subscribed before the first read: no event falls between the two (the feed
+            # tells an event only once it is stored, so the read after a nudge sees it).
+            sub = await self.nc.subscribe(feed_subject("*", execution_id, ">"), cb=nudge)
+        except nats.errors.Error as exc:  # not connected
             raise Unavailable(f"cannot watch execution {execution_id}: {exc!r}") from None
         try:
             last: ExecutionView | None = None

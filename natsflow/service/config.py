@@ -88,6 +88,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     archive_max_age_days: float = 30
     """How long archived histories are kept, in days."""
 
+    feed: bool = True
+    """Publish every stored event as JSON on ``natsflow.feed.<workflow>.<execution>.<type>``
+    (core NATS; ``natsflow watch`` is nudged by it)."""
+
     python_modules: tuple[str, ...] = ()
     """Modules imported at start-up whose ``register(registry)`` adds ``python`` callables."""
 
@@ -210,6 +214,7 @@ _FIELDS: dict[str, _Kind] = {
     "max_active_actors": _int_kind(1),
     "snapshot_every": _int_kind(1),
     "archive": _BOOL,
+    "feed": _BOOL,
     "archive_max_age_days": _float_kind(positive=True),
     "python_modules": _LIST,
     "deploy_paths": _LIST,
@@ -231,6 +236,7 @@ ENV_VARS: dict[str, str] = {
     "NATSFLOW_MAX_ACTIVE_ACTORS": "max_active_actors",
     "NATSFLOW_SNAPSHOT_EVERY": "snapshot_every",
     "NATSFLOW_ARCHIVE": "archive",
+    "NATSFLOW_FEED": "feed",
     "NATSFLOW_ARCHIVE_MAX_AGE_DAYS": "archive_max_age_days",
     "NATSFLOW_PYTHON_MODULES": "python_modules",
     "NATSFLOW_DEPLOY_PATHS": "deploy_paths",

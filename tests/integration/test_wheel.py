@@ -68,6 +68,7 @@ def test_the_wheel_holds_only_natsflow_and_imports_from_a_clean_path(tmp_path: P
     for expected in (
         "natsflow/manifests/examples/hello.yaml",
         "natsflow/service/grafana/natsflow-dashboard.json",
+        "natsflow/service/schemas/result.json",
     ):
         assert expected in names
 

@@ -19,6 +19,8 @@ Every subject natsflow owns starts with ``natsflow.``:
 - ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
 - ``natsflow.api.<verb>``        the admin micro service (``natsflow.service.protocol``)
 - ``natsflow.cancel.<execution>`` cancel notices to workers (core NATS, no stream)
+- ``natsflow.feed.<workflow>.<execution>.<type>`` every stored event, as JSON (core NATS,
+                                 no stream: ``natsflow.events.feed``)
 
 KV buckets: ``natsflow_workflows`` (definitions), ``natsflow_executions`` (``ls`` rows),
 ``natsflow_idempotency`` (claims), ``natsflow_waits`` (open subject waits).
