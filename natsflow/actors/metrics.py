@@ -176,6 +176,24 @@ class Metrics:
             registry=r,
         )
 
+        # The execution index (``natsflow.actors.index``): what ``ls`` and ``stats`` read.
+        self.index_lag = Gauge(
+            "natsflow_index_lag",
+            "Summary changes this process's execution index has not applied yet (messages).",
+            registry=r,
+        )
+        self.index_applied = Counter(
+            "natsflow_index_applied_total",
+            "Summary changes applied to this process's execution index.",
+            registry=r,
+        )
+        self.index_rebuilds = Counter(
+            "natsflow_index_rebuilds_total",
+            "Execution index rebuilds, by reason (missing, corrupt, schema, stream, asked).",
+            ["reason"],
+            registry=r,
+        )
+
     def child(self, metric: _Labelled, *values: str) -> Any:
         """``metric.labels(*values)``, cached: the lookup is measurable on the hot path."""
         key = (id(metric), values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -144,6 +145,8 @@ def service_config(server_url: str, **overrides: Any) -> Config:
         "actor_idle_timeout": 5.0,
         "python_modules": PYTHON_MODULES,
         "deploy_paths": (),
+        # the execution index's file: one directory per service configuration
+        "data_dir": tempfile.mkdtemp(prefix="natsflow-test-"),
     }
     settings.update(overrides)
     return Config(**settings)

@@ -67,7 +67,7 @@ async def test_ls_refuses_invalid_filters_naming_the_field(
         tagged = await raw(engine.nc, "ls", {"verb": "ls", "status": "failed"})
     assert code == "400", answer
     assert answer["error"].startswith(f"{field}: "), answer
-    assert tagged == (None, [])
+    assert tagged == (None, {"executions": []})
 
 
 async def test_errors_map_to_codes_and_client_exceptions(nats_server: EmbeddedServer) -> None:
