@@ -42,6 +42,8 @@ _decoder = msgspec.json.Decoder(ExecutionSummary)
 
 MAX_BATCH = 2000
 """Most changes in one batch (one SQLite transaction)."""
+PENDING_LIMIT = 500_000
+"""Most changes delivered and not applied yet (a catch-up's read-ahead)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,9 @@ class SummaryFeed:
                 config=ConsumerConfig(
                     deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
                 ),
-                pending_msgs_limit=4 * MAX_BATCH,
+                # The server's flow control paces delivery, but not to the queue's length:
+                # a short queue drops messages (slow consumer) and stalls the catch-up.
+                pending_msgs_limit=PENDING_LIMIT,
             )
         try:
             while True:
