@@ -192,6 +192,23 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        # The execution index (``natsflow.actors.index``): what ``ls`` and ``stats`` read.
+        self.index_lag = Gauge(
+            "natsflow_index_lag",
+            "Summary changes this process's execution index has not applied yet (messages).",
+            registry=r,
+        )
+        self.index_applied = Counter(
+            "natsflow_index_applied_total",
+            "Summary changes applied to this process's execution index.",
+            registry=r,
+        )
+        self.index_rebuilds = Counter(
+            "natsflow_index_rebuilds_total",
+            "Execution index rebuilds, by reason (missing, corrupt, schema, stream, asked).",
+            ["reason"],
+            registry=r,
+        )
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def on_refresh(self, refresh: Callable[[], Awaitable[None]]) -> None:

@@ -53,7 +53,7 @@ from natsflow.events.model import (
     TimerStarted,
     WaitStarted,
 )
-from natsflow.events.views import ExecutionSummary, summary_of
+from natsflow.events.views import ExecutionSummary, summary_changed, summary_of
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="command"):
@@ -201,7 +201,7 @@ def commands_for(
             case _:
                 assert_never(event)
     out.extend(_listen_changes(before, after))
-    if before.status != after.status or before.paused != after.paused:
+    if summary_changed(before, after):
         out.append(WriteSummary(execution_id=execution, summary=summary_of(after)))
     return tuple(out)
 

@@ -39,9 +39,37 @@ class ExecutionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     error: str | None = None
     failed_step: str | None = None
     paused: bool = False  # running, but dispatching nothing new (natsflow pause)
+    # What the execution index (``natsflow.actors.index``) keeps besides; defaults for
+    # summaries written before these fields existed.
+    updated_at: float | None = None
+    current: tuple[str, ...] = ()  # top-level steps begun and not finished
+    steps_done: int = 0  # top-level steps completed or skipped
+    steps_total: int | None = None  # steps in its definition (the index adds it)
+    parent: str | None = None  # a child execution: its parent's id
+    trigger: str | None = None  # the trigger subject whose message started it
+    idempotency_key: str | None = None  # a schedule's start: ``schedule:<workflow>:...``
+
+
+def progress_of(state: ExecutionState) -> tuple[tuple[str, ...], int]:
+    """The top-level steps begun and not finished, and how many are done: what the
+    summary says of progress (a fan-out's children are inside their parent step)."""
+    top = [(key, step) for key, step in state.steps.items() if step.parent is None]
+    current = tuple(key for key, step in top if step.status not in TERMINAL_STEP)
+    return current, sum(1 for _, step in top if step.status in ("completed", "skipped"))
+
+
+def summary_changed(before: ExecutionState, after: ExecutionState) -> bool:
+    """Whether ``after``'s summary says something ``before``'s did not: status, pause, or
+    progress through the top-level steps (not each fan-out child: one write per step)."""
+    return (
+        before.status != after.status
+        or before.paused != after.paused
+        or progress_of(before) != progress_of(after)
+    )
 
 
 def summary_of(state: ExecutionState) -> ExecutionSummary:
+    current, done = progress_of(state)
     return ExecutionSummary(
         execution_id=state.execution_id,
         workflow=state.workflow,
@@ -52,6 +80,12 @@ def summary_of(state: ExecutionState) -> ExecutionSummary:
         error=state.error,
         failed_step=state.failed_step,
         paused=state.paused and state.status == "running",
+        updated_at=state.updated_at,
+        current=current if state.status == "running" else (),
+        steps_done=done,
+        parent=state.parent.execution_id if state.parent is not None else None,
+        trigger=state.trigger.subject if state.trigger is not None else None,
+        idempotency_key=state.idempotency_key,
     )
 
 

@@ -18,6 +18,7 @@ import nats
 from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor
+from natsflow.actors.index import INDEX_FILE, ExecutionIndex
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.deliveries import Held, Pending, pending_deliveries, release
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
@@ -30,6 +31,7 @@ from natsflow.actors.jetstream.presence import (
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.store import EventStore
+from natsflow.actors.jetstream.summaries import SummaryFeed
 from natsflow.actors.jetstream.topology import (
     ACTORS_CONSUMER,
     INBOX_STREAM,
@@ -46,7 +48,7 @@ from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import Triggers
 from natsflow.actors.waits import Waits
 from natsflow.actors.worker import WorkerPool
-from natsflow.events.errors import InputError, ManifestError, Unavailable
+from natsflow.events.errors import InputError, ManifestError, NotFound, Unavailable
 from natsflow.manifests.loader import FORMATS
 from natsflow.service.admin import start_admin_service
 from natsflow.service.config import Config
@@ -237,8 +239,24 @@ async def serve(
         starter = Starter(
             definitions, publisher, IdempotencyKeys(js, publisher), partial(read_summary, js)
         )
+        index = (
+            ExecutionIndex(
+                Path(config.data_dir) / INDEX_FILE,
+                SummaryFeed(nc, js),
+                partial(steps_in, definitions),
+                metrics,
+            )
+            if actors
+            else None
+        )
         operations = Operations(
-            nc, js, definitions, publisher, starter, task_ack_wait=config.takeover_after
+            nc,
+            js,
+            definitions,
+            publisher,
+            starter,
+            index,
+            task_ack_wait=config.takeover_after,
         )
         service = None
         executor: Executor | None = None
@@ -246,6 +264,8 @@ async def serve(
         async with anyio.create_task_group() as tg:
             await tg.start(health.run)
             await tg.start(definitions.follow_latest)
+            if index is not None:
+                await tg.start(index.run)
             if actors:
                 await deploy_all(operations, config.deploy_paths)
                 executor = Executor(
@@ -321,6 +341,14 @@ async def serve(
                         await service.stop()
                     if nc.is_connected:
                         await presence.unsubscribe()
+
+
+async def steps_in(definitions: Definitions, workflow: str, version: str) -> int | None:
+    """How many steps ``version`` of ``workflow`` has (an index row's total); None if gone."""
+    try:
+        return len((await definitions.get(workflow, version)).steps)
+    except NotFound:
+        return None
 
 
 async def deliveries_of_others(js: JetStreamContext, roles: tuple[str, ...]) -> dict[str, Pending]:

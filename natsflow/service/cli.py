@@ -29,6 +29,7 @@ from natsflow.service.app import serve
 from natsflow.service.client import DEFAULT_URL, Client
 from natsflow.service.config import load_config
 from natsflow.service.contract import MESSAGES, shipped
+from natsflow.service.indexing import rebuild_index
 from natsflow.service.protocol import (
     DEFAULT_CANCEL_REASON,
     REQUEST_TYPES,
@@ -83,11 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=0, help="seconds to --wait (0: forever)")
     st.add_argument("--json", action="store_true")
 
-    ls = sub.add_parser("ls", help="list executions")
-    ls.add_argument("--status", choices=get_args(ExecutionStatus))
-    ls.add_argument("--workflow")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true")
+    ls = sub.add_parser("ls", help="list executions (from the execution index), newest first")
+    _ls_flags(ls)
+    stats = sub.add_parser("stats", help="executions by workflow and status over a window")
+    stats.add_argument("--workflow")
+    stats.add_argument("--since", help="started since: 1h (ago), 7d, an RFC 3339 time, Unix s")
+    stats.add_argument("--until", help="started before (the same forms)")
+    stats.add_argument("--json", action="store_true")
+    ix = sub.add_parser("index", help="the execution index (SQLite, under the data directory)")
+    ix_verbs = ix.add_subparsers(dest="index_command", required=True)
+    rb = ix_verbs.add_parser("rebuild", help="refill it from the streams")
+    rb.add_argument("--data-dir", help="the service's data directory (default ./data)")
 
     for verb, text in (("show", "an execution's status and steps"), ("history", "its events")):
         v = sub.add_parser(verb, help=text)
@@ -133,6 +140,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ls_flags(ls: argparse.ArgumentParser) -> None:
+    ls.add_argument("--status", choices=(*get_args(ExecutionStatus), "expired"))
+    ls.add_argument("--workflow")
+    ls.add_argument("--since", help="started since: 1h (ago), 7d, an RFC 3339 time, Unix s")
+    ls.add_argument("--until", help="started before (the same forms)")
+    ls.add_argument("--error", help="whose error message contains this text")
+    ls.add_argument("--parent", help="children of this execution")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--after", help="the cursor a page printed: the page after it")
+    ls.add_argument("--count", action="store_true", help="how many match, not the rows")
+    ls.add_argument("--json", action="store_true")
+
+
 def _dlq_parser(sub: Any) -> None:
     q = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")
     verbs = q.add_subparsers(dest="dlq_command", required=True)
@@ -168,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
             _schema(args.name)
         elif args.command in ("serve", "worker"):
             anyio.run(_serve, args, backend_options=_loop_options())
+        elif args.command == "index":
+            anyio.run(_index, args)
         else:
             anyio.run(_client, args)
     except (InputError, ManifestError) as exc:
@@ -247,6 +269,12 @@ async def _stop_on_signal(
             stopping.set()
 
 
+async def _index(args: argparse.Namespace) -> None:
+    config = load_config(os.environ, data_dir=args.data_dir)
+    url = args.nats_url or os.environ.get("NATS_URL") or DEFAULT_URL
+    print(await rebuild_index(url, config.data_dir))
+
+
 async def _client(args: argparse.Namespace) -> None:
     request = _prepare(args)  # validate locally first: exit 2 without touching NATS
     url = args.nats_url or os.environ.get("NATS_URL") or DEFAULT_URL
@@ -287,7 +315,11 @@ def _prepare(args: argparse.Namespace) -> AdminRequest:
         data = _json_flag("--input", args.input)
         fields = {"workflow": args.workflow, "input": data, "idempotency_key": args.idempotency_key}
     elif args.command == "ls":
-        fields = {"status": args.status, "workflow": args.workflow, "limit": args.limit}
+        names = ("status", "workflow", "since", "until", "error", "parent", "limit", "after")
+        fields = {name: getattr(args, name) for name in names}
+        fields["count"] = args.count
+    elif args.command == "stats":
+        fields = {"workflow": args.workflow, "since": args.since, "until": args.until}
     elif args.command == "history":
         fields = {"execution_id": args.execution_id, "all": args.all}
     elif args.command == "cancel":
@@ -343,6 +375,7 @@ async def _run_verb(client: Client, args: argparse.Namespace, request: AdminRequ
         "show": _render_show,
         "history": _render_history,
         "ls": _render_ls,
+        "stats": _render_stats,
         "dlq.ls": _render_dlq_ls,
         "dlq.show": _render_dlq_show,
         "dlq.redrive": _render_redriven,
@@ -373,13 +406,29 @@ def _render_plain(result: Any) -> str:
     return str(result)
 
 
-def _render_ls(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'EXECUTION':40} {'WORKFLOW':20} {'STATUS':10} STARTED"]
-    lines += [
-        f"{r['execution_id']:40} {r['workflow']:20}"
-        f" {'paused' if r.get('paused') else r['status']:10} {_ts(r.get('started_at'))}"
-        for r in rows
-    ]
+def _render_ls(page: dict[str, Any]) -> str:
+    if page.get("count") is not None:
+        return str(page["count"])
+    lines = [f"{'EXECUTION':40} {'WORKFLOW':20} {'STATUS':10} {'STARTED':23} {'STEPS':>7} ERROR"]
+    for r in page["executions"]:
+        total = r.get("steps_total")
+        steps = f"{r.get('steps_done', 0)}/{'?' if total is None else total}"
+        lines.append(
+            f"{r['execution_id']:40} {r['workflow']:20}"
+            f" {'paused' if r.get('paused') else r['status']:10} {_ts(r.get('started_at')):23}"
+            f" {steps:>7} {(r.get('error') or '')[:80]}"
+        )
+    if page.get("next"):
+        lines.append(f"# more: --after {page['next']}")
+    if page.get("lag"):
+        lines.append(f"# the index is {page['lag']} changes behind")
+    return "\n".join(lines)
+
+
+def _render_stats(stats: dict[str, Any]) -> str:
+    lines = [f"{'WORKFLOW':30} {'STATUS':10} {'COUNT':>9}"]
+    lines += [f"{r['workflow']:30} {r['status']:10} {r['count']:>9}" for r in stats["rows"]]
+    lines.append(f"{'total':41} {stats['total']:>9}")
     return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ import nats
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import Conflict, NotFound, Unavailable
 from natsflow.events.feed import feed_subject
-from natsflow.events.model import TERMINAL_EXECUTION, ExecutionStatus
+from natsflow.events.model import TERMINAL_EXECUTION
 from natsflow.events.replies import REPLY_TO_HEADER, TriggerReply, reply_decoder
 from natsflow.events.views import ExecutionSummary, ExecutionView, Started
 from natsflow.manifests.loader import FORMATS, Format
@@ -54,6 +54,7 @@ from natsflow.service.protocol import (
     DlqRedriveRequest,
     DlqShowRequest,
     ErrorReply,
+    ExecutionPage,
     History,
     HistoryRequest,
     ListRequest,
@@ -65,6 +66,8 @@ from natsflow.service.protocol import (
     Signalled,
     SignalRequest,
     StartRequest,
+    Stats,
+    StatsRequest,
     TriggerList,
     TriggersRequest,
     UnpauseRequest,
@@ -229,13 +232,29 @@ class Client:
     async def ls(
         self,
         *,
-        status: ExecutionStatus | None = None,
+        status: str | None = None,
         workflow: str | None = None,
         limit: int = DEFAULT_LIST_LIMIT,
+        **filters: Any,
     ) -> list[ExecutionSummary]:
-        """Executions, newest first, optionally filtered."""
-        request = ListRequest(status=status, workflow=workflow, limit=limit)
-        return await self.request(request, list[ExecutionSummary])
+        """Executions, newest first, optionally filtered: the rows of one page
+        (``ls_page`` for its cursor; ``filters``: since, until, error, parent, after)."""
+        page = await self.ls_page(status=status, workflow=workflow, limit=limit, **filters)
+        return list(page.executions)
+
+    async def ls_page(self, **filters: Any) -> ExecutionPage:
+        """One page of executions from the execution index, newest first: filters
+        ``status``, ``workflow``, ``since``, ``until``, ``error``, ``parent``; ``limit``
+        rows after the cursor ``after`` (the ``next`` of the page before); ``count=True``:
+        how many match. ``InputError`` names a filter that is unknown or invalid."""
+        return await self.request(request_from(ListRequest, filters), ExecutionPage)
+
+    async def stats(
+        self, *, workflow: str | None = None, since: str | None = None, until: str | None = None
+    ) -> Stats:
+        """Executions by workflow and status started within ``since`` .. ``until``."""
+        fields = {"workflow": workflow, "since": since, "until": until}
+        return await self.request(request_from(StatsRequest, fields), Stats)
 
     async def cancel(
         self, execution_id: str, reason: str = DEFAULT_CANCEL_REASON

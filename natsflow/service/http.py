@@ -8,8 +8,10 @@ Routes (JSON bodies and answers; errors are ``{"error": message}``, plus
     GET  /metrics                              Prometheus text format 0.0.4
     POST /v1/workflows/{name}/executions       {"input": ..., "idempotency_key": ...}
                                                -> 201 (created) | 200 (idempotent replay)
-    GET  /v1/executions?status=&workflow=&limit=
-                                               -> {"executions": [...]}
+    GET  /v1/executions?status=&workflow=&since=&until=&error=&parent=&limit=&after=&count=
+                                               -> {"executions": [...], "next": cursor}
+                                               (``count``: {"executions": [], "count": n})
+    GET  /v1/stats?workflow=&since=&until=     -> {"total": n, "rows": [{workflow, status, count}]}
     GET  /v1/executions/{id}
     POST /v1/executions/{id}/signals/{name}    body = the signal's data (any JSON); ?id=K
                                                sends it once however often it is posted
@@ -62,6 +64,7 @@ from natsflow.service.protocol import (
     ShowRequest,
     SignalRequest,
     StartRequest,
+    StatsRequest,
     TriggersRequest,
     UnpauseRequest,
     request_from,
@@ -181,12 +184,17 @@ class _Routes:
         return _json(reply, 200 if isinstance(reply, Started) and not reply.created else 201)
 
     async def list(self, request: web.Request) -> web.Response:
-        fields = {
-            "status": request.query.get("status") or None,
-            "workflow": request.query.get("workflow") or None,
-            "limit": _query_limit(request),
-        }
-        return _json({"executions": await self._call(request_from(ListRequest, fields))})
+        """``ls``: every query parameter is a field of ``ListRequest`` (an unknown one is
+        refused naming it); the answer is the page: ``executions``, ``next``, ``count``."""
+        fields: dict[str, Any] = {k: v or None for k, v in request.query.items()}
+        fields["limit"] = _query_limit(request)
+        if "count" in fields:
+            fields["count"] = _query_bool(request, "count")
+        return _json(await self._call(request_from(ListRequest, fields)))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        fields: dict[str, Any] = {k: v or None for k, v in request.query.items()}
+        return _json(await self._call(request_from(StatsRequest, fields)))
 
     async def show(self, request: web.Request) -> web.Response:
         fields = {"execution_id": request.match_info["id"]}
@@ -260,6 +268,15 @@ def _path_id(request: web.Request) -> int:
     return int(text)
 
 
+def _query_bool(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "").strip().lower()
+    if text in ("", "1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise InputError(f"{name}: expected true or false, got {text!r}")
+
+
 def _query_int(request: web.Request, name: str, default: int) -> int:
     text = request.query.get(name, "")
     if not text:
@@ -285,6 +302,7 @@ def make_app(
     app.router.add_post("/v1/workflows/{name}/executions", routes.start)
     app.router.add_get("/v1/executions", routes.list)
     app.router.add_get("/v1/executions/{id}", routes.show)
+    app.router.add_get("/v1/stats", routes.stats)
     app.router.add_post("/v1/executions/{id}/signals/{name}", routes.signal)
     app.router.add_post("/v1/executions/{id}/cancel", routes.cancel)
     app.router.add_post("/v1/executions/{id}/resume", routes.resume)

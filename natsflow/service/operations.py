@@ -10,12 +10,14 @@ the summaries and the definitions through the JetStream adapter.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any, assert_never
 
 import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from natsflow.actors.index import ExecutionIndex
 from natsflow.actors.jetstream.action_queues import (
     action_queue,
     custom_actions,
@@ -24,7 +26,7 @@ from natsflow.actors.jetstream.action_queues import (
 from natsflow.actors.jetstream.deadletters import DeadLetterStore
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
-from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_summary
+from natsflow.actors.jetstream.reads import archive_exists, read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
 from natsflow.actors.starter import Starter
@@ -42,6 +44,7 @@ from natsflow.events.errors import (
     Unavailable,
     Undecodable,
 )
+from natsflow.events.listing import ExecutionFilter, decode_cursor, encode_cursor, parse_time
 from natsflow.events.messages import (
     Cancel,
     Pause,
@@ -76,6 +79,7 @@ from natsflow.service.protocol import (
     DlqPurgeRequest,
     DlqRedriveRequest,
     DlqShowRequest,
+    ExecutionPage,
     History,
     HistoryRequest,
     ListRequest,
@@ -89,6 +93,9 @@ from natsflow.service.protocol import (
     SignalRequest,
     SnapshotInfo,
     StartRequest,
+    Stats,
+    StatsRequest,
+    StatsRow,
     TriggersRequest,
     UnpauseRequest,
     WorkflowsRequest,
@@ -108,6 +115,7 @@ class Operations:
         definitions: Definitions,
         publisher: Publisher,
         starter: Starter,
+        index: ExecutionIndex | None = None,
         *,
         task_ack_wait: float = 5.0,
     ) -> None:
@@ -121,6 +129,7 @@ class Operations:
         self._store = EventStore(nc, js, publisher)
         self._dlq = DeadLetterOperations(DeadLetterStore(nc, js, publisher))
         self._triggers = TriggerOperations(nc, js, definitions)
+        self._index = index
 
     async def handle(self, request: AdminRequest) -> Reply:
         """Carry out ``request``; raises what ``service.outcomes`` maps to a status code."""
@@ -157,6 +166,8 @@ class Operations:
                 return await self.resume(request)
             case PauseRequest() | UnpauseRequest():
                 return await self.pause(request)
+            case StatsRequest():
+                return await self.stats(request)
             case _:
                 assert_never(request)
 
@@ -181,14 +192,32 @@ class Operations:
     async def workflows(self) -> list[WorkflowVersion]:
         return [WorkflowVersion(**row) for row in await self._definitions.list()]
 
-    async def ls(self, request: ListRequest) -> list[ExecutionSummary]:
-        rows = [
-            row
-            for row in await all_summaries(self._nc)
-            if request.status in (None, row.status) and request.workflow in (None, row.workflow)
-        ]
-        rows.sort(key=lambda row: row.started_at or 0.0, reverse=True)
-        return rows[: request.limit]
+    def _execution_index(self) -> ExecutionIndex:
+        if self._index is None:
+            raise Unavailable("this process keeps no execution index: ask a natsflow serve")
+        return self._index
+
+    async def ls(self, request: ListRequest) -> ExecutionPage:
+        """A page of executions from this instance's index (``show`` reads the history)."""
+        index = self._execution_index()
+        lag = await index.wait_caught_up()
+        query = filter_of(request, time.time())
+        if request.count:
+            return ExecutionPage(executions=(), count=await index.count(query), lag=lag)
+        rows, after = await index.select(query)
+        cursor = encode_cursor(after) if after is not None else None
+        return ExecutionPage(executions=tuple(rows), next=cursor, lag=lag)
+
+    async def stats(self, request: StatsRequest) -> Stats:
+        """Executions by workflow and status started in the window, from the index."""
+        index = self._execution_index()
+        lag = await index.wait_caught_up()
+        query = filter_of(request, time.time())
+        rows = tuple(
+            StatsRow(workflow=w, status=s, count=n) for w, s, n in await index.stats(query)
+        )
+        total = sum(row.count for row in rows)
+        return Stats(since=query.since, until=query.until, total=total, rows=rows, lag=lag)
 
     async def show(self, execution_id: str) -> ExecutionView:
         """The execution as its history tells it; one whose history cannot be read to the
@@ -339,6 +368,24 @@ class Operations:
         message = Pause() if pausing else Unpause()
         await self._publisher.publish(inbox_subject(execution_id), json_encoder.encode(message))
         return PauseChanged(execution_id=execution_id, paused=pausing)
+
+
+def filter_of(request: ListRequest | StatsRequest, now: float) -> ExecutionFilter:
+    """The index query a request asks, its times made absolute at ``now``."""
+    since = parse_time("since", request.since).resolve(now) if request.since else None
+    until = parse_time("until", request.until).resolve(now) if request.until else None
+    if isinstance(request, StatsRequest):
+        return ExecutionFilter(workflow=request.workflow, since=since, until=until)
+    return ExecutionFilter(
+        status=request.status,
+        workflow=request.workflow,
+        since=since,
+        until=until,
+        error=request.error,
+        parent=request.parent,
+        after=decode_cursor(request.after) if request.after else None,
+        limit=request.limit,
+    )
 
 
 def history_entry(seq: int, event: AnyEvent | Undecodable) -> dict[str, Any]:

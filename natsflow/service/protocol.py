@@ -24,6 +24,7 @@ from msgspec import Meta
 
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import InputError
+from natsflow.events.listing import decode_cursor, parse_time
 from natsflow.events.model import ExecutionStatus
 from natsflow.events.views import ExecutionSummary, ExecutionView, Started
 from natsflow.manifests.loader import Format
@@ -70,12 +71,46 @@ class StartRequest(_Request, frozen=True, tag="start"):
     idempotency_key: Annotated[str, Meta(min_length=1)] | None = None
 
 
-class ListRequest(_Request, frozen=True, tag="ls"):
-    """Executions, newest first, optionally filtered."""
+TimeText = Annotated[str, Meta(min_length=1, max_length=64)]
+"""``since`` / ``until``: a duration ago (``2h``, ``7d``), an RFC 3339 time or date, or Unix
+seconds (``natsflow.events.listing.parse_time``)."""
+ListedStatus = ExecutionStatus | Literal["expired"]
 
-    status: ExecutionStatus | None = None
+
+class _Window(_Request, frozen=True):
+    """Filters shared by ``ls`` and ``stats``, checked when decoded (400 naming the field)."""
+
     workflow: WorkflowName | None = None
+    since: TimeText | None = None
+    until: TimeText | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("since", "until"):
+            text = getattr(self, field)
+            if text is not None:
+                parse_time(field, text)  # ValueError names the field
+
+
+class ListRequest(_Window, frozen=True, tag="ls"):
+    """Executions from the execution index, newest first, filtered; a page of ``limit``
+    after the cursor ``after`` (the ``next`` of the page before); ``count``: how many
+    match instead of the rows."""
+
+    status: ListedStatus | None = None
+    error: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    parent: ExecutionId | None = None
     limit: Limit = DEFAULT_LIST_LIMIT
+    after: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
+    count: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.after is not None:
+            decode_cursor(self.after)  # ValueError: "after: not a cursor ..."
+
+
+class StatsRequest(_Window, frozen=True, tag="stats"):
+    """Executions counted by workflow and status, started within ``since`` .. ``until``."""
 
 
 class ShowRequest(_Request, frozen=True, tag="show"):
@@ -203,6 +238,7 @@ AdminRequest = (
     | ResumeRequest
     | PauseRequest
     | UnpauseRequest
+    | StatsRequest
 )
 
 
@@ -303,6 +339,34 @@ class PauseChanged(msgspec.Struct, frozen=True, kw_only=True):
     changed: bool = True
 
 
+class ExecutionPage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``ls``: one page of executions, newest first; ``next`` is the cursor of the next
+    page (``after``), None on the last. With ``count``: ``count`` alone. ``lag``: summary
+    changes the answering instance's index had not applied yet (0: up to date)."""
+
+    executions: tuple[ExecutionSummary, ...]
+    next: str | None = None
+    count: int | None = None
+    lag: int = 0
+
+
+class StatsRow(msgspec.Struct, frozen=True, kw_only=True):
+    workflow: str
+    status: str
+    count: int
+
+
+class Stats(msgspec.Struct, frozen=True, kw_only=True):
+    """``stats``: executions by workflow and status started in the window (Unix seconds;
+    None: unbounded), and the total."""
+
+    since: float | None
+    until: float | None
+    total: int
+    rows: tuple[StatsRow, ...]
+    lag: int = 0
+
+
 class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
     """The body of an error reply over NATS (HTTP answers ``{"error"}`` alone)."""
 
@@ -313,7 +377,8 @@ class ErrorReply(msgspec.Struct, frozen=True, kw_only=True):
 Reply = (
     Deployed
     | Started
-    | list[ExecutionSummary]
+    | ExecutionPage
+    | Stats
     | ExecutionView
     | History
     | CancelRequested

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -134,6 +135,11 @@ class Engine:
         await eventually(quick.workflows, within=within, ignoring=(Unavailable,))
 
 
+# Every service configuration's data directory lives under one directory, removed when
+# the test process exits (TemporaryDirectory's finalizer), so runs leave nothing behind.
+_DATA_ROOT = tempfile.TemporaryDirectory(prefix="natsflow-tests-")
+
+
 def service_config(server_url: str, **overrides: Any) -> Config:
     """The service configuration the integration tests run with (short ack wait)."""
     settings: dict[str, Any] = {
@@ -144,6 +150,8 @@ def service_config(server_url: str, **overrides: Any) -> Config:
         "actor_idle_timeout": 5.0,
         "python_modules": PYTHON_MODULES,
         "deploy_paths": (),
+        # the execution index's file: one directory per service configuration
+        "data_dir": tempfile.mkdtemp(prefix="service-", dir=_DATA_ROOT.name),
     }
     settings.update(overrides)
     return Config(**settings)

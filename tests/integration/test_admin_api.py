@@ -57,6 +57,12 @@ async def test_start_with_an_unknown_field_is_refused_naming_it(
         ({"limit": 1001}, "limit"),
         ({"workflow": "no.dots"}, "workflow"),
         ({"verb": "show"}, "verb"),  # the tag may be left out, never contradict the subject
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2024-13-45"}, "until"),
+        ({"after": "not-a-cursor"}, "after"),
+        ({"parent": "a.b"}, "parent"),
+        ({"status": "lost"}, "status"),
+        ({"colour": "red"}, "colour"),
     ],
 )
 async def test_ls_refuses_invalid_filters_naming_the_field(
@@ -67,7 +73,7 @@ async def test_ls_refuses_invalid_filters_naming_the_field(
         tagged = await raw(engine.nc, "ls", {"verb": "ls", "status": "failed"})
     assert code == "400", answer
     assert answer["error"].startswith(f"{field}: "), answer
-    assert tagged == (None, [])
+    assert tagged == (None, {"executions": []})
 
 
 async def test_errors_map_to_codes_and_client_exceptions(nats_server: EmbeddedServer) -> None:

@@ -189,12 +189,13 @@ async def test_read_verbs_with_and_without_json(nats_server: EmbeddedServer) -> 
     for kind in ("execution_started", "step_scheduled", "step_completed"):
         assert kind in runs["history"].out
 
-    rows = runs["ls_json"].json()
+    rows = runs["ls_json"].json()["executions"]
     assert [r["execution_id"] for r in rows] == [execution]
     assert rows[0]["status"] == "completed"
-    assert runs["ls_failed"].json() == []
+    assert runs["ls_failed"].json() == {"executions": []}
     assert execution in runs["ls"].out
-    assert runs["ls"].out.splitlines()[0].split() == ["EXECUTION", "WORKFLOW", "STATUS", "STARTED"]
+    header = runs["ls"].out.splitlines()[0].split()
+    assert header == ["EXECUTION", "WORKFLOW", "STATUS", "STARTED", "STEPS", "ERROR"]
 
 
 async def test_show_of_an_unknown_execution_fails_clearly(nats_server: EmbeddedServer) -> None:

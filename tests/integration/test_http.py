@@ -29,6 +29,7 @@ from natsflow.service.protocol import (
     AdminRequest,
     CancelRequest,
     CancelRequested,
+    ExecutionPage,
     Handler,
     ListRequest,
     Reply,
@@ -84,7 +85,7 @@ class FakeHandler:
                 row = ExecutionSummary(
                     execution_id="ex-1", workflow="orders", version="v1", status=status or "running"
                 )
-                return [row]
+                return ExecutionPage(executions=(row,))
             case SignalRequest(execution_id=execution_id, name=name, data=data, id=signal_id):
                 self.calls.append(("signal", execution_id, name, data))
                 return Signalled(execution_id=execution_id, signal=name, id=signal_id or "new")
@@ -260,7 +261,16 @@ async def test_list_rejects_bad_limits(sidecar: Sidecar, limit: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "field"), [("status=weird", "status"), ("workflow=no.dots", "workflow")]
+    ("query", "field"),
+    [
+        ("status=weird", "status"),
+        ("workflow=no.dots", "workflow"),
+        ("since=yesterday", "since"),
+        ("until=2024-13-45", "until"),
+        ("after=not-a-cursor", "after"),
+        ("count=maybe", "count"),
+        ("colour=red", "colour"),
+    ],
 )
 async def test_list_rejects_bad_filters_naming_the_field(
     sidecar: Sidecar, query: str, field: str

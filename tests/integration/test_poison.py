@@ -14,7 +14,7 @@ import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client
 
-from natsflow.actors.jetstream.reads import all_summaries, read_summary
+from natsflow.actors.jetstream.reads import read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import (
     ACTORS_CONSUMER,
@@ -334,7 +334,7 @@ async def test_an_undecodable_summary_is_listed_as_unknown(
         assert [r["execution_id"] for r in await engine.ls(status="running")] == [execution]
         with pytest.raises(Undecodable, match="broken-summary"):
             await read_summary(js, "broken-summary")
-        assert len(await all_summaries(nc)) == 2
+        assert len(await engine.ls()) == 2
 
 
 def _batch(*events: Any) -> bytes:

@@ -22,6 +22,7 @@ from natsflow.events.model import (
     StepScheduled,
     TimerStarted,
 )
+from natsflow.events.views import summary_changed
 from tests.unit.strategies import Run, simulated_runs
 
 
@@ -51,7 +52,7 @@ def test_a_fresh_decision_sends_exactly_what_it_decided(run: Run) -> None:
         timers = [e.timer_id for e in batch if isinstance(e, TimerStarted | StepDeadlineSet)]
         assert [c.timer_id for c in commands if isinstance(c, StartTimer)] == timers
         summaries = [c for c in commands if isinstance(c, WriteSummary)]
-        assert len(summaries) == (before.status != after.status)
+        assert len(summaries) == summary_changed(before, after)
         if after.status in TERMINAL_EXECUTION and before.status not in TERMINAL_EXECUTION:
             waiting = any(
                 (s.status in ("waiting", "cancelled") and s.timer_id) or s.deadlines
