@@ -51,7 +51,9 @@ from natsflow.service.protocol import API_PREFIX, REQUEST_TYPES
 Role = Literal["service", "worker", "trigger", "operator", "viewer"]
 ROLES: tuple[str, ...] = get_args(Role)
 
-READ_VERBS = frozenset({"ls", "show", "history", "workflows", "triggers", "dlq.ls", "dlq.show"})
+READ_VERBS = frozenset(
+    {"ls", "stats", "show", "history", "workflows", "triggers", "dlq.ls", "dlq.show"}
+)
 """The admin verbs that change nothing: a viewer may call these. Every other verb in
 ``REQUEST_TYPES`` changes something (a test checks that each verb is decided)."""
 
