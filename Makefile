@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint bench clean schemas
+.PHONY: run test test-slow test-polyglot lint bench clean schemas
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,23 @@ lint: $(STAMP)
 
 # The fast, honest subset: unit + integration against a real nats-server.
 test: lint
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow and not polyglot" -q
 
 # The slow runs: kill -9 of the service, and restarts of nats-server, at random moments (about 3 minutes).
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
+
+# The example workers in other languages (examples/workers/) against a real nats-server:
+# installs the Node.js worker's npm packages (npm ci), and Go with Debian's nats.go when
+# missing (apt-get, as root; the Go worker builds offline against them, GOPATH mode).
+GO_DEBS := golang-go golang-github-nats-io-go-nats-dev
+test-polyglot: $(STAMP)
+	npm ci --prefix examples/workers/node --no-audit --no-fund
+	@if ! command -v go >/dev/null || ! test -d /usr/share/gocode/src/github.com/nats-io/nats.go; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $(GO_DEBS); \
+		else echo "the Go worker needs: sudo apt-get install $(GO_DEBS)"; exit 1; fi; \
+	fi
+	$(BIN)/pytest -m polyglot -q
 
 # The message JSON Schemas shipped in natsflow/service/schemas, generated from the structs.
 schemas: $(STAMP)

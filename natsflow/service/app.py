@@ -11,10 +11,10 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-import nats
 from natsflow.actors.actions import ActionRegistry, builtin_registry
 from natsflow.actors.deciders import Deciders
 from natsflow.actors.execution import Executor

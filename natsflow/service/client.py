@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 
 import anyio
 import msgspec
+import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-import nats
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import Conflict, NotFound, Unavailable
 from natsflow.events.feed import feed_subject

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import api
 
-import nats
 from natsflow.actors.jetstream.action_queues import action_consumer
 from natsflow.actors.jetstream.topology import (
     TASKS_STREAM,
