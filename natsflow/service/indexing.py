@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import nats
+
 from natsflow.actors.index import INDEX_FILE, rebuild
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.summaries import SummaryFeed
