@@ -139,6 +139,9 @@ class Workflow(_Spec, frozen=True):
     enabled: bool = True
     # Contracts of custom actions by name (``actions: {billing.charge: {input: ..}}``).
     actions: dict[str, ActionContract] = msgspec.field(default_factory=dict)
+    # A code workflow (``natsflow.code``): the app whose process runs it, and a hash of its code.
+    app: str | None = None
+    code: str | None = None
 
 
 class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):
