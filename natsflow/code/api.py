@@ -96,7 +96,8 @@ class Gather:
     calls: tuple[Call, ...]
 
     def __await__(self) -> Generator[Any, Any, list[Any]]:
-        return (yield self)
+        results: list[Any] = yield self
+        return results
 
 
 class StepDef(Generic[P, R]):

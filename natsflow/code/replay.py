@@ -27,6 +27,7 @@ from typing import Any
 
 from natsflow.code.api import CURRENT, Call, Gather, StepFailed, WorkflowDef
 from natsflow.code.definition import CodeApp, spec_workflow
+from natsflow.code.ids import child_id
 from natsflow.code.values import NotStorable, storable, typed
 from natsflow.events.decider import Decision
 from natsflow.events.errors import NondeterminismError
@@ -76,20 +77,6 @@ def positions(state: ExecutionState) -> dict[int, str]:
         if hash_ and number.isdigit():
             out[int(number)] = key
     return out
-
-
-def app_of(execution: str) -> str | None:
-    """The app of a code execution id (``<app>==<workflow>-<ulid>``), else None."""
-    head, sep, _ = execution.partition("==")
-    return head if sep and head and "=" not in head else None
-
-
-def child_id(parent: str, call: Call, position: int, code_child: str | None) -> str:
-    """A child's id: derived from the parent and the call, so it is started once; a
-    child that is a code workflow of ``code_child`` (an app) is routed to that app."""
-    base = parent.partition("==")[2] if app_of(parent) else parent
-    own = f"{base}={call.name}={position}"
-    return f"{code_child}=={own}" if code_child else own
 
 
 class CodeDecider:
