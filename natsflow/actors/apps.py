@@ -17,11 +17,11 @@ from types import ModuleType
 from typing import Any
 
 import anyio
-import nats
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+import nats
 from natsflow.actors.actions import ActionContext, ActionRegistry
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
@@ -190,9 +190,7 @@ class Worker:
         for definition in self.app.workflows.values():
             version, _ = await definitions.deploy(deployable(self.app, definition))
             self.versions[definition.name] = version
-        subjects = [
-            task_subject(step_action(self.app.name, s)) for s in sorted(self.app.steps)
-        ]
+        subjects = [task_subject(step_action(self.app.name, s)) for s in sorted(self.app.steps)]
         await provision_app(js, self.app.name, subjects, ack_wait=self._ack_wait)
 
     async def __aexit__(self, *exc: object) -> None:

@@ -87,8 +87,8 @@ from natsflow.events.commands import (
 from natsflow.events.errors import (
     ConcurrencyConflict,
     Misdirected,
-    NondeterminismError,
     NatsflowError,
+    NondeterminismError,
     NotFound,
     Undecodable,
 )

@@ -47,9 +47,7 @@ class CodeApp:
             )
 
     def add(self, item: WorkflowDef[..., Any] | StepDef[..., Any]) -> None:
-        target: dict[str, Any] = (
-            self.workflows if isinstance(item, WorkflowDef) else self.steps
-        )
+        target: dict[str, Any] = self.workflows if isinstance(item, WorkflowDef) else self.steps
         known = target.get(item.name)
         if known is not None and known is not item:
             raise ValueError(f"app {self.name}: two definitions named {item.name!r}")
@@ -98,9 +96,7 @@ def spec_workflow(app: CodeApp, definition: WorkflowDef[..., Any]) -> Workflow:
         triggers=definition.triggers,
         idempotency_key=definition.idempotency_key,
         app=app.name,
-        code=hashlib.sha256(f"{definition.identity()}|{app.identity()}".encode()).hexdigest()[
-            :16
-        ],
+        code=hashlib.sha256(f"{definition.identity()}|{app.identity()}".encode()).hexdigest()[:16],
     )
 
 

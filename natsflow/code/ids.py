@@ -29,5 +29,3 @@ def child_id(parent: str, call: Any, position: int, code_child: str | None) -> s
     base = parent.partition("==")[2] if app_of(parent) else parent
     own = f"{base}={call.name}={position}"
     return f"{code_child}=={own}" if code_child else own
-
-

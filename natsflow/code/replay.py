@@ -197,10 +197,7 @@ class _Run:
     def drive(self) -> None:
         token = CURRENT.set(self)
         try:
-            if self.coro is None and not self.done:
-                request = self._start()
-            else:
-                request = self.waiting
+            request = self._start() if self.coro is None and not self.done else self.waiting
             while request is not None:
                 outcome = self._settle(*request)
                 if outcome is None:
@@ -259,7 +256,11 @@ class _Run:
         key = call_key(call, number)
         if recorded is not None and recorded != key:
             raise NondeterminismError(
-                self.execution_id, recorded, key.rpartition("#")[0], recorded.rpartition("#")[0], number
+                self.execution_id,
+                recorded,
+                key.rpartition("#")[0],
+                recorded.rpartition("#")[0],
+                number,
             )
 
     def _complete(self, output: Any) -> None:
@@ -267,7 +268,10 @@ class _Run:
         if self.position <= self.last_recorded:
             extra = self.recorded[min(n for n in self.recorded if n >= self.position)]
             raise NondeterminismError(
-                self.execution_id, extra, "the end of the workflow", extra.rpartition("#")[0],
+                self.execution_id,
+                extra,
+                "the end of the workflow",
+                extra.rpartition("#")[0],
                 self.position,
             )
         try:
@@ -286,7 +290,9 @@ class _Run:
     ) -> tuple[Any, BaseException | None] | None:
         """The value (or error) to resume the workflow with; None while it must wait."""
         calls = (request,) if isinstance(request, Call) else request.calls
-        outcomes = [self._outcome(call, number) for call, number in zip(calls, numbers, strict=True)]
+        outcomes = [
+            self._outcome(call, number) for call, number in zip(calls, numbers, strict=True)
+        ]
         if any(o is None for o in outcomes):
             return None
         for _, error in outcomes:  # type: ignore[misc]
@@ -322,8 +328,12 @@ class _Run:
                 attempt = first_attempt(self.state, key)
                 self._emit(
                     StepScheduled(
-                        at=now, step=key, attempt=attempt, action=spec.action,
-                        input=call.input, timeout=spec.timeout,
+                        at=now,
+                        step=key,
+                        attempt=attempt,
+                        action=spec.action,
+                        input=call.input,
+                        timeout=spec.timeout,
                     )
                 )
                 for deadline in deadlines_for(key, spec, now, attempt=attempt, iteration=0):
@@ -347,8 +357,12 @@ class _Run:
                 rendered = {"workflow": call.name, "input": call.input}
                 self._emit(
                     StepScheduled(
-                        at=now, step=key, attempt=first_attempt(self.state, key),
-                        action="workflow", input=rendered, child=child,
+                        at=now,
+                        step=key,
+                        attempt=first_attempt(self.state, key),
+                        action="workflow",
+                        input=rendered,
+                        child=child,
                     )
                 )
 
@@ -361,7 +375,9 @@ class _Run:
             kept = self.state.signals.get(call.name, ())
             if kept:
                 signal = kept[0]
-                self._emit(SignalConsumed(at=now, name=call.name, step=key, signal_id=signal.signal_id))
+                self._emit(
+                    SignalConsumed(at=now, name=call.name, step=key, signal_id=signal.signal_id)
+                )
                 self._emit(StepCompleted(at=now, step=key, attempt=0, output=signal.data))
             return
         if step.status != "ready":
@@ -373,15 +389,22 @@ class _Run:
                 self._emit(StepCompleted(at=now, step=key, attempt=0, output=call.default))
             else:
                 error = f"waited {call.timeout:g}s for signal {call.name!r}: timed out"
-                self._emit(StepAttemptFailed(at=now, step=key, attempt=0, error=error, kind="timeout"))
+                self._emit(
+                    StepAttemptFailed(at=now, step=key, attempt=0, error=error, kind="timeout")
+                )
         else:
             spec = self.decider.spec.steps[key]
             last_failed = bool(step.attempts) and step.attempts[-1].error is not None
             attempt = step.attempt + 1 if last_failed else first_attempt(self.state, key)
             self._emit(
                 StepScheduled(
-                    at=now, step=key, attempt=attempt, action=step.action, input=step.input,
-                    timeout=step.timeout, child=step.child,
+                    at=now,
+                    step=key,
+                    attempt=attempt,
+                    action=step.action,
+                    input=step.input,
+                    timeout=step.timeout,
+                    child=step.child,
                 )
             )
             if call.kind == "step":

@@ -39,8 +39,14 @@ async def pack(order: dict[str, Any]) -> dict[str, Any]:
     approval = await wait_for_signal("approve", timeout=60, default="auto")
     a, b = await gather(fill(box, 10), fill(box, 20))
     label = await ship(box)
-    return {"label": label, "filled": filled, "approval": approval, "sum": a + b,
-            "at": now(), "id": uuid()}
+    return {
+        "label": label,
+        "filled": filled,
+        "approval": approval,
+        "sum": a + b,
+        "at": now(),
+        "id": uuid(),
+    }
 
 
 @workflow(name="patchy")
