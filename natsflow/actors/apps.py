@@ -126,6 +126,7 @@ class Worker:
         idle_timeout: float = 30.0,
         snapshot_every: int = 100,
         drain_grace: float = 10.0,
+        parked_retry: float | None = None,
         nc: Client | None = None,
     ) -> None:
         if isinstance(app, CodeApp):
@@ -140,6 +141,7 @@ class Worker:
         self._idle_timeout = idle_timeout
         self._snapshot_every = snapshot_every
         self._drain_grace = drain_grace
+        self._parked_retry = parked_retry  # how often a parked execution tries again
         self.metrics = Metrics()
         self.deciders = CodeDeciders(self.app)
         self.versions: dict[str, str] = {}
@@ -167,6 +169,8 @@ class Worker:
             ack_wait=self._ack_wait,
             consumer=app_consumer(self.app.name),
         )
+        if self._parked_retry is not None:
+            self._executor.parked_retry = self._parked_retry
         await self._tg.start(self._executor.run)
         if self.app.steps:
             self._pool = WorkerPool(

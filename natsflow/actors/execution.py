@@ -402,7 +402,7 @@ class ExecutionActor:
             await system.effects.carry_out(
                 (WriteSummary(execution_id=self.execution, summary=summary),)
             )
-        await nak(system.nc, msg, delay=PARKED_RETRY)
+        await nak(system.nc, msg, delay=system.parked_retry)
 
     async def _activate(self) -> None:
         system = self._system
@@ -454,6 +454,7 @@ class Executor:
         consumer: str = ACTORS_CONSUMER,
     ) -> None:
         self.consumer = consumer  # a code app's processes use their app's own
+        self.parked_retry = PARKED_RETRY
         self.nc = nc
         self.feed = feed
         self.js = js

@@ -27,6 +27,7 @@ from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
+from natsflow.code.ids import app_of
 from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import (
     capture_triggers,
@@ -209,7 +210,18 @@ class Operations:
         else:
             total, plan = len(workflow.steps), plan_of(workflow)
         queues = await self._queues(state)
-        return execution_view(state, loaded.last_seq, total, parked, plan, queues)
+        view = execution_view(state, loaded.last_seq, total, parked, plan, queues)
+        if state.status == "running" and app_of(execution_id) is not None:
+            view = await self._parked_code(view)
+        return view
+
+    async def _parked_code(self, view: ExecutionView) -> ExecutionView:
+        """A code execution its app's code does not replay (``NondeterminismError``) is
+        parked, running: its summary says why, and so does ``show``."""
+        summary = await self._summary(view.execution_id)
+        if summary is not None and summary.error and summary.error.startswith("parked: "):
+            return msgspec.structs.replace(view, error=summary.error)
+        return view
 
     async def _queues(self, state: ExecutionState) -> dict[str, ActionQueue]:
         """The task queues of the custom actions ``state`` has scheduled steps of (read

@@ -4,7 +4,11 @@ signal wait, run in the app's process, visible in ``show``, ``history`` and ``ls
 
 from __future__ import annotations
 
+from typing import Any
+
 import natsflow
+from natsflow import sleep, workflow
+from natsflow.code import CodeApp, load_app
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
 from tests.integration import code_app
@@ -47,3 +51,44 @@ async def test_a_code_workflow_runs_in_its_apps_process(nats_server: EmbeddedSer
     assert again.execution_id == execution
     assert not again.created
     assert worker.deciders.replays() <= 2  # sticky: not one replay per step
+
+
+@workflow(name="itest_docs", idempotency_key="${{ input.name }}")
+async def reordered(order: dict[str, str]) -> dict[str, str]:
+    doc = await code_app.fetch(order["name"])
+    await sleep(0.2)  # moved before count: position 1 is no longer count
+    total = await code_app.count(doc)
+    return {"published": await code_app.publish(doc, total, "nobody")}
+
+
+async def test_code_changed_under_a_running_execution_parks_it_until_restored(
+    nats_server: EmbeddedServer,
+) -> None:
+    changed = CodeApp("itest", {"itest_docs": reordered}, load_app([code_app]).steps)
+    async with running(nats_server) as engine:
+        async with natsflow.Worker(nats_server.url, app=code_app, ack_wait=2.0):
+            execution = (await engine.client.start("itest_docs", {"name": "parked"})).execution_id
+
+            async def waiting() -> None:
+                shown = await engine.show(execution)
+                step = shown["steps"].get("~signal:approve#3", {})
+                assert step.get("status") == "waiting", shown
+
+            await eventually(waiting, within=15)
+        async with natsflow.Worker(nats_server.url, app=changed, ack_wait=2.0, parked_retry=0.3):
+            await engine.client.signal(execution, "approve", {"by": "ada"})
+
+            async def parked() -> dict[str, Any]:
+                shown = await engine.show(execution)
+                assert (shown["error"] or "").startswith("parked: "), shown
+                return shown
+
+            shown = await eventually(parked, within=15)
+        assert shown["status"] == "running"
+        assert "nondeterminism at decision 1" in shown["error"]
+        assert "the code decides ~sleep" in shown["error"]
+        assert "the history recorded count" in shown["error"]
+        async with natsflow.Worker(nats_server.url, app=code_app, ack_wait=2.0, parked_retry=0.3):
+            done = await engine.wait_done(execution, timeout=30)
+    assert done["status"] == "completed", done
+    assert done["output"] == {"published": "parked:12:ada"}
