@@ -27,7 +27,6 @@ from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import all_summaries, archive_exists, read_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
-from natsflow.code.ids import app_of
 from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import (
     capture_triggers,
@@ -35,6 +34,7 @@ from natsflow.actors.triggers import (
     overlapping_triggers,
     trigger_subjects,
 )
+from natsflow.code.ids import app_of
 from natsflow.events.errors import (
     Conflict,
     InputError,
