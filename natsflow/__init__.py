@@ -14,9 +14,28 @@ The folders beside it are the subpackages, one layer each: ``natsflow.events``
 (types, fold, codec) <- ``natsflow.manifests`` (schema, the manifest decider) <-
 ``natsflow.actors.jetstream`` (the JetStream adapter) <- ``natsflow.actors``
 <- ``natsflow.service`` (CLI, HTTP, admin API, client, process wiring).
-Importing ``natsflow`` loads the client only, not the engine.
+Importing ``natsflow`` loads the client and the code-workflow API (``workflow``,
+``step``, ``sleep``, ``wait_for_signal``, ``start_child``, ``gather``, ``now``,
+``uuid``, ``patched``, ``logger``), not the engine; ``natsflow.Worker`` (a code
+app's process, embedded) loads it when first used.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from natsflow.code import (
+    NotStorable,
+    StepFailed,
+    gather,
+    logger,
+    now,
+    patched,
+    sleep,
+    start_child,
+    step,
+    uuid,
+    wait_for_signal,
+    workflow,
+)
 from natsflow.events.errors import (
     Conflict,
     InputError,
@@ -24,6 +43,7 @@ from natsflow.events.errors import (
     InvalidInput,
     ManifestError,
     NatsflowError,
+    NondeterminismError,
     NotFound,
     Unavailable,
 )
@@ -46,6 +66,19 @@ from natsflow.service.protocol import (
     WorkflowVersion,
 )
 
+if TYPE_CHECKING:
+    from natsflow.actors.apps import Worker
+
+
+def __getattr__(name: str) -> Any:
+    # The engine loads only when a process runs an app (``natsflow.Worker``).
+    if name == "Worker":
+        from natsflow.actors.apps import Worker
+
+        return Worker
+    raise AttributeError(f"module 'natsflow' has no attribute {name!r}")
+
+
 __all__ = [
     "AttemptRecord",
     "CancelRequested",
@@ -61,13 +94,27 @@ __all__ = [
     "InvalidInput",
     "ManifestError",
     "NatsflowError",
+    "NondeterminismError",
     "NotFound",
+    "NotStorable",
     "ResumePoint",
     "Signalled",
     "SnapshotInfo",
     "Started",
+    "StepFailed",
     "StepView",
     "TriggerReply",
     "Unavailable",
+    "Worker",
     "WorkflowVersion",
+    "gather",
+    "logger",
+    "now",
+    "patched",
+    "sleep",
+    "start_child",
+    "step",
+    "uuid",
+    "wait_for_signal",
+    "workflow",
 ]

@@ -88,6 +88,7 @@ from natsflow.events.errors import (
     ConcurrencyConflict,
     Misdirected,
     NatsflowError,
+    NondeterminismError,
     NotFound,
     Undecodable,
 )
@@ -113,6 +114,10 @@ POISON_DELIVERIES = 5
 # How soon a message whose handling failed for a passing reason (NATS away) comes again.
 RETRY_DELAY = 1.0
 REMEMBERED_DECISIONS = 50_000
+# A code execution parked by a NondeterminismError tries again this often (a fixed
+# deploy then takes it on); its summary's error starts with PARKED_PREFIX meanwhile.
+PARKED_RETRY = 30.0
+PARKED_PREFIX = "parked: "
 
 
 class _Passivate:
@@ -219,6 +224,9 @@ class ExecutionActor:
             return
         except Undecodable as exc:
             await self._park(msg, exc)
+            return
+        except NondeterminismError as exc:
+            await self._park_code(msg, exc)
             return
         except (NatsflowError, OSError, TimeoutError) as exc:
             # NATS unavailable, a conflict storm, a timeout: the message comes again in a
@@ -378,6 +386,24 @@ class ExecutionActor:
         self._parked = error
         await system.dead_letter(msg, "inbox", f"parked: {error}")
 
+    async def _park_code(self, msg: Msg, problem: NondeterminismError) -> None:
+        """Park a code execution whose history this code does not replay: nothing is
+        appended, the message goes back (and comes again every ``PARKED_RETRY`` seconds,
+        with those after it) until code that matches runs here, when it goes on. Its
+        summary keeps the status and says why (``show``, ``ls``), once."""
+        system = self._system
+        error = f"{PARKED_PREFIX}{problem}"
+        self._state = None  # read again next time: the fixed code replays from the store
+        system.metrics.child(system.metrics.inbox_messages, "parked").inc()
+        previous = await read_summary(system.js, self.execution)
+        if previous is not None and previous.error != error:
+            log.error("execution %s parked: %s", self.execution, problem)
+            summary = replace(previous, error=error)
+            await system.effects.carry_out(
+                (WriteSummary(execution_id=self.execution, summary=summary),)
+            )
+        await nak(system.nc, msg, delay=system.parked_retry)
+
     async def _activate(self) -> None:
         system = self._system
         started = time.perf_counter()
@@ -425,7 +451,10 @@ class Executor:
         ack_wait: float = 30.0,
         starter: Starter | None = None,
         feed: bool = True,
+        consumer: str = ACTORS_CONSUMER,
     ) -> None:
+        self.consumer = consumer  # a code app's processes use their app's own
+        self.parked_retry = PARKED_RETRY
         self.nc = nc
         self.feed = feed
         self.js = js
@@ -471,7 +500,7 @@ class Executor:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     self._puller = Puller(
-                        self.nc, INBOX_STREAM, ACTORS_CONSUMER, self._route, batch=512
+                        self.nc, INBOX_STREAM, self.consumer, self._route, batch=512
                     )
                     await tg.start(self._puller.run)
                     tg.start_soon(self._sweep_idle, name="passivate idle actors")

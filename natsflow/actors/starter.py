@@ -11,6 +11,7 @@ from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import inbox_subject
+from natsflow.code.ids import code_execution_id
 from natsflow.events.errors import InputError, InvalidInput
 from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
 from natsflow.events.messages import Start, json_encoder
@@ -85,6 +86,8 @@ class Starter:
         self.check_input(version, definition, input)
         key = start_key(definition, input, idempotency_key, trigger)
         execution = new_execution_id(workflow, self._clock(), self._entropy(ENTROPY_BYTES))
+        if definition.app is not None:  # a code workflow: its app's processes run it
+            execution = code_execution_id(definition.app, execution)
         created = True
         if key is not None:
             execution, created = await self._keys.claim(workflow, key, execution)

@@ -76,7 +76,9 @@ class WorkerPool:
         publisher: Publisher | None = None,
         store: EventStore | None = None,
         cancel_grace: float = 5.0,
+        consumer: str = WORKERS_CONSUMER,
     ) -> None:
+        self._consumer = consumer  # a code app's step pool uses its app's own
         self._nc = nc
         # a cancelled shell step's process group: SIGTERM, then SIGKILL this much later
         self._cancel_grace = cancel_grace
@@ -125,7 +127,7 @@ class WorkerPool:
                     self._puller = Puller(
                         self._nc,
                         TASKS_STREAM,
-                        WORKERS_CONSUMER,
+                        self._consumer,
                         self._hand_over,
                         batch=self._concurrency,
                         # running plus waiting in the mailbox: never more in hand, so a

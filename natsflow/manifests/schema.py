@@ -9,7 +9,7 @@ pure decision function when a step becomes ready.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -139,6 +139,12 @@ class Workflow(_Spec, frozen=True):
     enabled: bool = True
     # Contracts of custom actions by name (``actions: {billing.charge: {input: ..}}``).
     actions: dict[str, ActionContract] = msgspec.field(default_factory=dict)
+    # A code workflow (``natsflow.code``): the app whose process runs it, and a hash of its code.
+    app: str | None = None
+    code: str | None = None
+
+    # Set by natsflow (a code app's deploy), never written in a manifest.
+    NOT_IN_MANIFESTS: ClassVar[frozenset[str]] = frozenset({"app", "code"})
 
 
 class StoredDefinition(msgspec.Struct, frozen=True, kw_only=True):

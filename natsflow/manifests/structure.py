@@ -197,7 +197,8 @@ def check_struct(
     templates: bool = False,
 ) -> dict[Any, Any]:
     """Check a mapping against a Struct: unknown, missing and ill-typed fields."""
-    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    hidden: frozenset[str] = getattr(cls, "NOT_IN_MANIFESTS", frozenset())
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls) if f.name not in hidden}
     out: dict[Any, Any] = {}
     for key, item in value.items():
         field = fields.get(key) if isinstance(key, str) else None

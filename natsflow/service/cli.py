@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--python-module", action="append", default=[], help="module with register(registry)"
     )
+    w.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        help="module of @workflow/@step code workflows to run here (repeatable: one app)",
+    )
+    w.add_argument("--app-name", help="the app's name (default: the module's NATSFLOW_APP)")
 
     d = sub.add_parser("deploy", help="validate and deploy a manifest")
     d.add_argument("file")
@@ -245,8 +252,29 @@ async def _serve(args: argparse.Namespace) -> None:
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(_stop_on_signal, stopping, tg.cancel_scope)
-        await serve(config, actors=args.command == "serve", stopping=stopping)
+        if args.command == "worker" and args.app:
+            await _serve_app(config, args, stopping)
+        else:
+            await serve(config, actors=args.command == "serve", stopping=stopping)
         tg.cancel_scope.cancel()
+
+
+async def _serve_app(config: Any, args: argparse.Namespace, stopping: anyio.Event) -> None:
+    """``natsflow worker --app module``: a code app's actors and steps, until stopped."""
+    from natsflow.actors.apps import Worker
+
+    sys.path.insert(0, os.getcwd())  # the app's modules, as ``python -m`` would find them
+    worker = Worker(
+        config.nats_url or DEFAULT_URL,
+        app=list(args.app),
+        name=args.app_name,
+        concurrency=config.workers or 16,
+        ack_wait=config.takeover_after,
+        drain_grace=config.drain_grace,
+    )
+    async with worker:
+        logging.getLogger("natsflow").info("natsflow worker ready (pid %s)", os.getpid())
+        await stopping.wait()
 
 
 async def _stop_on_signal(

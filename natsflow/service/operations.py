@@ -36,6 +36,7 @@ from natsflow.actors.triggers import (
     overlapping_triggers,
     trigger_subjects,
 )
+from natsflow.code.ids import app_of
 from natsflow.events.errors import (
     Conflict,
     InputError,
@@ -238,7 +239,18 @@ class Operations:
         else:
             total, plan = len(workflow.steps), plan_of(workflow)
         queues = await self._queues(state)
-        return execution_view(state, loaded.last_seq, total, parked, plan, queues)
+        view = execution_view(state, loaded.last_seq, total, parked, plan, queues)
+        if state.status == "running" and app_of(execution_id) is not None:
+            view = await self._parked_code(view)
+        return view
+
+    async def _parked_code(self, view: ExecutionView) -> ExecutionView:
+        """A code execution its app's code does not replay (``NondeterminismError``) is
+        parked, running: its summary says why, and so does ``show``."""
+        summary = await self._summary(view.execution_id)
+        if summary is not None and summary.error and summary.error.startswith("parked: "):
+            return msgspec.structs.replace(view, error=summary.error)
+        return view
 
     async def _queues(self, state: ExecutionState) -> dict[str, ActionQueue]:
         """The task queues of the custom actions ``state`` has scheduled steps of (read

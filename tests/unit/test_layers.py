@@ -2,6 +2,7 @@
 
     natsflow.events            types, fold, codec, errors, views (nothing of ours)
     natsflow.manifests         schema, expressions, the manifest decider, actions
+    natsflow.code              code workflows: the @workflow/@step API and their decider
     natsflow.actors.jetstream  the JetStream adapter (the only code speaking NATS errors)
     natsflow.actors            execution actor, workers, actions, the start use case
     natsflow.service           CLI, HTTP, admin micro service, process wiring, client
@@ -21,12 +22,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "natsflow"
 LAYERS = (
     "natsflow.events",
     "natsflow.manifests",
+    "natsflow.code",
     "natsflow.actors.jetstream",
     "natsflow.actors",
     "natsflow.service",
 )
 # The pure core does no I/O: no network, clock, randomness or event loop.
-PURE = ("natsflow.events", "natsflow.manifests")
+PURE = ("natsflow.events", "natsflow.manifests", "natsflow.code")
 IMPURE = ("nats", "anyio", "asyncio", "aiohttp", "aiosqlite", "time", "random", "uuid", "socket")
 # NATS errors are mapped once, in the adapter; the client maps a request's connection
 # errors to its own, and the nats.request action maps a responder's to step errors.

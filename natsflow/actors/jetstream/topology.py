@@ -35,6 +35,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from natsflow.actors.jetstream.errors import unavailable, unavailable_as
+from natsflow.code.ids import app_of
 from natsflow.manifests.actions import worker_actions
 
 EVENTS_STREAM = "NATSFLOW_EVENTS"
@@ -63,7 +64,25 @@ def snapshot_subject(execution: str) -> str:
 
 
 def inbox_subject(execution: str) -> str:
+    app = app_of(execution)
+    if app is not None:  # a code execution: its app's processes run it
+        return f"{APP_PREFIX}{app}.in.{execution}"
     return f"natsflow.in.{execution}"
+
+
+# Code workflows (``natsflow.code``): an execution ``<app>==...`` has its inbox on
+# ``natsflow.app.<app>.in.<id>`` and its results on ``natsflow.app.<app>.result.<p>.<id>``
+# (same stream), read by the app's own consumer ``natsflow-app-<app>``, never the service's.
+APP_PREFIX = "natsflow.app."
+APP_SUBJECTS = "natsflow.app.>"
+
+
+def app_consumer(app: str) -> str:
+    return f"natsflow-app-{app}"
+
+
+def app_steps_consumer(app: str) -> str:
+    return f"natsflow-app-{app}-steps"
 
 
 PARTITIONS = 64
@@ -83,10 +102,15 @@ RESULT_SUBJECTS = "natsflow.result.>"
 def result_subject(execution: str) -> str:
     """Where workers answer ``execution``'s tasks (a task's ``reply_to``): results and
     progress only, never control messages, so a worker needs no right to the inbox."""
+    app = app_of(execution)
+    if app is not None:
+        return f"{APP_PREFIX}{app}.result.{partition(execution)}.{execution}"
     return f"{RESULT_PREFIX}{partition(execution)}.{execution}"
 
 
 def is_result_subject(subject: str) -> bool:
+    if subject.startswith(APP_PREFIX):
+        return subject.split(".", 4)[3] == "result"
     return subject.startswith(RESULT_PREFIX)
 
 
@@ -145,6 +169,7 @@ _ATOMIC_STREAMS = {
     "in": INBOX_STREAM,
     "sched": INBOX_STREAM,
     "result": INBOX_STREAM,
+    "app": INBOX_STREAM,
     "task": TASKS_STREAM,
 }
 _SUMMARY_PREFIX = f"$KV.{EXECUTIONS_BUCKET}."
@@ -166,7 +191,11 @@ def atomic_stream(subject: str) -> str | None:
 
 
 def execution_from_subject(subject: str) -> str:
-    """``natsflow.in.<id>`` or ``natsflow.result.<partition>.<id>`` -> ``<id>``."""
+    """``natsflow.in.<id>`` or ``natsflow.result.<partition>.<id>`` -> ``<id>`` (and the
+    same under ``natsflow.app.<app>.``)."""
+    if subject.startswith(APP_PREFIX):
+        parts = subject.split(".", 5)
+        return parts[5] if parts[3] == "result" else subject.split(".", 4)[4]
     if subject.startswith(RESULT_PREFIX):
         return subject.split(".", 3)[3]
     return subject.split(".", 2)[2]
@@ -189,7 +218,7 @@ def stream_configs(
         ),
         api.StreamConfig(
             name=INBOX_STREAM,
-            subjects=["natsflow.in.>", "natsflow.sched.>", RESULT_SUBJECTS],
+            subjects=["natsflow.in.>", "natsflow.sched.>", RESULT_SUBJECTS, APP_SUBJECTS],
             storage=file,
             retention=api.RetentionPolicy.WORK_QUEUE,
             allow_msg_schedules=True,
@@ -403,3 +432,35 @@ async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
             return await js.key_value(bucket)
         except BucketNotFoundError:
             raise unavailable(what, "the bucket is not provisioned yet") from None
+
+
+async def provision_app(
+    js: JetStreamContext, app: str, step_subjects: list[str], *, ack_wait: float
+) -> None:
+    """The consumers of a code app: its executions' inbox and results, and its steps'
+    tasks (every step's subject: a work queue refuses overlapping filters, so no other
+    consumer may filter them). Safe to run on each start of each of its processes."""
+    with unavailable_as(f"create the consumers of app {app}"):
+        await js.add_consumer(
+            INBOX_STREAM,
+            api.ConsumerConfig(
+                durable_name=app_consumer(app),
+                filter_subject=f"{APP_PREFIX}{app}.>",
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ack_wait,
+                max_ack_pending=20000,
+                max_waiting=512,
+            ),
+        )
+        if step_subjects:
+            await js.add_consumer(
+                TASKS_STREAM,
+                api.ConsumerConfig(
+                    durable_name=app_steps_consumer(app),
+                    filter_subjects=step_subjects,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=ack_wait,
+                    max_ack_pending=20000,
+                    max_waiting=512,
+                ),
+            )

@@ -1,0 +1,42 @@
+"""Code workflows: ``@workflow`` and ``@step`` in Python, replayed from the event history.
+
+Pure parts (the API, values, the decider) import ``events`` and ``manifests``
+only; the process that runs an app lives in ``natsflow.actors.apps``.
+"""
+
+from natsflow.code.api import (
+    NotInWorkflow,
+    StepFailed,
+    gather,
+    logger,
+    now,
+    patched,
+    sleep,
+    start_child,
+    step,
+    uuid,
+    wait_for_signal,
+    workflow,
+)
+from natsflow.code.definition import CodeApp, load_app
+from natsflow.code.replay import CodeDecider
+from natsflow.code.values import NotStorable
+
+__all__ = [
+    "CodeApp",
+    "CodeDecider",
+    "NotInWorkflow",
+    "NotStorable",
+    "StepFailed",
+    "gather",
+    "load_app",
+    "logger",
+    "now",
+    "patched",
+    "sleep",
+    "start_child",
+    "step",
+    "uuid",
+    "wait_for_signal",
+    "workflow",
+]
