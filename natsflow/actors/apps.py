@@ -17,11 +17,11 @@ from types import ModuleType
 from typing import Any
 
 import anyio
+import nats
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-import nats
 from natsflow.actors.actions import ActionContext, ActionRegistry
 from natsflow.actors.execution import Executor
 from natsflow.actors.jetstream.definitions import Definitions
