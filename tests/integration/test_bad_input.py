@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
@@ -11,6 +12,8 @@ from natsflow.actors.jetstream.topology import DLQ_STREAM, inbox_subject, task_s
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
 from tests.integration.harness import running
+
+pytestmark = pytest.mark.sends_invalid_messages
 
 HELLO = Path(__file__).parents[2] / "manifests" / "examples" / "hello.yaml"
 

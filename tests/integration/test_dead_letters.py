@@ -20,6 +20,8 @@ from tests.eventually import eventually
 from tests.integration.harness import Engine, running
 from tests.integration.test_cli import natsflow
 
+pytestmark = pytest.mark.sends_invalid_messages
+
 HELLO = Path(__file__).parents[2] / "manifests" / "examples" / "hello.yaml"
 
 
