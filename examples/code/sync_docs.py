@@ -6,7 +6,7 @@
 
 The sandbox is a live handle (``Sandbox``: an open directory and an open log file),
 so it never crosses a durable boundary: ``create_sandbox`` returns a ``SandboxRef``
-(a msgspec Struct: the sandbox's name and path), and each later step reopens the
+(a msgspec Struct: the sandbox's name), and each later step reopens the
 sandbox from it, uses it and closes it, all inside that one step. A step that
 returned the ``Sandbox`` itself would fail with ``step create_sandbox of workflow
 sync_docs returned a Sandbox, which cannot be stored: ...``
@@ -42,10 +42,9 @@ def sandboxes() -> Path:
 
 
 class SandboxRef(msgspec.Struct, frozen=True):
-    """What may be stored of a sandbox: enough to reopen it in another step."""
+    """What may be stored of a sandbox: its name, enough to reopen it in another step."""
 
     name: str
-    path: str
 
 
 class Sandbox:
@@ -64,13 +63,13 @@ class Sandbox:
 
     @classmethod
     def open(cls, ref: SandboxRef) -> Sandbox:
-        path = Path(ref.path)
+        path = sandboxes() / ref.name
         if not path.is_dir():
-            raise FileNotFoundError(f"sandbox {ref.name} is gone ({ref.path})")
+            raise FileNotFoundError(f"sandbox {ref.name} is gone ({path})")
         return cls(path)
 
     def ref(self) -> SandboxRef:
-        return SandboxRef(name=self.path.name, path=str(self.path))
+        return SandboxRef(name=self.path.name)
 
     def write(self, name: str, text: str) -> int:
         target = self.path / "src" / name
@@ -112,8 +111,7 @@ class Pushed(msgspec.Struct, frozen=True):
 
 
 class Snapshot(msgspec.Struct, frozen=True):
-    id: str
-    archive: str
+    id: str  # the archive is <sandboxes>/<id>.tar.gz
     files: int
 
 
@@ -151,9 +149,9 @@ def snapshot(ref: SandboxRef) -> Snapshot:
         count = len(box.files())
     archive = sandboxes() / f"{ref.name}.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(ref.path, arcname=ref.name)
-    shutil.rmtree(ref.path, ignore_errors=True)
-    return Snapshot(id=ref.name, archive=str(archive), files=count)
+        tar.add(box.path, arcname=ref.name)
+    shutil.rmtree(box.path, ignore_errors=True)
+    return Snapshot(id=ref.name, files=count)
 
 
 @workflow(name="sync_docs", description="Create a sandbox, sync sources, push, snapshot.")
