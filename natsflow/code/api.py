@@ -94,6 +94,7 @@ class Gather:
     """Several durable calls at once; their results in the order given."""
 
     calls: tuple[Call, ...]
+    return_exceptions: bool = False  # failures (``StepFailed``) in the list, not raised
 
     def __await__(self) -> Generator[Any, Any, list[Any]]:
         results: list[Any] = yield self
@@ -274,8 +275,12 @@ def start_child(workflow: str | WorkflowDef[..., Any], input: Any = None) -> Awa
     return Call("child", name, data)
 
 
-def gather(*calls: Awaitable[Any]) -> Awaitable[list[Any]]:
-    """Run step calls, sleeps, waits and child workflows at once; their results in order."""
+def gather(*calls: Awaitable[Any], return_exceptions: bool = False) -> Awaitable[list[Any]]:
+    """Run step calls, sleeps, waits and child workflows at once; their results in order.
+
+    Once all have ended: the first failure is raised (``StepFailed``), or with
+    ``return_exceptions=True`` each failure takes its call's place in the list (as in
+    ``asyncio.gather``), so a fan-out can go on with what succeeded."""
     current("gather")
     for call in calls:
         if not isinstance(call, Call):
@@ -283,7 +288,7 @@ def gather(*calls: Awaitable[Any]) -> Awaitable[list[Any]]:
                 f"gather takes step calls, sleep, wait_for_signal and child workflows,"
                 f" not {type(call).__name__}"
             )
-    return Gather(tuple(calls))  # type: ignore[arg-type]
+    return Gather(tuple(calls), return_exceptions)  # type: ignore[arg-type]
 
 
 def now() -> float:

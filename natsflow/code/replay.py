@@ -295,6 +295,8 @@ class _Run:
         ]
         if any(o is None for o in outcomes):
             return None
+        if isinstance(request, Gather) and request.return_exceptions:
+            return [v if e is None else e for v, e in outcomes], None  # type: ignore[misc]
         for _, error in outcomes:  # type: ignore[misc]
             if error is not None:
                 return None, error

@@ -39,6 +39,7 @@ from natsflow.service.protocol import (
     StartRequest,
     request_from,
 )
+from natsflow.service.replay_cli import add_replay_parser, replay_command
 from natsflow.service.roles import add_auth_parser, auth_text
 from natsflow.service.steplines import step_line
 from natsflow.service.watch import follow, screen_for
@@ -142,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     _dlq_parser(sub)
     add_auth_parser(sub)
+    add_replay_parser(sub)
     sc = sub.add_parser("schema", help="print a message's JSON Schema (none: list the names)")
     sc.add_argument("name", nargs="?")
     return p
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
             print(auth_text(args), end="")
         elif args.command == "schema":
             _schema(args.name)
+        elif args.command == "replay":
+            sys.exit(replay_command(args))
         elif args.command in ("serve", "worker"):
             anyio.run(_serve, args, backend_options=_loop_options())
         elif args.command == "index":

@@ -40,6 +40,7 @@ class History(msgspec.Struct, frozen=True, kw_only=True):
     execution_id: str
     decisions: tuple[RecordedDecision, ...]
     final_state: ExecutionState
+    app: str | None = None  # a code workflow: the app's module (its decider is the code)
 
     def deployed(self) -> Workflow:
         """The manifest the history was recorded with, decoded as a stored definition."""
@@ -51,6 +52,10 @@ _decoder = msgspec.json.Decoder(History)
 
 def path_of(workflow: str) -> Path:
     return HERE / f"{workflow}.json"
+
+
+def code_path_of(workflow: str) -> Path:
+    return HERE / "code" / f"{workflow}.json"
 
 
 def read(path: Path) -> History:
@@ -73,6 +78,8 @@ def encode(history: History) -> bytes:
         b'"decisions": [\n' + b",\n".join(map(_decision, history.decisions)) + b"\n ]",
         b'"final_state": ' + _indented(_json(history.final_state)),
     ]
+    if history.app is not None:
+        entries.insert(4, b'"app": ' + _json(history.app))
     return b"{\n " + b",\n ".join(entries) + b"\n}\n"
 
 

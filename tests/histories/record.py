@@ -22,6 +22,11 @@ starting it. Its ``NotifyParent`` comes back to the parent as the
 Only the parent's decisions are recorded in its file; a child workflow that is
 an example itself (``entity-sync``) has a golden history of its own.
 
+Code workflows (``CODE_APPS``: ``examples.code.sync_docs``) are recorded the same
+way with their ``CodeDecider``, their steps run by the app's step registry, into
+``tests/histories/code/<workflow>.json`` (version ``golden``: the code hash
+follows the bytecode, so it is not recorded).
+
 Some deliveries change nothing, so that replay covers them too: the first
 task's result arrives twice, so do its progress report (the examples print no
 ``[PROGRESS]`` lines, so it is the one a worker may send) and the first timer
@@ -39,7 +44,9 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, assert_never
 
@@ -63,6 +70,7 @@ from natsflow.events.commands import (
     WriteSummary,
     commands_for,
 )
+from natsflow.events.decider import Decider
 from natsflow.events.messages import (
     AnyInbox,
     Cancel,
@@ -81,7 +89,7 @@ from natsflow.events.replay import RecordedDecision, replay
 from natsflow.manifests.decider import ManifestDecider
 from natsflow.manifests.loader import encode_workflow, load_manifest, manifest_version
 from natsflow.manifests.schema import Workflow
-from tests.histories.golden import EXAMPLES, FORMAT, History, encode, path_of
+from tests.histories.golden import EXAMPLES, FORMAT, History, code_path_of, encode, path_of
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z: a fixed clock, so every run records the same file
 # The input each example is started with.
@@ -91,7 +99,11 @@ INPUTS: dict[str, Any] = {
     "paginate": {"pages": 3},
     "sync-orchestrator": {"organisation": "acme", "sync_type": "full"},
     "entity-sync": {"organisation": "acme", "entity": "household", "pages": 3},
+    "sync_docs": {"repo": "acme/docs", "sources": ["intro.md", "api.md"]},
 }
+# Code workflows recorded too (module -> workflow), into tests/histories/code/.
+CODE_APPS = {"examples.code.sync_docs": "sync_docs"}
+CODE_VERSION = "golden"
 # How long an attempt takes on the simulated clock, by action.
 DURATIONS = {"noop": 0.01, "python": 0.05, "shell": 0.25}
 # The gap between a delivery and its repeat, and before the late ones after the end.
@@ -108,8 +120,9 @@ class Simulation:
         registry: ActionRegistry,
         execution_id: str,
         workflows: dict[str, Workflow] | None = None,
+        decider: Decider | None = None,
     ) -> None:
-        self.decider = ManifestDecider(workflow)
+        self.decider = decider or ManifestDecider(workflow)
         self.registry = registry
         self.workflows = workflows or {}  # what a ``workflow`` step may start, by name
         self.report: tuple[float, NotifyParent] | None = None  # a child's end, for its parent
@@ -278,6 +291,48 @@ async def record(workflow: Workflow, workflows: dict[str, Workflow] | None = Non
     )
 
 
+async def record_code(module: str) -> History:
+    """Run the code app ``module``'s workflow (its one, or ``CODE_APPS``' choice) in a
+    simulation, its steps run for real by the app's step registry (sandboxes of
+    sync_docs in a temporary directory); its history, checked by a replay."""
+    from natsflow.actors.apps import step_registry
+    from natsflow.code import load_app
+    from natsflow.code.definition import deployable
+    from natsflow.code.ids import code_execution_id
+    from natsflow.code.replay import CodeDecider
+
+    app = load_app([module])
+    name = CODE_APPS[module]
+    definition = app.workflows[name]
+    execution_id = code_execution_id(app.name, f"{name}-golden")
+    # The code hash follows the bytecode (a docstring, a Python version): not recorded,
+    # so the file changes only when the decisions do.
+    spec = replace(deployable(app, definition), code=CODE_VERSION)
+    decider = CodeDecider(app, definition)
+    with tempfile.TemporaryDirectory() as sandboxes:
+        os.environ["NATSFLOW_SANDBOXES"] = sandboxes
+        try:
+            simulation = Simulation(spec, step_registry(app), execution_id, decider=decider)
+            await simulation.run(Start(workflow=name, version=CODE_VERSION, input=INPUTS[name]))
+        finally:
+            del os.environ["NATSFLOW_SANDBOXES"]
+    state = simulation.state
+    if state.status != "completed":
+        raise RuntimeError(f"{name}: the recorded execution ended {state.status}: {state.error}")
+    if replay(CodeDecider(app, definition), execution_id, simulation.decisions) != state:
+        raise RuntimeError(f"{name}: the recording does not replay to its own state")
+    return History(
+        format=FORMAT,
+        workflow=name,
+        version=CODE_VERSION,
+        manifest=msgspec.Raw(encode_workflow(spec)),
+        execution_id=execution_id,
+        decisions=tuple(simulation.decisions),
+        final_state=state,
+        app=module,
+    )
+
+
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.histories.record", description=__doc__)
     parser.add_argument("workflows", nargs="*", help="example names (default: all)")
@@ -291,9 +346,11 @@ async def main(argv: list[str]) -> int:
         )
     workflows = {name: load_manifest(path) for name, path in manifests.items()}
     changed = 0
-    for name in args.workflows or manifests:
-        history = await record(workflows[name], workflows)
-        path = path_of(history.workflow)
+    histories = [await record(workflows[name], workflows) for name in args.workflows or manifests]
+    if not args.workflows:
+        histories.extend([await record_code(app) for app in CODE_APPS])
+    for history in histories:
+        path = code_path_of(history.workflow) if history.app else path_of(history.workflow)
         data = encode(history)
         old = path.read_bytes() if path.exists() else None
         verdict = "unchanged" if old == data else ("new" if old is None else "changed")

@@ -6,6 +6,7 @@
     natsflow.actors.jetstream  the JetStream adapter (the only code speaking NATS errors)
     natsflow.actors            execution actor, workers, actions, the start use case
     natsflow.service           CLI, HTTP, admin micro service, process wiring, client
+    natsflow.testing           users' test support: a test environment, the replayer
 
 Read from the source with ``ast``: nothing is imported to check it.
 """
@@ -26,6 +27,7 @@ LAYERS = (
     "natsflow.actors.jetstream",
     "natsflow.actors",
     "natsflow.service",
+    "natsflow.testing",
 )
 # The pure core does no I/O: no network, clock, randomness or event loop.
 PURE = ("natsflow.events", "natsflow.manifests", "natsflow.code")

@@ -1,0 +1,1 @@
+"""Runnable examples (``examples.code``: code workflows; ``workers/``: workers in other languages)."""
