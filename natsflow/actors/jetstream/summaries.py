@@ -125,6 +125,8 @@ class SummaryFeed:
                 with unavailable_as(what):
                     try:
                         msgs = await sub.fetch(MAX_BATCH, timeout=idle)
+                        if not msgs:  # only status messages (a request expired)
+                            raise NatsTimeout
                     except NatsTimeout:
                         idled += 1
                         if idled % CHECK_EVERY == 0:
