@@ -28,15 +28,15 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import msgspec
-import nats
 
+import nats
 from bench.common import Child, bench_server, kill_leftovers, natsflow_argv, run_main
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import provision, summary_subject
@@ -159,8 +159,7 @@ async def timed(queries: int, ask: object) -> list[float]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    directory = Path(f"/tmp/natsflow-bench-index-{os.getpid()}")
-    directory.mkdir(parents=True)
+    directory = Path(tempfile.mkdtemp(prefix="natsflow-bench-index-", dir="/tmp"))
     server = bench_server(directory, fsync=False)
     await server.start()
     result: dict[str, object] = {"executions": args.executions, "sleepers": args.sleepers}
@@ -207,9 +206,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 deadline = time.monotonic() + 600
                 while True:
                     serve.check_alive()
-                    running = await client.ls_page(
-                        status="running", workflow="sleeper", count=True
-                    )
+                    running = await client.ls_page(status="running", workflow="sleeper", count=True)
                     active = metric(metrics(http), "natsflow_active_actors")
                     if running.count == args.sleepers and active == 0:
                         break

@@ -10,7 +10,8 @@ restart goes on from the sequence it stored. The bucket keeps one revision per
 execution, so reading from 0 reads the latest summary of every execution: a
 rebuild is a catch-up from 0.
 
-A delete or purge of a key (retention) is a change with no summary; a summary
+A delete of a key is a change with no summary; retention's purge marker carries
+the execution's tombstone (status ``expired``) as its summary; a summary
 that cannot be decoded is a change carrying the decoder's reason.
 """
 
@@ -30,6 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from natsflow.actors.jetstream.errors import unavailable_as
+from natsflow.actors.jetstream.retention import tombstone_of
 from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET, summary_subject
 from natsflow.events.errors import Unavailable, Undecodable
 from natsflow.events.views import ExecutionSummary
@@ -159,8 +161,8 @@ def change_of(msg: Msg) -> SummaryChange:
     seq = msg.metadata.sequence.stream
     execution = msg.subject.removeprefix(_PREFIX)
     operation = (msg.headers or {}).get("KV-Operation")
-    if operation in _DELETES:
-        return SummaryChange(seq=seq, execution=execution)
+    if operation in _DELETES:  # retention's marker carries the tombstone row
+        return SummaryChange(seq=seq, execution=execution, summary=tombstone_of(msg.data))
     try:
         return SummaryChange(seq=seq, execution=execution, summary=_decoder.decode(msg.data))
     except msgspec.DecodeError as exc:
