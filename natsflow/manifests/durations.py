@@ -8,7 +8,7 @@ from fractions import Fraction
 
 __all__ = ["DURATION_HINT", "format_duration", "parse_duration"]
 
-DURATION_HINT = "use e.g. 500ms, 2s, 5m, 1h, 30d"
+DURATION_HINT = "use e.g. 500ms, 2s, 5m, 1h"
 _UNITS = {
     "ms": Fraction(1, 1000),
     "s": Fraction(1),
