@@ -209,6 +209,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.retention_expired = Counter(
+            "natsflow_retention_expired_total",
+            "Finished executions removed from the streams past their workflow's retention.",
+            ["workflow"],
+            registry=r,
+        )
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def on_refresh(self, refresh: Callable[[], Awaitable[None]]) -> None:

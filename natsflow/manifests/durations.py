@@ -1,4 +1,4 @@
-"""Durations in manifests: ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"`` or seconds."""
+"""Durations in manifests: ``"250ms"``, ``"2s"``, ``"1.5m"``, ``"1h30m"``, ``"30d"`` or seconds."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from fractions import Fraction
 __all__ = ["DURATION_HINT", "format_duration", "parse_duration"]
 
 DURATION_HINT = "use e.g. 500ms, 2s, 5m, 1h"
-_UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
+_UNITS = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+    "d": Fraction(86400),  # retention: 30d
+}
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?"
-_DURATION = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h))+")
-_PART = re.compile(rf"({_NUMBER})(ms|s|m|h)")
+_DURATION = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
+_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
 
 
 def parse_duration(value: str | float | int) -> float:

@@ -137,6 +137,9 @@ class Workflow(_Spec, frozen=True):
     triggers: tuple[Trigger, ...] = ()
     idempotency_key: str | None = None
     enabled: bool = True
+    # A finished execution's events, snapshot and summary are removed this long after it
+    # finished (``actors.retention``); none: kept until deleted by hand.
+    retention: PositiveSeconds | None = None
     # Contracts of custom actions by name (``actions: {billing.charge: {input: ..}}``).
     actions: dict[str, ActionContract] = msgspec.field(default_factory=dict)
     # A code workflow (``natsflow.code``): the app whose process runs it, and a hash of its code.

@@ -30,6 +30,7 @@ from natsflow.actors.jetstream.presence import (
 )
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import read_summary
+from natsflow.actors.jetstream.retention import read_summary_or_tombstone
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.summaries import SummaryFeed
 from natsflow.actors.jetstream.topology import (
@@ -43,6 +44,7 @@ from natsflow.actors.jetstream.topology import (
 )
 from natsflow.actors.metrics import Metrics
 from natsflow.actors.queue_gauges import QueueGauges
+from natsflow.actors.retention import Retention
 from natsflow.actors.scheduler import Scheduler
 from natsflow.actors.starter import Starter
 from natsflow.actors.triggers import Triggers
@@ -236,8 +238,12 @@ async def serve(
         # under fsync); R3 batches go through raft, not measured yet.
         group_commit = config.durability == "fsync"
         publisher = Publisher(nc, group_commit=group_commit)
+        # An expired execution's tombstone counts as started: its key never starts it anew.
         starter = Starter(
-            definitions, publisher, IdempotencyKeys(js, publisher), partial(read_summary, js)
+            definitions,
+            publisher,
+            IdempotencyKeys(js, publisher),
+            partial(read_summary_or_tombstone, js),
         )
         index = (
             ExecutionIndex(
@@ -292,6 +298,11 @@ async def serve(
                 )
                 await tg.start(scheduler.run)
                 await tg.start(Waits(nc, js, publisher).run)  # subject waits
+                if index is not None:  # one instance at a time sweeps: actors.retention
+                    retention = Retention(
+                        nc, js, definitions, index, metrics, every=config.retention_every
+                    )
+                    await tg.start(retention.run)
                 service = await start_admin_service(nc, operations.handle, tg)
             if config.workers:
                 pool = WorkerPool(

@@ -76,6 +76,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     actor_idle_timeout: float = 30.0
     """Seconds an execution actor stays in memory without messages before passivation."""
 
+    retention_every: float = 60.0
+    """Seconds between retention sweeps (one instance at a time does each: ``actors.retention``)."""
+
     max_active_actors: int = 10000
     """Most execution actors held in memory; the least recently used are passivated."""
 
@@ -212,6 +215,7 @@ _FIELDS: dict[str, _Kind] = {
     "cancel_grace": _float_kind(positive=True),
     "actor_idle_timeout": _float_kind(positive=True),
     "max_active_actors": _int_kind(1),
+    "retention_every": _float_kind(positive=True),
     "snapshot_every": _int_kind(1),
     "archive": _BOOL,
     "feed": _BOOL,
@@ -234,6 +238,7 @@ ENV_VARS: dict[str, str] = {
     "NATSFLOW_CANCEL_GRACE": "cancel_grace",
     "NATSFLOW_ACTOR_IDLE_TIMEOUT": "actor_idle_timeout",
     "NATSFLOW_MAX_ACTIVE_ACTORS": "max_active_actors",
+    "NATSFLOW_RETENTION_EVERY": "retention_every",
     "NATSFLOW_SNAPSHOT_EVERY": "snapshot_every",
     "NATSFLOW_ARCHIVE": "archive",
     "NATSFLOW_FEED": "feed",

@@ -27,6 +27,7 @@ from natsflow.actors.jetstream.deadletters import DeadLetterStore
 from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.reads import archive_exists, read_summary
+from natsflow.actors.jetstream.retention import expired_message, expired_summary
 from natsflow.actors.jetstream.store import EventStore
 from natsflow.actors.jetstream.topology import ARCHIVE_STREAM, inbox_subject
 from natsflow.actors.starter import Starter
@@ -230,7 +231,7 @@ class Operations:
             state = parked_state(state, str(problem), await self._summary(execution_id))
             parked = parked_at(problem)
         elif state.status == "pending":
-            raise NotFound(f"execution {execution_id!r} not found")
+            raise await self._missing(execution_id)
         plan: Plan = ()
         try:
             workflow = await self._definitions.get(state.workflow, state.version)
@@ -251,6 +252,13 @@ class Operations:
         if summary is not None and summary.error and summary.error.startswith("parked: "):
             return msgspec.structs.replace(view, error=summary.error)
         return view
+
+    async def _missing(self, execution_id: str) -> NotFound:
+        """Not found: saying when it expired if retention removed it."""
+        tombstone = await expired_summary(self._js, execution_id)
+        if tombstone is not None:
+            return NotFound(expired_message(execution_id, tombstone))
+        return NotFound(f"execution {execution_id!r} not found")
 
     async def _queues(self, state: ExecutionState) -> dict[str, ActionQueue]:
         """The task queues of the custom actions ``state`` has scheduled steps of (read
@@ -301,7 +309,7 @@ class Operations:
                 " stored since its start, and is parked as failed otherwise",
             )
         if not events and snapshot is None:
-            raise NotFound(f"execution {execution_id!r} not found")
+            raise await self._missing(execution_id)
         if snapshot is None:
             return History(execution_id=execution_id, events=events)
         seq, state, covers = snapshot

@@ -116,7 +116,7 @@ def test_reports_every_problem_with_exact_paths() -> None:
     assert problems_of(doc) == [
         'name: expected str matching ^[a-z0-9][a-z0-9_-]{0,63}$, got "Bad Name"',
         "colour: unknown field (expected one of: name, steps, description, input, output, "
-        "triggers, idempotency_key, enabled, actions)",
+        "triggers, idempotency_key, enabled, retention, actions)",
         'steps.fetch.retry.attempts: expected int >= 1 and <= 1000, got "x"',
         'steps.fetch.retry.delay: invalid duration "soon" (use e.g. 500ms, 2s, 5m, 1h)',
         "steps.fetch.timeout: expected duration > 0, got 0",

@@ -58,6 +58,9 @@ CREATE INDEX IF NOT EXISTS by_start ON executions (started_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS by_status ON executions (status, started_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS by_workflow ON executions (workflow, started_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS by_parent ON executions (parent) WHERE parent IS NOT NULL;
+-- retention's candidates: finished, not expired yet, oldest first per workflow
+CREATE INDEX IF NOT EXISTS by_finished ON executions (workflow, finished_at)
+    WHERE finished_at IS NOT NULL AND status != 'expired';
 """
 
 _COLUMNS = (
@@ -307,3 +310,23 @@ def _summary(row: Any) -> ExecutionSummary:
         trigger=trigger,
         idempotency_key=key,
     )
+
+
+async def expirable(
+    db: aiosqlite.Connection, workflow: str, before: float, limit: int
+) -> list[str]:
+    """Up to ``limit`` executions of ``workflow`` that finished before ``before`` and are
+    not expired yet, oldest first (retention's candidates; the summary is checked again)."""
+    sql = (
+        "SELECT id FROM executions WHERE workflow = ? AND finished_at IS NOT NULL"
+        " AND status != 'expired' AND finished_at < ? ORDER BY finished_at LIMIT ?"
+    )
+    async with db.execute(sql, (workflow, before, limit)) as cursor:
+        return [str(row[0]) for row in await cursor.fetchall()]
+
+
+async def row(db: aiosqlite.Connection, execution: str) -> ExecutionSummary | None:
+    """The index's row of ``execution``, if it has one."""
+    async with db.execute(f"SELECT {_COLUMNS} FROM executions WHERE id = ?", (execution,)) as c:
+        found = await c.fetchone()
+    return None if found is None else _summary(found)

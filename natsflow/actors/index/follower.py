@@ -220,6 +220,14 @@ class ExecutionIndex:
     async def stats(self, query: ExecutionFilter) -> list[tuple[str, str, int]]:
         return await db.stats(self._connection(), query)
 
+    async def expirable(self, workflow: str, before: float, limit: int) -> list[str]:
+        """Retention's candidates of ``workflow`` (``db.expirable``)."""
+        return await db.expirable(self._connection(), workflow, before, limit)
+
+    async def row(self, execution: str) -> ExecutionSummary | None:
+        """This index's row of ``execution`` (an expired one's tombstone included)."""
+        return await db.row(self._connection(), execution)
+
 
 async def rebuild(path: Path, feed: SummaryFeed, steps_in: StepsIn) -> int:
     """``natsflow index rebuild``: empty the index at ``path`` and fill it again from the

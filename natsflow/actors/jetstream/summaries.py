@@ -3,20 +3,22 @@
 Every summary put (``WriteSummary``) is a message on the stream under the KV
 bucket ``natsflow_executions`` (``KV_natsflow_executions``), and its stream
 sequence is a total order over all of them. ``SummaryFeed.changes(after)`` reads
-that stream from ``after + 1`` with an ordered consumer and yields batches of
+that stream from ``after + 1`` with a pull consumer and yields batches of
 ``SummaryChange``: the index applies each batch and the last sequence in one
 SQLite transaction, so it applies every change exactly once and in order, and a
 restart goes on from the sequence it stored. The bucket keeps one revision per
 execution, so reading from 0 reads the latest summary of every execution: a
 rebuild is a catch-up from 0.
 
-A delete or purge of a key (retention) is a change with no summary; a summary
+A delete of a key is a change with no summary; retention's purge marker carries
+the execution's tombstone (status ``expired``) as its summary; a summary
 that cannot be decoded is a change carrying the decoder's reason.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -25,10 +27,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from natsflow.actors.jetstream.errors import unavailable_as
+from natsflow.actors.jetstream.retention import tombstone_of
 from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET, summary_subject
 from natsflow.events.errors import Unavailable, Undecodable
 from natsflow.events.views import ExecutionSummary
@@ -42,8 +45,10 @@ _decoder = msgspec.json.Decoder(ExecutionSummary)
 
 MAX_BATCH = 2000
 """Most changes in one batch (one SQLite transaction)."""
-PENDING_LIMIT = 500_000
-"""Most changes delivered and not applied yet (a catch-up's read-ahead)."""
+CONSUMER_IDLE = 60.0
+"""Seconds without a pull request after which the server drops the reader's consumer."""
+CHECK_EVERY = 10
+"""Idle batches between checks that the reader's consumer still exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,31 +97,53 @@ class SummaryFeed:
 
     async def changes(self, after: int, *, idle: float = 1.0) -> AsyncGenerator[Batch]:
         """Batches of changes from stream sequence ``after + 1`` on, forever; an empty
-        batch after ``idle`` seconds without a change (the caller checks its file then)."""
+        batch after ``idle`` seconds without a change (the caller checks its file then).
+
+        A pull consumer read a batch at a time: at most ``MAX_BATCH`` messages are ever
+        held here, however far behind the index is (a push consumer's read-ahead held up
+        to the whole catch-up). A gap in the consumer's own sequence (a message lost
+        on the way) or a consumer gone raises ``Unavailable``: the caller reads again
+        from the last change it applied."""
         what = f"follow the summaries in {SUMMARIES_STREAM}"
+        name = f"natsflow_index_{secrets.token_hex(8)}"
         with unavailable_as(what):
-            sub = await self._js.subscribe(
+            sub = await self._js.pull_subscribe(
                 f"{_PREFIX}>",
                 stream=SUMMARIES_STREAM,
-                ordered_consumer=True,
                 config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
+                    name=name,
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=after + 1,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=CONSUMER_IDLE,
+                    mem_storage=True,
                 ),
-                # The server's flow control paces delivery, but not to the queue's length:
-                # a short queue drops messages (slow consumer) and stalls the catch-up.
-                pending_msgs_limit=PENDING_LIMIT,
+                pending_msgs_limit=2 * MAX_BATCH,
             )
+        delivered = 0  # the consumer's sequence of the last message read: no gaps
+        idled = 0
         try:
             while True:
                 with unavailable_as(what):
                     try:
-                        first = await sub.next_msg(timeout=idle)
+                        msgs = await sub.fetch(MAX_BATCH, timeout=idle)
+                        if not msgs:  # only status messages (a request expired)
+                            raise NatsTimeout
                     except NatsTimeout:
+                        idled += 1
+                        if idled % CHECK_EVERY == 0:
+                            await sub.consumer_info()  # NotFound (Unavailable) when gone
                         yield Batch(changes=(), pending=0)
                         continue
-                    msgs = [first]
-                    while len(msgs) < MAX_BATCH and sub.pending_msgs > 0:
-                        msgs.append(await sub.next_msg(timeout=idle))
+                idled = 0
+                for msg in msgs:
+                    consumer_seq = msg.metadata.sequence.consumer
+                    if consumer_seq != delivered + 1:
+                        raise Unavailable(
+                            f"{what}: message {delivered + 1} of the reader missed"
+                            f" (got {consumer_seq}): reading again"
+                        )
+                    delivered = consumer_seq
                 yield Batch(
                     changes=tuple(change_of(msg) for msg in msgs),
                     pending=msgs[-1].metadata.num_pending,
@@ -125,16 +152,17 @@ class SummaryFeed:
             try:
                 with unavailable_as(what):
                     await sub.unsubscribe()
-            except Unavailable:
-                pass  # the connection is gone, and the consumer with it
+                    await self._js.delete_consumer(SUMMARIES_STREAM, name)
+            except (Unavailable, NotFoundError):
+                pass  # the connection or the consumer is gone already
 
 
 def change_of(msg: Msg) -> SummaryChange:
     seq = msg.metadata.sequence.stream
     execution = msg.subject.removeprefix(_PREFIX)
     operation = (msg.headers or {}).get("KV-Operation")
-    if operation in _DELETES:
-        return SummaryChange(seq=seq, execution=execution)
+    if operation in _DELETES:  # retention's marker carries the tombstone row
+        return SummaryChange(seq=seq, execution=execution, summary=tombstone_of(msg.data))
     try:
         return SummaryChange(seq=seq, execution=execution, summary=_decoder.decode(msg.data))
     except msgspec.DecodeError as exc:

@@ -15,6 +15,8 @@ Every subject natsflow owns starts with ``natsflow.``:
 - ``natsflow.cron.<workflow>.<i>`` the next due time of schedule trigger ``i``: one ``@at``
                                  message schedule (stream NATSFLOW_SCHEDULES, work queue)
 - ``natsflow.fire.<workflow>.<i>`` what that schedule publishes when due (same stream)
+- ``natsflow.retention.every`` / ``.sweep`` the retention sweeps' ``@every`` schedule and
+                                 its fires (same stream, consumer natsflow-retention)
 - ``natsflow.task.<action>``     step attempts for workers (stream NATSFLOW_TASKS, work queue)
 - ``natsflow.dlq.<reason>``      what could not be processed (stream NATSFLOW_DLQ)
 - ``natsflow.api.<verb>``        the admin micro service (``natsflow.service.protocol``)
@@ -48,6 +50,7 @@ ARCHIVE_STREAM = "NATSFLOW_ARCHIVE"
 ACTORS_CONSUMER = "natsflow-actors"
 WORKERS_CONSUMER = "natsflow-workers"
 SCHEDULER_CONSUMER = "natsflow-scheduler"
+RETENTION_CONSUMER = "natsflow-retention"
 
 WORKFLOWS_BUCKET = "natsflow_workflows"
 EXECUTIONS_BUCKET = "natsflow_executions"
@@ -157,6 +160,12 @@ def fire_subject(workflow: str, index: int) -> str:
     return f"natsflow.fire.{workflow}.{index}"
 
 
+RETENTION_SCHEDULE = "natsflow.retention.every"
+"""The ``@every`` message schedule of retention sweeps (stream NATSFLOW_SCHEDULES)."""
+RETENTION_SWEEPS = "natsflow.retention.sweep"
+"""What that schedule publishes: one sweep, taken by one instance (``RETENTION_CONSUMER``)."""
+
+
 def dlq_subject(reason: str) -> str:
     return f"natsflow.dlq.{reason}"
 
@@ -237,7 +246,7 @@ def stream_configs(
         ),
         api.StreamConfig(
             name=SCHEDULES_STREAM,
-            subjects=["natsflow.cron.>", "natsflow.fire.>"],
+            subjects=["natsflow.cron.>", "natsflow.fire.>", "natsflow.retention.>"],
             storage=file,
             retention=api.RetentionPolicy.WORK_QUEUE,
             allow_msg_schedules=True,
@@ -347,6 +356,16 @@ async def _provision(
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             max_ack_pending=1000,
+        ),
+    )
+    await js.add_consumer(
+        SCHEDULES_STREAM,
+        api.ConsumerConfig(
+            durable_name=RETENTION_CONSUMER,
+            filter_subject=RETENTION_SWEEPS,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=1,  # one sweep at a time, across every instance
         ),
     )
     for bucket in (WORKFLOWS_BUCKET, EXECUTIONS_BUCKET, IDEMPOTENCY_BUCKET, WAITS_BUCKET):
