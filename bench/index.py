@@ -35,8 +35,8 @@ import urllib.request
 from pathlib import Path
 
 import msgspec
-
 import nats
+
 from bench.common import Child, bench_server, kill_leftovers, natsflow_argv, run_main
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import provision, summary_subject
