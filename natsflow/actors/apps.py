@@ -63,6 +63,16 @@ class CodeDeciders:
             decider = self._deciders[workflow] = CodeDecider(self._app, definition)
         return decider
 
+    def forget(self, execution: str) -> None:
+        """Drop the kept coroutine of ``execution``: a passivated execution holds no memory
+        here either (its next message replays it from the snapshot and tail)."""
+        for decider in self._deciders.values():
+            decider.forget(execution)
+
+    def kept(self) -> int:
+        """Suspended coroutines kept in memory now (sticky executions)."""
+        return sum(d.kept() for d in self._deciders.values())
+
     def replays(self) -> int:
         """Fresh replays so far (sticky coroutines make them rare)."""
         return sum(d.replays for d in self._deciders.values())
