@@ -218,6 +218,11 @@ class Worker:
             self._tg.cancel_scope.cancel()
         finally:
             await self._tg.__aexit__(None, None, None)
+            log.info(
+                "app %s stopped: %d fresh replays (sticky coroutines spare the rest)",
+                self.app.name,
+                self.deciders.replays(),
+            )
             if self._own_nc and self._nc is not None:
                 await self._nc.drain()
 
