@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import shutil
@@ -48,7 +49,12 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 import natsflow
-from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET, TASKS_STREAM, WORKERS_CONSUMER
+from natsflow.actors.jetstream.topology import (
+    EXECUTIONS_BUCKET,
+    TASKS_STREAM,
+    WORKERS_CONSUMER,
+    app_steps_consumer,
+)
 from natsflow.service.embedded import EmbeddedServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,6 +233,9 @@ class StackOptions:
     ready_timeout: float = 30.0
     fsync: bool = False
     """nats-server with ``sync_interval: always``: every acknowledged write on disk."""
+    app: str | None = None
+    """A code app's module: the worker is ``natsflow worker --app APP`` (its process
+    decides its executions and runs its steps; serve only answers the admin API)."""
 
 
 class Stack:
@@ -244,6 +253,7 @@ class Stack:
         self.serve: Child | None = None
         self.worker: Child | None = None
         self.nc: Client | None = None
+        self.final_logs: dict[str, str] = {}  # each child's whole log, once it stopped
 
     @property
     def url(self) -> str:
@@ -295,6 +305,15 @@ class Stack:
             "natsflow serve", self._argv("serve"), self._env(0), self.dir / "serve.log"
         )
         await self._wait_serve_ready(self.serve)
+        if self.options.app is not None:
+            self.worker = Child(
+                "natsflow worker --app",
+                [*self._argv("worker"), "--app", self.options.app],
+                self._env(self.options.workers),
+                self.dir / "worker.log",
+            )
+            await self._wait_app_ready(self.worker)
+            return
         self.worker = Child(
             "natsflow worker",
             self._argv("worker"),
@@ -348,6 +367,23 @@ class Stack:
 
         await self._wait_until(child, "a waiting pull request on natsflow-workers", ready)
 
+    async def _wait_app_ready(self, child: Child) -> None:
+        assert self.nc is not None
+        assert self.options.app is not None
+        js = self.nc.jetstream(timeout=2)
+        consumer = app_steps_consumer(importlib.import_module(self.options.app).NATSFLOW_APP)
+
+        async def ready() -> bool:
+            if "natsflow worker ready" not in child.log_text():
+                return False
+            try:
+                info = await js.consumer_info(TASKS_STREAM, consumer)
+            except Exception:
+                return False
+            return (info.num_waiting or 0) > 0
+
+        await self._wait_until(child, f"a waiting pull request on {consumer}", ready)
+
     async def _stop(self) -> None:
         # Shielded: clean-up must finish even though the main task was cancelled.
         await asyncio.shield(self._stop_all())
@@ -360,6 +396,7 @@ class Stack:
                 except BaseException as exc:  # keep stopping the rest
                     print(f"stopping {child.name}: {exc!r}", file=sys.stderr)
                     continue
+                self.final_logs[child.name] = child.log_text()
                 if code not in (0, -signal.SIGTERM, None):
                     print(
                         f"{child.name} exited with code {code}; log tail:\n{child.log_tail(1500)}",

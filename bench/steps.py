@@ -1,7 +1,7 @@
 """Throughput: steps/s of a 10-step sequential noop workflow, many executions at once.
 
     .venv/bin/python bench/steps.py [--executions 200] [--steps 10] [--reps 3] [--uvloop]
-                                    [--profile DIR]
+                                    [--profile DIR] [--code]
 
 Topology (bench/common.py): nats-server + ``natsflow serve`` (actors only) +
 ``natsflow worker`` (256 slots) as separate processes, this script as the client.
@@ -9,6 +9,11 @@ Each repetition starts ``--executions`` executions as fast as it can (start
 requests pipelined, at most ``--concurrency`` in flight) and waits until one KV
 watcher over ``natsflow_executions`` has seen every one of them terminal.
 steps/s = executions x steps / (last completion seen - first start request sent).
+
+``--code`` runs the same chain as a code workflow (``bench/code_app.py``, ``@workflow``
+and ``@step``) in a ``natsflow worker --app bench.code_app`` process in place of the
+worker (serve then only answers the admin API), and reports the app's fresh replays
+per execution (sticky coroutines: about one per execution, not one per step).
 
 One JSON line per repetition and one aggregate line (median/min/max) are printed,
 then a short human summary. ``--profile DIR`` runs one extra, uncounted repetition
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,6 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python bench/steps.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.code_app import WORKFLOW as CODE_WORKFLOW
 from bench.common import (
     Attached,
     Perf,
@@ -65,6 +72,7 @@ async def run_batch(
     executions: int,
     concurrency: int,
     within: float,
+    steps: int = 10,
 ) -> dict[str, Any]:
     """Start ``executions`` at once, wait for all; timings relative to the first start."""
     assert stack.nc is not None
@@ -73,7 +81,7 @@ async def run_batch(
 
     async def one(i: int) -> str:
         async with sem:
-            return await start(nc, workflow, {"i": i})
+            return await start(nc, workflow, {"i": i, "steps": steps})
 
     t0 = time.perf_counter()
     ids = await asyncio.gather(*(one(i) for i in range(executions)))
@@ -95,16 +103,25 @@ async def run_batch(
 
 async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[str, Any]]:
     steps_total = args.executions * args.steps
-    workflow = f"bench-chain{args.steps}"
+    workflow = CODE_WORKFLOW if args.code else f"bench-chain{args.steps}"
+    kind = "code" if args.code else "noop"
     records: list[dict[str, Any]] = []
-    async with Stack(options) as stack:
+    stack = Stack(options)
+    async with stack:
         assert stack.nc is not None
-        await deploy(stack.nc, chain_manifest(workflow, args.steps))
+        if not args.code:  # the code app deploys its own workflow
+            await deploy(stack.nc, chain_manifest(workflow, args.steps))
         watcher = await StatusWatcher.open(stack.nc)
         try:
             if args.warmup:
                 await run_batch(
-                    stack, watcher, workflow, args.warmup, args.concurrency, args.timeout
+                    stack,
+                    watcher,
+                    workflow,
+                    args.warmup,
+                    args.concurrency,
+                    args.timeout,
+                    args.steps,
                 )
             clean: list[dict[str, Any]] = []
             dirty: list[dict[str, Any]] = []
@@ -118,14 +135,20 @@ async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[
                 counts0 = await stack.message_counts()
                 meter = stack.meter().start()
                 batch = await run_batch(
-                    stack, watcher, workflow, args.executions, args.concurrency, args.timeout
+                    stack,
+                    watcher,
+                    workflow,
+                    args.executions,
+                    args.concurrency,
+                    args.timeout,
+                    args.steps,
                 )
                 m = meter.stop(t_end=batch["t_end"])
                 counts1 = await stack.message_counts()
                 rate = steps_total / m["wall_s"]
                 rec: dict[str, Any] = {
                     "bench": BENCH,
-                    "variant": f"{args.executions} executions x {args.steps} noop steps",
+                    "variant": f"{args.executions} executions x {args.steps} {kind} steps",
                     "rep": rep,
                     "steps_per_s": rate,
                     "executions_per_s": args.executions / m["wall_s"],
@@ -148,6 +171,7 @@ async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[
                 rec = {k: (rnd(v) if isinstance(v, float) else v) for k, v in rec.items()}
                 emit(rec)
                 (dirty if rec["contaminated"] else clean).append(rec)
+                args.executed = len(clean) + len(dirty)
             dirty.sort(key=lambda r: float(r["other_cpu_pct"]))
             records = clean + dirty[: max(0, args.reps - len(clean))]
             if args.profile:
@@ -158,7 +182,29 @@ async def measure(args: argparse.Namespace, options: StackOptions) -> list[dict[
                 await instrumented_run(stack, watcher, workflow, args, "perf")
         finally:
             await watcher.close()
+    if args.code:
+        emit_replays(stack.final_logs.get("natsflow worker --app", ""), args)
     return records
+
+
+def emit_replays(log: str, args: argparse.Namespace) -> None:
+    """The app's fresh replays (logged when it stops) per execution it ran."""
+    found = re.search(r"stopped: (\d+) fresh replays", log)
+    if found is None:
+        print("the app's replay count is not in its log", file=sys.stderr)
+        return
+    executions = args.warmup + args.executed * args.executions
+    replays = int(found.group(1))
+    emit(
+        {
+            "bench": BENCH,
+            "variant": "code replays",
+            "replays": replays,
+            "executions": executions,
+            "steps_per_execution": args.steps,
+            "replays_per_execution": rnd(replays / executions),
+        }
+    )
 
 
 async def instrumented_run(
@@ -181,7 +227,10 @@ async def instrumented_run(
     executions = args.executions * (args.profile_scale if tool != "strace" else 1)
     try:
         await asyncio.sleep(1.0)  # the tools attach
-        await run_batch(stack, watcher, workflow, executions, args.concurrency, args.timeout * 5)
+        await run_batch(
+            stack, watcher, workflow, executions, args.concurrency, args.timeout * 5, args.steps
+        )
+        args.executed += executions // args.executions  # counted in the replays per execution
     finally:
         for tool_proc in attached.values():
             await tool_proc.stop()
@@ -213,9 +262,15 @@ def main() -> None:
     parser.add_argument(
         "--profile-scale", type=int, default=3, help="executions x this in the profiled rep"
     )
+    parser.add_argument(
+        "--code", action="store_true", help="the chain as a code workflow (bench/code_app.py)"
+    )
     add_stack_arguments(parser)
     args = parser.parse_args()
+    args.executed = 0
     options = stack_options(args)
+    if args.code:
+        options.app = "bench.code_app"
     for directory in (args.profile, args.strace, args.perf):
         if directory:
             Path(directory).mkdir(parents=True, exist_ok=True)
@@ -227,7 +282,8 @@ def main() -> None:
     agg.pop("rep", None)
     summary = {
         "bench": BENCH,
-        "variant": f"{args.executions} executions x {args.steps} noop steps (aggregate)",
+        "variant": f"{args.executions} executions x {args.steps} "
+        f"{'code' if args.code else 'noop'} steps (aggregate)",
         "loop": "uvloop" if options.uvloop else "asyncio",
         "reps": len(records),
         "contaminated_reps_used": sum(1 for r in records if r["contaminated"]),

@@ -63,6 +63,16 @@ class CodeDeciders:
             decider = self._deciders[workflow] = CodeDecider(self._app, definition)
         return decider
 
+    def forget(self, execution: str) -> None:
+        """Drop the kept coroutine of ``execution``: a passivated execution holds no memory
+        here either (its next message replays it from the snapshot and tail)."""
+        for decider in self._deciders.values():
+            decider.forget(execution)
+
+    def kept(self) -> int:
+        """Suspended coroutines kept in memory now (sticky executions)."""
+        return sum(d.kept() for d in self._deciders.values())
+
     def replays(self) -> int:
         """Fresh replays so far (sticky coroutines make them rare)."""
         return sum(d.replays for d in self._deciders.values())
@@ -208,6 +218,11 @@ class Worker:
             self._tg.cancel_scope.cancel()
         finally:
             await self._tg.__aexit__(None, None, None)
+            log.info(
+                "app %s stopped: %d fresh replays (sticky coroutines spare the rest)",
+                self.app.name,
+                self.deciders.replays(),
+            )
             if self._own_nc and self._nc is not None:
                 await self._nc.drain()
 

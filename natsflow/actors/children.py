@@ -58,16 +58,16 @@ class Children:
             return await self._not_started(command, str(exc), "child_not_started", retryable=True)
         if started.created:
             return None
-        child = await self._load(command.child)
+        child = await self._load(started.execution_id)  # a code app's child: routed to it
         if child.status not in TERMINAL_EXECUTION:
             return None  # running: it reports when it ends
         error = None
         if child.status != "completed":
-            text = f"{command.child} {child.status}: {child.error}"
+            text = f"{started.execution_id} {child.status}: {child.error}"
             error = ErrorInfo(message=text, kind=f"child_{child.status}", retryable=False)
         report = ChildEnded(
             step=command.step,
-            child=command.child,
+            child=started.execution_id,
             status=child.status,
             output=child.output,
             error=error,
@@ -112,8 +112,9 @@ class Children:
     async def cancel(self, command: CancelChild) -> asyncio.Future[int]:
         """Cancel a child still running (one that ended meanwhile ignores it)."""
         body = json_encoder.encode(Cancel(reason=command.reason))
+        child = await self._starter.routed_child(command.child, command.workflow)
         return await self._publisher.send(
-            inbox_subject(command.child), body, {"Nats-Msg-Id": f"cancel:{command.child}"}
+            inbox_subject(child), body, {"Nats-Msg-Id": f"cancel:{child}"}
         )
 
     async def _send(self, execution: str, report: ChildEnded, msg_id: str) -> asyncio.Future[int]:

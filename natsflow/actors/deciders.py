@@ -23,6 +23,10 @@ class DeciderSource(Protocol):
         """The decider of ``workflow`` at ``version``; ``NotFound`` if it is not deployed."""
         ...
 
+    def forget(self, execution: str) -> None:
+        """Drop what a decider keeps of ``execution`` in memory (the actor passivated)."""
+        ...
+
 
 class Deciders:
     """Deciders by (workflow, version); versions never change, so they are kept."""
@@ -38,3 +42,6 @@ class Deciders:
             decider = ManifestDecider(await self._definitions.get(workflow, version))
             self._cache[(workflow, version)] = decider
         return decider
+
+    def forget(self, execution: str) -> None:
+        """Nothing to drop: a manifest decider keeps nothing per execution."""

@@ -183,6 +183,7 @@ class ExecutionActor:
         if len(self._mailbox):
             return False
         self._system.forget(self)  # before any further await: no message can be routed here now
+        self._system.deciders.forget(self.execution)  # a kept coroutine too: bounded memory
         return True
 
     async def _handle(self, msg: Msg) -> None:

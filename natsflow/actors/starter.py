@@ -11,8 +11,8 @@ from natsflow.actors.jetstream.definitions import Definitions
 from natsflow.actors.jetstream.idempotency import IdempotencyKeys
 from natsflow.actors.jetstream.publisher import Publisher
 from natsflow.actors.jetstream.topology import inbox_subject
-from natsflow.code.ids import code_execution_id
-from natsflow.events.errors import InputError, InvalidInput
+from natsflow.code.ids import app_of, code_execution_id
+from natsflow.events.errors import InputError, InvalidInput, NotFound
 from natsflow.events.ids import ENTROPY_BYTES, new_execution_id
 from natsflow.events.messages import Start, json_encoder
 from natsflow.events.model import ParentLink, TriggerInfo
@@ -144,6 +144,18 @@ class Starter:
                 execution_id=execution, workflow=workflow, version=existing.version, created=False
             )
         version, definition = await self._definitions.latest(workflow)
+        if definition.app is not None and app_of(execution) is None:
+            # A code app's workflow: its id routes to the app (a manifest parent's pure
+            # decider named it without the prefix; ``is_routed_child`` matches it).
+            execution = code_execution_id(definition.app, execution)
+            existing = await self._summaries(execution)
+            if existing is not None:
+                return Started(
+                    execution_id=execution,
+                    workflow=workflow,
+                    version=existing.version,
+                    created=False,
+                )
         if not definition.enabled:
             raise InputError(f"workflow {workflow!r} is disabled (enabled: false)")
         self.check_input(version, definition, input)
@@ -154,3 +166,14 @@ class Starter:
             {"Nats-Msg-Id": f"start:{execution}"},
         )
         return Started(execution_id=execution, workflow=workflow, version=version, created=True)
+
+    async def routed_child(self, child: str, workflow: str | None) -> str:
+        """Where a child recorded as ``child`` lives: ``<app>==<child>`` when ``workflow``
+        is (now) a code app's (as ``start_child`` routed it), else ``child``."""
+        if workflow is None or app_of(child) is not None:
+            return child
+        try:
+            _, definition = await self._definitions.latest(workflow)
+        except NotFound:
+            return child
+        return code_execution_id(definition.app, child) if definition.app else child

@@ -128,6 +128,10 @@ class CodeDecider:
             _, old = self._runs.popitem(last=False)
             old.close()
 
+    def kept(self) -> int:
+        """How many suspended coroutines are kept now."""
+        return len(self._runs)
+
     def forget(self, execution: str) -> None:
         """Drop the kept coroutine of ``execution`` (the actor passivated it)."""
         run = self._runs.pop(execution, None)

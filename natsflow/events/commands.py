@@ -136,6 +136,7 @@ class CancelChild(Command, frozen=True, tag="cancel_child"):
 
     child: str
     reason: str
+    workflow: str | None = None  # the child's workflow: a code app's child is routed to it
 
 
 class NotifyParent(Command, frozen=True, tag="notify_parent"):
@@ -445,7 +446,15 @@ def _family(before: ExecutionState, after: ExecutionState) -> list[AnyCommand]:
             and step.attempts[-1].kind == "cancelled"
         )
         if step.child and in_flight and now.status not in _SETTLED:
-            out.append(CancelChild(execution_id=execution, child=step.child, reason=reason))
+            workflow = step.input.get("workflow") if isinstance(step.input, dict) else None
+            out.append(
+                CancelChild(
+                    execution_id=execution,
+                    child=step.child,
+                    reason=reason,
+                    workflow=workflow if isinstance(workflow, str) else None,
+                )
+            )
     return out
 
 

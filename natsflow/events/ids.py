@@ -70,3 +70,13 @@ def _child_id(parent: str, step: str, iteration: int) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return f"{parent}={name}=={digest}"
     return f"{parent}={step}={iteration}" if iteration else f"{parent}={step}"
+
+
+def is_routed_child(recorded: str, actual: str) -> bool:
+    """Whether ``actual`` is the child a parent recorded as ``recorded``: the same id,
+    or that id routed to a code app (``<app>==<recorded>``: the starter prefixes a child
+    whose workflow is a code app's, which the parent's pure decider cannot know)."""
+    if actual == recorded:
+        return True
+    head, sep, rest = actual.partition("==")
+    return bool(sep and head and "=" not in head and rest == recorded)

@@ -29,6 +29,16 @@ class ActionQueue(msgspec.Struct, frozen=True, kw_only=True):
 def worker_wanted(queue: ActionQueue) -> str | None:
     """Why a scheduled step of ``queue.action`` has not started, if it is for want of a
     worker: no worker pulls while tasks are queued (or the consumer is gone)."""
+    app = _app_of(queue.consumer)
+    if app is not None:  # a code app's step: its own processes serve it
+        if not queue.exists:
+            return f"waiting for a process of app {app} (natsflow worker --app): none ever ran"
+        if queue.pulling == 0 and queue.queued > 0:
+            return (
+                f"waiting for a process of app {app} to run {queue.action}"
+                f" (natsflow worker --app), {queue.queued} steps of the app queued"
+            )
+        return None
     if not queue.exists:
         return (
             f"waiting for a worker of {queue.action}: its consumer {queue.consumer} is missing"
@@ -36,4 +46,11 @@ def worker_wanted(queue: ActionQueue) -> str | None:
         )
     if queue.pulling == 0 and queue.queued > 0:
         return f"waiting for a worker of {queue.action}, {queue.queued} queued"
+    return None
+
+
+def _app_of(consumer: str) -> str | None:
+    """The app of a code app's steps consumer (``natsflow-app-<app>-steps``), else None."""
+    if consumer.startswith("natsflow-app-") and consumer.endswith("-steps"):
+        return consumer[len("natsflow-app-") : -len("-steps")]
     return None

@@ -10,6 +10,7 @@ gives no facts.
 from __future__ import annotations
 
 from natsflow.events.errors import ExpressionError
+from natsflow.events.ids import is_routed_child
 from natsflow.events.messages import (
     AnyInbox,
     Cancel,
@@ -240,7 +241,7 @@ def _child_result(state: ExecutionState, message: ChildEnded) -> Result | None:
     whether trying again may help (a deploy may come meanwhile).
     """
     step = state.steps.get(message.step)
-    if step is None or step.child != message.child:
+    if step is None or step.child is None or not is_routed_child(step.child, message.child):
         return None
     attempt = message.attempt if message.attempt is not None else step.attempt
     if not awaits_result(state, message.step, attempt, step.iteration):

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from natsflow.actors.index import ExecutionIndex
 from natsflow.actors.jetstream.action_queues import (
     action_queue,
+    app_steps_queue,
     custom_actions,
     ensure_action_consumers,
 )
@@ -239,6 +240,8 @@ class Operations:
             total = sum(1 for step in state.steps.values() if step.parent is None)
         else:
             total, plan = len(workflow.steps), plan_of(workflow)
+        if app_of(execution_id) is not None:  # a code workflow: only the calls it made
+            total, plan = sum(1 for step in state.steps.values() if step.parent is None), ()
         queues = await self._queues(state)
         view = execution_view(state, loaded.last_seq, total, parked, plan, queues)
         if state.status == "running" and app_of(execution_id) is not None:
@@ -271,8 +274,12 @@ class Operations:
             if step.status == "scheduled" and is_custom_action(step.action)
         }
         queues: dict[str, ActionQueue] = {}
+        app = app_of(state.execution_id)
         for action in sorted(wanted):
             try:
+                if app is not None and action.startswith(f"{app}."):  # the app's steps
+                    queues[action] = await app_steps_queue(self._js, app, action)
+                    continue
                 queues[action] = await action_queue(self._js, action)
             except Unavailable:
                 continue

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from natsflow.actors.jetstream.errors import unavailable_as
-from natsflow.actors.jetstream.topology import TASKS_STREAM, task_subject
+from natsflow.actors.jetstream.topology import TASKS_STREAM, app_steps_consumer, task_subject
 from natsflow.events.queues import ActionQueue
 from natsflow.manifests.custom import action_of_token, action_token, is_custom_action
 from natsflow.manifests.schema import Workflow
@@ -31,6 +31,7 @@ __all__ = [
     "action_consumer",
     "action_queue",
     "action_queues",
+    "app_steps_queue",
     "custom_actions",
     "ensure_action_consumers",
 ]
@@ -103,10 +104,23 @@ async def action_queues(js: JetStreamContext) -> dict[str, ActionQueue]:
     return out
 
 
-def _queue(action: str, info: api.ConsumerInfo) -> ActionQueue:
+async def app_steps_queue(js: JetStreamContext, app: str, action: str) -> ActionQueue:
+    """The queue a code app's step ``action`` waits in: the app's steps consumer
+    (``natsflow-app-<app>-steps``, every step of the app; ``exists`` False until a
+    process of the app has started once)."""
+    consumer = app_steps_consumer(app)
+    with unavailable_as(f"read the consumer {consumer} on {TASKS_STREAM}"):
+        try:
+            info = await js.consumer_info(TASKS_STREAM, consumer)
+        except NotFoundError:
+            return ActionQueue(action=action, consumer=consumer, exists=False)
+    return _queue(action, info, consumer)
+
+
+def _queue(action: str, info: api.ConsumerInfo, consumer: str | None = None) -> ActionQueue:
     return ActionQueue(
         action=action,
-        consumer=action_consumer(action),
+        consumer=consumer or action_consumer(action),
         queued=info.num_pending or 0,
         pulling=info.num_waiting or 0,
         in_hand=info.num_ack_pending or 0,

@@ -1,0 +1,98 @@
+"""Child workflows across the two kinds, against a real nats-server: a manifest's
+``workflow`` step starts a code workflow (its id is routed to the app:
+``<app>==<parent>=<step>``), and a code workflow starts a manifest child; cancelling a
+manifest parent cancels its code child in the app."""
+
+from __future__ import annotations
+
+import natsflow
+from natsflow.events.errors import NotFound
+from natsflow.service.embedded import EmbeddedServer
+from tests.eventually import eventually
+from tests.integration import children_app, code_app
+from tests.integration.harness import running
+
+MANIFEST_PARENT = """
+name: manifest-parent
+steps:
+  run:
+    action: workflow
+    with: {workflow: kids_leaf, input: {n: "${{ input.n }}"}}
+output: {child: "${{ steps.run.output }}"}
+"""
+
+MANIFEST_LEAF = """
+name: manifest-leaf
+steps:
+  echo:
+    action: noop
+    with: {got: "${{ input.n }}"}
+output: "${{ steps.echo.output }}"
+"""
+
+WAITING_PARENT = """
+name: manifest-waits
+steps:
+  run:
+    action: workflow
+    with: {workflow: itest_docs, input: {name: "${{ input.name }}"}}
+"""
+
+
+async def test_a_manifest_starts_a_code_child_routed_to_its_app(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with (
+        running(nats_server) as engine,
+        natsflow.Worker(nats_server.url, app=children_app, ack_wait=2.0),
+    ):
+        await engine.deploy(MANIFEST_PARENT)
+        execution = await engine.start("manifest-parent", {"n": 21})
+        done = await engine.wait_done(execution)
+        # The parent's pure decider recorded the child without the app (it cannot know
+        # the child is code); the starter routed it to the app.
+        assert done["steps"]["run"]["child"] == f"{execution}=run"
+        child = f"kids=={execution}=run"
+        shown = await engine.show(child)
+    assert done["status"] == "completed", done
+    assert done["output"] == {"child": {"doubled": 42}}
+    assert shown["status"] == "completed"
+    assert shown["parent"]["execution_id"] == execution
+
+
+async def test_a_code_workflow_starts_a_manifest_child(nats_server: EmbeddedServer) -> None:
+    async with (
+        running(nats_server) as engine,
+        natsflow.Worker(nats_server.url, app=children_app, ack_wait=2.0),
+    ):
+        await engine.deploy(MANIFEST_LEAF)
+        execution = await engine.start("kids_parent", {"n": 5})
+        done = await engine.wait_done(execution)
+    assert done["status"] == "completed", done
+    assert done["output"] == {"from_manifest": {"got": 5}}
+    child = done["steps"]["~child:manifest-leaf#0"]["child"]
+    assert "==" not in child  # a manifest child: the service's own executor decides it
+
+
+async def test_cancelling_a_manifest_parent_cancels_its_code_child(
+    nats_server: EmbeddedServer,
+) -> None:
+    async with (
+        running(nats_server) as engine,
+        natsflow.Worker(nats_server.url, app=code_app, ack_wait=2.0),
+    ):
+        await engine.deploy(WAITING_PARENT)
+        execution = await engine.start("manifest-waits", {"name": "kid"})
+        child = f"itest=={execution}=run"
+
+        async def waiting() -> None:
+            try:
+                shown = await engine.show(child)
+            except NotFound as exc:
+                raise AssertionError(str(exc)) from None
+            assert shown["steps"].get("~signal:approve#3", {}).get("status") == "waiting"
+
+        await eventually(waiting, within=15)
+        await engine.client.cancel(execution)
+        done = await engine.wait_done(child)
+    assert done["status"] == "cancelled", done
