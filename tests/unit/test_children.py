@@ -161,7 +161,10 @@ def test_cancelling_the_parent_cancels_the_running_child() -> None:
     _, commands = parent.send(Cancel(reason="operator"))
     assert parent.state.status == "cancelled"
     expected = CancelChild(
-        execution_id=PARENT, child=f"{PARENT}=sync", reason=f"parent {PARENT} cancelled"
+        execution_id=PARENT,
+        child=f"{PARENT}=sync",
+        reason=f"parent {PARENT} cancelled",
+        workflow=parent.state.steps["sync"].input["workflow"],  # a code child: its app
     )
     assert expected in commands
     assert expected in pending_commands(parent.state)  # a redelivery sends it again
