@@ -70,7 +70,11 @@ class ExecutionIndex:
         try:
             while True:
                 if not self._take_lock():
-                    await self._watch_other_follower()
+                    try:
+                        await self._watch_other_follower()
+                    except Unavailable as exc:  # as the follower does: NATS comes back
+                        log.warning("execution index: %s; retrying in 1s", exc)
+                        await anyio.sleep(1)
                     continue
                 try:
                     await self._follow()
