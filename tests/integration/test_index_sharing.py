@@ -11,11 +11,12 @@ import nats
 
 from natsflow.actors.index import INDEX_FILE, ExecutionIndex
 from natsflow.actors.jetstream.summaries import StreamPosition, SummaryFeed
-from natsflow.actors.jetstream.topology import provision
+from natsflow.actors.jetstream.topology import EXECUTIONS_BUCKET, provision
 from natsflow.events.errors import Unavailable
 from natsflow.events.listing import ExecutionFilter
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
+from tests.integration.harness import Engine, connect, running
 from tests.integration.test_index import synthetic, write_summaries
 
 
@@ -73,3 +74,41 @@ async def test_the_instance_that_does_not_follow_outlives_a_nats_outage(
     finally:
         await follower_nc.close()
         await other_nc.close()
+
+
+async def test_a_summaries_stream_created_anew_and_longer_is_followed_from_its_start(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    async with running(nats_server, data_dir=str(data)) as engine:
+        await write_summaries(engine.nc, synthetic(10, prefix="old"))
+        await eventually(lambda: _counted(engine, 10), within=20)
+        # The bucket is made anew (a new server, a deleted stream) while no service runs...
+    async with connect(nats_server.url) as engine:
+        await engine.nc.jetstream().delete_key_value(EXECUTIONS_BUCKET)
+        await provision(engine.nc.jetstream(), ack_wait=30)
+        # ... and holds more changes than the file's cursor: only its start time tells.
+        await write_summaries(engine.nc, synthetic(25, prefix="new"))
+    async with running(nats_server, data_dir=str(data)) as engine:
+        await eventually(lambda: _counted(engine, 25), within=20)
+        rows = await engine.client.ls_page(limit=100)
+        assert {r.execution_id.split("-")[0] for r in rows.executions} == {"new"}
+
+
+async def _counted(engine: Engine, n: int) -> None:
+    assert (await engine.client.ls_page(count=True)).count == n
+
+
+async def test_a_summaries_stream_created_anew_while_followed_is_followed_from_its_start(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    async with running(nats_server, data_dir=str(tmp_path / "data")) as engine:
+        await write_summaries(engine.nc, synthetic(10, prefix="old"))
+        await eventually(lambda: _counted(engine, 10), within=20)
+        js = engine.nc.jetstream()
+        await js.delete_key_value(EXECUTIONS_BUCKET)
+        await provision(js, ack_wait=30)
+        await write_summaries(engine.nc, synthetic(25, prefix="new"))
+        await eventually(lambda: _counted(engine, 25), within=30)
+        rows = await engine.client.ls_page(limit=100)
+        assert {r.execution_id.split("-")[0] for r in rows.executions} == {"new"}

@@ -163,6 +163,11 @@ class ExecutionIndex:
                     if (await db.read_state(connection)).generation != state.generation:
                         raise db.Stale
                     self._set_lag(None, 0)
+                    # Or the stream made anew (its bucket deleted and provisioned again):
+                    # nats-py's ordered consumer would go on at our cursor in the new one.
+                    now = await self._feed.position()
+                    if now is not None and now.created != state.stream:
+                        return  # _follow again: it starts the new stream from 0
 
     async def _apply(
         self, connection: aiosqlite.Connection, changes: tuple[SummaryChange, ...]
