@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from natsflow.code.api import StepDef, WorkflowDef
+from natsflow.manifests.custom import RESERVED_NAMESPACES
 from natsflow.manifests.schema import Step, Workflow
 
 APP_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
@@ -44,6 +45,11 @@ class CodeApp:
             raise ValueError(
                 f"app name {self.name!r}: lowercase letters, digits and -, starting with a"
                 " letter, at most 32 characters"
+            )
+        if self.name in RESERVED_NAMESPACES:  # its steps would be natsflow's actions
+            raise ValueError(
+                f"app name {self.name!r}: reserved for natsflow's own actions"
+                f" ({self.name}.<step> would be one)"
             )
 
     def add(self, item: WorkflowDef[..., Any] | StepDef[..., Any]) -> None:

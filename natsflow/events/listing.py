@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -43,9 +44,13 @@ def parse_time(field: str, text: str) -> TimeBound:
     if match := _AGO.match(text):
         return TimeBound("ago", float(match[1]) * _UNIT[match[2]])
     try:
-        return TimeBound("at", float(text))
+        at = float(text)
     except ValueError:
         pass
+    else:  # float() also reads nan and inf, which no start time compares with
+        if math.isfinite(at):
+            return TimeBound("at", at)
+        raise ValueError(f"{field}: {TIME_HINT}, got {text!r}")
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

@@ -70,7 +70,11 @@ class ExecutionIndex:
         try:
             while True:
                 if not self._take_lock():
-                    await self._watch_other_follower()
+                    try:
+                        await self._watch_other_follower()
+                    except Unavailable as exc:  # as the follower does: NATS comes back
+                        log.warning("execution index: %s; retrying in 1s", exc)
+                        await anyio.sleep(1)
                     continue
                 try:
                     await self._follow()
@@ -159,6 +163,11 @@ class ExecutionIndex:
                     if (await db.read_state(connection)).generation != state.generation:
                         raise db.Stale
                     self._set_lag(None, 0)
+                    # Or the stream made anew (its bucket deleted and provisioned again):
+                    # nats-py's ordered consumer would go on at our cursor in the new one.
+                    now = await self._feed.position()
+                    if now is not None and now.created != state.stream:
+                        return  # _follow again: it starts the new stream from 0
 
     async def _apply(
         self, connection: aiosqlite.Connection, changes: tuple[SummaryChange, ...]

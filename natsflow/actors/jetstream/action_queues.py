@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from natsflow.actors.jetstream.errors import unavailable_as
 from natsflow.actors.jetstream.topology import TASKS_STREAM, app_steps_consumer, task_subject
+from natsflow.events.errors import Conflict
 from natsflow.events.queues import ActionQueue
 from natsflow.manifests.custom import action_of_token, action_token, is_custom_action
 from natsflow.manifests.schema import Workflow
@@ -70,11 +71,24 @@ async def ensure_action_consumers(
 ) -> None:
     """Create (or bring up to date) the consumer of each custom action in ``actions``.
 
-    Raises ``Unavailable`` when NATS does not answer.
+    Raises ``Unavailable`` when NATS does not answer, ``Conflict`` when another consumer
+    already takes the action's tasks (a code app's steps are the actions ``<app>.<step>``).
     """
     for action in actions:
         with unavailable_as(f"create the consumer {action_consumer(action)} on {TASKS_STREAM}"):
-            await js.add_consumer(TASKS_STREAM, consumer_config(action, ack_wait))
+            try:
+                await js.add_consumer(TASKS_STREAM, consumer_config(action, ack_wait))
+            except BadRequestError as exc:
+                if exc.err_code != _NOT_UNIQUE:
+                    raise
+                raise Conflict(
+                    f"action {action}: its tasks' subject {task_subject(action)} is already"
+                    f" consumed by another consumer of {TASKS_STREAM} (a code app's step"
+                    " <app>.<step> is one): name the action differently"
+                ) from None
+
+
+_NOT_UNIQUE = 10100  # "filtered consumer not unique on workqueue stream"
 
 
 async def action_queue(js: JetStreamContext, action: str) -> ActionQueue:
