@@ -199,13 +199,17 @@ class Worker:
         return self
 
     async def _setup(self, js: JetStreamContext) -> None:
-        await provision(js, ack_wait=self._ack_wait)
+        subjects = [task_subject(step_action(self.app.name, s)) for s in sorted(self.app.steps)]
+        try:  # natsflow provisioned already (by the service): only the app's consumers,
+            # so that an app process needs no right to natsflow's streams (role ``app``)
+            await provision_app(js, self.app.name, subjects, ack_wait=self._ack_wait)
+        except NotFound:
+            await provision(js, ack_wait=self._ack_wait)
+            await provision_app(js, self.app.name, subjects, ack_wait=self._ack_wait)
         definitions = Definitions(js)
         for definition in self.app.workflows.values():
             version, _ = await definitions.deploy(deployable(self.app, definition))
             self.versions[definition.name] = version
-        subjects = [task_subject(step_action(self.app.name, s)) for s in sorted(self.app.steps)]
-        await provision_app(js, self.app.name, subjects, ack_wait=self._ack_wait)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._tg is not None

@@ -117,13 +117,18 @@ class StepDef(Generic[P, R]):
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._hints: dict[str, Any] | None = None
 
     def hints(self) -> dict[str, Any]:
-        """Parameter and return type hints (resolved lazily: forward references)."""
+        """Parameter and return type hints (resolved lazily: forward references; kept
+        once resolved, as resolving them costs more than the rest of a step call)."""
+        if self._hints is not None:
+            return self._hints
         try:
-            return get_type_hints(self.fn)
+            self._hints = get_type_hints(self.fn)
         except (NameError, TypeError):
             return {}
+        return self._hints
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         ctx = current(f"step {self.name}")
@@ -167,14 +172,18 @@ class WorkflowDef(Generic[P, R]):
         self.input = input
         self.description = description or (inspect.getdoc(fn) or "").split("\n", 1)[0]
         self.params = list(inspect.signature(fn).parameters)
+        self._input_type: Any = _MISSING
 
     def input_type(self) -> Any:
         if not self.params:
             return None
+        if self._input_type is not _MISSING:  # resolved once (see ``StepDef.hints``)
+            return self._input_type
         try:
-            return get_type_hints(self.fn).get(self.params[0], Any)
+            self._input_type = get_type_hints(self.fn).get(self.params[0], Any)
         except (NameError, TypeError):
             return Any
+        return self._input_type
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         """Inside a workflow: run this one as a child and await its output."""

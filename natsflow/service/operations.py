@@ -232,6 +232,9 @@ class Operations:
             state = parked_state(state, str(problem), await self._summary(execution_id))
             parked = parked_at(problem)
         elif state.status == "pending":
+            routed = await self._code_child(execution_id)
+            if routed is not None:  # as its manifest parent printed it: the app's child
+                return await self.show(routed)
             raise await self._missing(execution_id)
         plan: Plan = ()
         try:
@@ -247,6 +250,26 @@ class Operations:
         if state.status == "running" and app_of(execution_id) is not None:
             view = await self._parked_code(view)
         return view
+
+    async def _code_child(self, execution_id: str) -> str | None:
+        """The routed id ``<app>==<id>`` of a code child that a manifest parent recorded as
+        ``<parent>=<step>`` (its pure decider cannot know the child is code), else None:
+        the parent is found by the id's prefixes, the workflow by the step's params."""
+        if app_of(execution_id) is not None or "=" not in execution_id:
+            return None
+        parent = execution_id
+        while "=" in parent:
+            parent = parent.rsplit("=", 1)[0]
+            state = (await self._store.load(parent, partial=True)).state
+            if state.status == "pending":
+                continue
+            for step in state.steps.values():
+                if step.child == execution_id and isinstance(step.input, dict):
+                    workflow = step.input.get("workflow")
+                    routed = await self._starter.routed_child(execution_id, workflow)
+                    return routed if routed != execution_id else None
+            return None
+        return None
 
     async def _parked_code(self, view: ExecutionView) -> ExecutionView:
         """A code execution its app's code does not replay (``NondeterminismError``) is

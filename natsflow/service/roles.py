@@ -17,6 +17,8 @@ test keeps the two equal). ``natsflow auth`` prints them.
 - ``operator``: the whole admin API ``natsflow.api.>`` and ``$SRV.>``; reads the
   event feed, and watches an execution's events and summary (``watch``, ``start
   --wait``) through ordered consumers.
+- ``app``: the process of a code app (``natsflow worker --app M``, ``natsflow.Worker``):
+  see ``_app``.
 - ``viewer``: the read-only admin verbs (``READ_VERBS``) and what ``operator``
   reads; no verb that changes anything.
 
@@ -36,19 +38,25 @@ import msgspec
 
 from natsflow.actors.jetstream.action_queues import action_consumer
 from natsflow.actors.jetstream.topology import (
+    APP_PREFIX,
     CANCEL_SUBJECTS,
     EVENTS_STREAM,
     EXECUTIONS_BUCKET,
+    INBOX_STREAM,
     RESULT_SUBJECTS,
     TASKS_STREAM,
+    WORKFLOWS_BUCKET,
+    app_consumer,
+    app_steps_consumer,
     task_subject,
 )
+from natsflow.code.definition import step_action
 from natsflow.events.errors import InputError
 from natsflow.manifests.actions import ACTIONS
 from natsflow.manifests.custom import custom_action_problem
 from natsflow.service.protocol import API_PREFIX, REQUEST_TYPES
 
-Role = Literal["service", "worker", "trigger", "operator", "viewer"]
+Role = Literal["service", "worker", "trigger", "operator", "viewer", "app"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 READ_VERBS = frozenset(
@@ -58,6 +66,7 @@ READ_VERBS = frozenset(
 ``REQUEST_TYPES`` changes something (a test checks that each verb is decided)."""
 
 FEED_SUBJECTS = "natsflow.feed.>"
+FEED_PREFIX = "natsflow.feed."
 """The event feed (``natsflow.feed.<workflow>.<execution>``, issue 10's open contract)."""
 
 REPLIES = "_INBOX.>"
@@ -85,11 +94,20 @@ class Permissions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def permissions(
-    role: str, *, actions: Sequence[str] = (), subjects: Sequence[str] = ()
+    role: str,
+    *,
+    actions: Sequence[str] = (),
+    subjects: Sequence[str] = (),
+    app: str = "",
+    steps: Sequence[str] = (),
+    workflows: Sequence[str] = (),
 ) -> Permissions:
     """The permissions of ``role``: ``actions`` for a worker, ``subjects`` for a trigger
-    publisher. Raises ``InputError`` naming what is missing or wrong."""
+    publisher, ``app`` with its ``steps`` and ``workflows`` for a code app's process. Raises ``InputError``
+    naming what is missing or wrong."""
     match role:
+        case "app":
+            return _app(app, steps, workflows)
         case "service":
             return Permissions(
                 role=role,
@@ -160,6 +178,60 @@ def _trigger(subjects: Sequence[str]) -> Permissions:
     )
 
 
+def _app(app: str, steps: Sequence[str], workflows: Sequence[str]) -> Permissions:
+    """A code app's process: its executions' actors and its steps' workers.
+
+    It pulls (and acks) its own two consumers, ``natsflow-app-<app>`` (its inbox and
+    results, ``natsflow.app.<app>.>``, which it also publishes to: a step's result, a
+    timer's target) and ``natsflow-app-<app>-steps`` (its steps' tasks), creating or
+    updating them at start; deploys its workflows (the workflows bucket); and writes
+    what an execution's actor writes. Execution ids are one subject token, and NATS
+    wildcards match whole tokens, so the events, snapshots, summaries and timers of
+    "this app's executions only" cannot be said: those lines name any execution's.
+    The same holds for the service's inbox ``natsflow.in.*``, needed for children of the
+    other kind (a manifest child's start, a manifest parent's ``child_ended``). Not
+    allowed: other apps' consumers and inboxes (so no code child in another app), the
+    admin API, the service's consumers, other actions' tasks, the dead letters."""
+    if not app or (problem := custom_action_problem(f"{app}.step")) is not None or "." in app:
+        raise InputError(f"app: {app!r} is not an app name (--app NAME): {problem or 'a dot'}")
+    if not workflows:
+        raise InputError(f"app: app {app} has no @workflow (--app MODULE)")
+    publish = [f"{APP_PREFIX}{app}.>"]
+    for stream, consumer in (
+        (INBOX_STREAM, app_consumer(app)),
+        (TASKS_STREAM, app_steps_consumer(app)),
+    ):
+        publish += [
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"$JS.ACK.{stream}.{consumer}.>",
+        ]
+    publish += [task_subject(step_action(app, step)) for step in steps]
+    publish += [f"{FEED_PREFIX}{workflow}.*.*" for workflow in workflows]
+    publish += [
+        # A child of the other kind: a manifest child's start, a manifest parent's
+        # child_ended (the service's inbox; ids are one token, so any execution's).
+        "natsflow.in.*",
+        "natsflow.ev.*",
+        "natsflow.snap.*",
+        "natsflow.sched.*.*",
+        f"$KV.{EXECUTIONS_BUCKET}.*",
+        f"$KV.{WORKFLOWS_BUCKET}.>",
+        f"$JS.API.STREAM.INFO.KV_{WORKFLOWS_BUCKET}",
+        f"$JS.API.DIRECT.GET.KV_{WORKFLOWS_BUCKET}.>",
+        f"$JS.API.STREAM.INFO.KV_{EXECUTIONS_BUCKET}",
+        f"$JS.API.DIRECT.GET.KV_{EXECUTIONS_BUCKET}.>",
+        f"$JS.API.DIRECT.GET.{EVENTS_STREAM}",
+    ]
+    return Permissions(
+        role="app",
+        publish=tuple(publish),
+        subscribe=(REPLIES, CANCEL_SUBJECTS),
+        about=f"code app {app} (natsflow worker --app): its consumers, executions and steps",
+    )
+
+
 def _watching() -> tuple[str, ...]:
     """What ``watch`` (an ordered consumer of an execution's events) and ``start --wait``
     (a watch of its summary in the executions bucket) need: ephemeral consumers on
@@ -201,6 +273,11 @@ EXAMPLE_USERS: tuple[tuple[str, str, Permissions], ...] = (
     ("shop", "trigger-secret", permissions("trigger", subjects=["shop.orders.>"])),
     ("ops", "operator-secret", permissions("operator")),
     ("dashboard", "viewer-secret", permissions("viewer")),
+    (
+        "docs",
+        "app-secret",
+        permissions("app", app="docs", steps=["fetch", "publish"], workflows=["sync_docs"]),
+    ),
 )
 
 
@@ -246,9 +323,13 @@ def unclassified_verbs() -> list[str]:
 def add_auth_parser(sub: Any) -> None:
     """``natsflow auth``: print a role's user entry for nats-server's config."""
     a = sub.add_parser("auth", help="print the NATS permissions of a role (nats-server config)")
-    a.add_argument("--role", choices=ROLES, help="service, worker, trigger, operator, viewer")
+    a.add_argument("--role", choices=ROLES, help=", ".join(ROLES))
     a.add_argument("--actions", default="", help="worker: the custom actions it serves (a,b)")
     a.add_argument("--subjects", default="", help="trigger: the subjects it publishes to (a,b)")
+    a.add_argument(
+        "--app", action="append", default=[], help="app: its module, as for worker --app"
+    )
+    a.add_argument("--app-name", help="app: its name (default: the module's NATSFLOW_APP)")
     a.add_argument("--user", help="the user name (default: the role)")
     a.add_argument("--password", default="CHANGE-ME", help="the password to write")
     a.add_argument("--example", action="store_true", help="a whole config, one user per role")
@@ -261,10 +342,31 @@ def auth_text(args: Any) -> str:
         return example_config()
     if args.role is None:
         raise InputError("auth: --role (or --example) is required")
-    perms = permissions(args.role, actions=_listed(args.actions), subjects=_listed(args.subjects))
+    app = _code_app(args) if args.role == "app" else None
+    perms = permissions(
+        args.role,
+        actions=_listed(args.actions),
+        subjects=_listed(args.subjects),
+        app=app.name if app else "",
+        steps=sorted(app.steps) if app else (),
+        workflows=sorted(app.workflows) if app else (),
+    )
     if args.json:
         return msgspec.json.encode(perms).decode()
     return user_block(args.user or args.role, args.password, perms)
+
+
+def _code_app(args: Any) -> Any:
+    """The code app of ``--app MODULE`` (imported as ``natsflow worker --app`` does)."""
+    if not args.app:
+        raise InputError("app: name the app's module (--app myapp.workflows)")
+    import os
+    import sys
+
+    from natsflow.code.definition import load_app
+
+    sys.path.insert(0, os.getcwd())
+    return load_app(list(args.app), args.app_name)
 
 
 def _listed(text: str) -> list[str]:

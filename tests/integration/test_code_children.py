@@ -54,6 +54,9 @@ async def test_a_manifest_starts_a_code_child_routed_to_its_app(
         assert done["steps"]["run"]["child"] == f"{execution}=run"
         child = f"kids=={execution}=run"
         shown = await engine.show(child)
+        # ``show`` of the child id as the parent prints it finds the app's child.
+        printed = await engine.show(done["steps"]["run"]["child"])
+    assert printed == shown
     assert done["status"] == "completed", done
     assert done["output"] == {"child": {"doubled": 42}}
     assert shown["status"] == "completed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_a_trigger_publisher_publishes_only_its_subjects() -> None:
     ],
 )
 def test_a_wrong_request_is_refused_with_a_reason(
-    role: str, kwargs: dict[str, list[str]], says: str
+    role: str, kwargs: dict[str, Any], says: str
 ) -> None:
     with pytest.raises(InputError, match=says):
         permissions(role, **kwargs)
@@ -86,3 +87,25 @@ def test_auth_prints_one_users_entry(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert 'user: "billing", password: "CHANGE-ME"' in out
     assert '"$JS.ACK.NATSFLOW_TASKS.natsflow-action-billing_charge.>"' in out
+
+
+def test_an_app_pulls_only_its_own_consumers_and_publishes_to_its_own_subjects() -> None:
+    perms = permissions("app", app="docs", steps=["fetch"], workflows=["sync_docs"])
+    assert "natsflow.app.docs.>" in perms.publish
+    assert "$JS.API.CONSUMER.MSG.NEXT.NATSFLOW_INBOX.natsflow-app-docs" in perms.publish
+    assert "$JS.API.CONSUMER.MSG.NEXT.NATSFLOW_TASKS.natsflow-app-docs-steps" in perms.publish
+    assert "natsflow.task.docs_fetch" in perms.publish
+    assert "natsflow.feed.sync_docs.*.*" in perms.publish
+    assert not any(s.startswith(("natsflow.api", "natsflow.app.>", "$SRV")) for s in perms.publish)
+    assert not any("natsflow-actors" in s or "natsflow-workers" in s for s in perms.publish)
+    with pytest.raises(InputError, match="no @workflow"):
+        permissions("app", app="docs", steps=["fetch"])
+    with pytest.raises(InputError, match="not an app name"):
+        permissions("app", app="a.b", workflows=["w"])
+
+
+def test_auth_prints_an_apps_entry_from_its_module(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["auth", "--role", "app", "--app", "tests.integration.code_app"])
+    out = capsys.readouterr().out
+    assert '"$JS.API.CONSUMER.MSG.NEXT.NATSFLOW_TASKS.natsflow-app-itest-steps"' in out
+    assert '"natsflow.task.itest_fetch"' in out

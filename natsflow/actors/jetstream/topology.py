@@ -31,6 +31,8 @@ KV buckets: ``natsflow_workflows`` (definitions), ``natsflow_executions`` (``ls`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
@@ -38,6 +40,7 @@ from nats.js.kv import KeyValue
 
 from natsflow.actors.jetstream.errors import unavailable, unavailable_as
 from natsflow.code.ids import app_of
+from natsflow.events.errors import NotFound
 from natsflow.manifests.actions import worker_actions
 
 EVENTS_STREAM = "NATSFLOW_EVENTS"
@@ -453,13 +456,22 @@ async def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
             raise unavailable(what, "the bucket is not provisioned yet") from None
 
 
+@contextmanager
+def _stream_missing(app: str) -> Iterator[None]:
+    try:
+        yield
+    except NotFoundError as exc:  # 10059: stream not found
+        raise NotFound(f"app {app}: natsflow's streams are not provisioned ({exc})") from None
+
+
 async def provision_app(
     js: JetStreamContext, app: str, step_subjects: list[str], *, ack_wait: float
 ) -> None:
     """The consumers of a code app: its executions' inbox and results, and its steps'
     tasks (every step's subject: a work queue refuses overlapping filters, so no other
-    consumer may filter them). Safe to run on each start of each of its processes."""
-    with unavailable_as(f"create the consumers of app {app}"):
+    consumer may filter them). Safe to run on each start of each of its processes.
+    natsflow's streams not there yet: ``NotFound`` (then ``provision`` first)."""
+    with unavailable_as(f"create the consumers of app {app}"), _stream_missing(app):
         await js.add_consumer(
             INBOX_STREAM,
             api.ConsumerConfig(
