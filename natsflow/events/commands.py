@@ -347,7 +347,8 @@ def _listening(state: ExecutionState) -> dict[str, str]:
     return {
         key: step.wait_subject
         for key, step in state.steps.items()
-        if step.wait_subject is not None and step.status == "waiting"
+        # the status first: a plain compare, where wait_subject reads the step's input
+        if step.status == "waiting" and step.wait_subject is not None
     }
 
 
