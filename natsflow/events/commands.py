@@ -165,6 +165,12 @@ AnyCommand = (
 )
 
 
+# Events with nothing to do outside beyond the summary (the match's pass cases below).
+_OUTSIDE_NOTHING: frozenset[type] = frozenset(
+    {StepCompleted, StepAttemptFailed, StepProgressed, StepSkipped, TimerFired}
+)
+
+
 def commands_for(
     before: ExecutionState, after: ExecutionState, events: tuple[AnyEvent, ...]
 ) -> tuple[AnyCommand, ...]:
@@ -172,6 +178,8 @@ def commands_for(
     out: list[AnyCommand] = []
     execution = after.execution_id
     for event in events:
+        if type(event) in _OUTSIDE_NOTHING:
+            continue  # the commonest events (a result's): one set look-up, not the match
         match event:
             case StepScheduled() | TimerStarted():
                 # The state after the batch still waits for it: the command follows from that.
