@@ -202,6 +202,8 @@ class WorkerPool:
             log.info("task on %s: stopped, its execution was cancelled", msg.subject)
             try:
                 await ack(self._nc, msg)  # nobody waits for a result any more
+            except Exception:  # NATS away: the slot goes on, as for any task
+                log.exception("task on %s: not acked; it will be redelivered", msg.subject)
             finally:
                 self._held.settle(msg)
             if self._puller is not None:
@@ -263,6 +265,8 @@ class WorkerPool:
             running.pop(key, None)
             if not running:
                 self._running.pop(task.execution_id, None)
+        if scope.cancel_called:  # a stop the action swallowed: taken here, nothing sent
+            await anyio.lowlevel.checkpoint()
         try:
             body = json_encoder.encode(result)
         except (TypeError, msgspec.EncodeError) as exc:

@@ -10,13 +10,21 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 
+from natsflow.actors.actions import ActionContext, ActionRegistry
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
-from tests.integration.harness import running
+from tests.integration.harness import PYTHON_MODULES, running
 from tests.integration.test_deadlines_cancel import gone, shell_manifest
+
+STUBBORN = """
+name: stubborn
+steps:
+  hold: {action: python, with: {function: stubborn}}
+"""
 
 CHAIN = """
 name: chain
@@ -25,6 +33,24 @@ steps:
   b: {action: noop, needs: [a]}
   c: {action: noop, needs: [b]}
 """
+
+
+stubborn_runs: list[str] = []  # the executions whose stubborn step began
+
+
+async def stubborn(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Swallows the cancel that stops it (as careless user code may), then returns."""
+    stubborn_runs.append(ctx.execution_id)
+    try:
+        await anyio.sleep(60)
+    except anyio.get_cancelled_exc_class():
+        pass  # swallowed on purpose
+    return {"swallowed": True}
+
+
+def register(registry: ActionRegistry) -> None:
+    """This module as a ``python_modules`` entry: the stubborn step's callable."""
+    registry.register_python("stubborn", stubborn)
 
 
 async def pid_in(path: Path) -> int:
@@ -54,3 +80,23 @@ async def test_the_one_slot_runs_steps_after_each_cancel_it_served(
             after = await engine.wait_done(await engine.start("chain"))
             assert after["status"] == "completed"
             assert [after["steps"][s]["status"] for s in "abc"] == ["completed"] * 3
+
+
+async def test_a_cancel_the_step_swallows_still_settles_it_and_the_slot_goes_on(
+    nats_server: EmbeddedServer,
+) -> None:
+    modules = (*PYTHON_MODULES, __name__)
+    async with running(nats_server, workers=1, python_modules=modules) as engine:
+        await engine.deploy(STUBBORN)
+        await engine.deploy(CHAIN)
+        execution = await engine.start("stubborn")
+
+        async def began() -> None:
+            assert execution in stubborn_runs
+
+        await eventually(began, within=15)
+        await engine.cancel(execution, "operator")
+        done = await engine.wait_done(execution)
+        assert done["status"] == "cancelled"
+        after = await engine.wait_done(await engine.start("chain"))
+        assert after["status"] == "completed"
