@@ -183,27 +183,51 @@ class WorkerPool:
         await self._mailbox.send(msg)
 
     async def _slot(self) -> None:
+        # One cancel scope serves the slot's attempts until a cancel notice uses it (a
+        # scope per attempt cost every task a scope's bookkeeping, for the rare cancel).
+        # A stopped attempt unwinds to it at once (nothing between awaits); its task is
+        # then settled outside it, and the slot goes on in a new scope. A scope of the
+        # pool's (a drain) is not caught here: it stops the slot as before.
         while True:
-            msg = await self._mailbox.receive()
-            if self._draining:
-                await self._held.hand_back(msg)
+            in_hand: list[Msg] = []
+            with anyio.CancelScope() as scope:
+                while True:
+                    msg = await self._mailbox.receive()
+                    in_hand.append(msg)
+                    await self._take(msg, scope)
+                    in_hand.clear()
+            if not in_hand:  # pragma: no cover - the scope is only used while a task runs
                 continue
-            self._metrics.worker_tasks_in_flight.inc()
+            msg = in_hand[0]
+            log.info("task on %s: stopped, its execution was cancelled", msg.subject)
             try:
-                await self._run_task(msg)
-            except Exception:
-                log.exception(
-                    "task on %s failed in the runtime; it will be redelivered", msg.subject
-                )
-                self._held.settle(msg)
-            else:
-                self._held.settle(msg)
+                await ack(self._nc, msg)  # nobody waits for a result any more
+            except Exception:  # NATS away: the slot goes on, as for any task
+                log.exception("task on %s: not acked; it will be redelivered", msg.subject)
             finally:
-                self._metrics.worker_tasks_in_flight.dec()
+                self._held.settle(msg)
             if self._puller is not None:
                 await self._puller.refill()
 
-    async def _run_task(self, msg: Msg) -> None:
+    async def _take(self, msg: Msg, scope: anyio.CancelScope) -> None:
+        """Run one task; ``scope`` is what a cancel notice for its execution cancels."""
+        if self._draining:
+            await self._held.hand_back(msg)
+            return
+        self._metrics.worker_tasks_in_flight.inc()
+        try:
+            await self._run_task(msg, scope)
+        except Exception:
+            log.exception("task on %s failed in the runtime; it will be redelivered", msg.subject)
+            self._held.settle(msg)
+        else:
+            self._held.settle(msg)
+        finally:
+            self._metrics.worker_tasks_in_flight.dec()
+        if self._puller is not None:
+            await self._puller.refill()
+
+    async def _run_task(self, msg: Msg, scope: anyio.CancelScope) -> None:
         try:
             task = task_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
@@ -231,20 +255,18 @@ class WorkerPool:
             log.info("task %s: its execution was cancelled; not run", key)
             await ack(self._nc, msg)
             return
-        with anyio.CancelScope() as scope:
-            running = self._running.setdefault(task.execution_id, {})
-            running[key] = scope
-            try:
-                result = await self._attempt(task)
-            finally:
-                running.pop(key, None)
-                if not running:
-                    self._running.pop(task.execution_id, None)
-        if scope.cancelled_caught:
-            # Nobody waits for a result: the execution was cancelled before we stopped.
-            log.info("task %s: stopped, its execution was cancelled", key)
-            await ack(self._nc, msg)
-            return
+        running = self._running.get(task.execution_id)
+        if running is None:
+            running = self._running[task.execution_id] = {}
+        running[key] = scope  # a cancel notice now stops it (see _slot)
+        try:
+            result = await self._attempt(task)
+        finally:
+            running.pop(key, None)
+            if not running:
+                self._running.pop(task.execution_id, None)
+        if scope.cancel_called:  # a stop the action swallowed: taken here, nothing sent
+            await anyio.lowlevel.checkpoint()
         try:
             body = json_encoder.encode(result)
         except (TypeError, msgspec.EncodeError) as exc:

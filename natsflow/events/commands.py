@@ -165,6 +165,12 @@ AnyCommand = (
 )
 
 
+# Events with nothing to do outside beyond the summary (the match's pass cases below).
+_OUTSIDE_NOTHING: frozenset[type] = frozenset(
+    {StepCompleted, StepAttemptFailed, StepProgressed, StepSkipped, TimerFired}
+)
+
+
 def commands_for(
     before: ExecutionState, after: ExecutionState, events: tuple[AnyEvent, ...]
 ) -> tuple[AnyCommand, ...]:
@@ -172,6 +178,8 @@ def commands_for(
     out: list[AnyCommand] = []
     execution = after.execution_id
     for event in events:
+        if type(event) in _OUTSIDE_NOTHING:
+            continue  # the commonest events (a result's): one set look-up, not the match
         match event:
             case StepScheduled() | TimerStarted():
                 # The state after the batch still waits for it: the command follows from that.
@@ -347,7 +355,8 @@ def _listening(state: ExecutionState) -> dict[str, str]:
     return {
         key: step.wait_subject
         for key, step in state.steps.items()
-        if step.wait_subject is not None and step.status == "waiting"
+        # the status first: a plain compare, where wait_subject reads the step's input
+        if step.status == "waiting" and step.wait_subject is not None
     }
 
 

@@ -48,19 +48,26 @@ def feed_subject(workflow: str, execution: str, kind: str) -> str:
 def feed_messages(
     workflow: str, execution: str, sequence: int, events: tuple[AnyEvent, ...]
 ) -> list[tuple[str, bytes]]:
-    """The subject and body of each event of the batch stored at ``sequence``."""
+    """The subject and body of each event of the batch stored at ``sequence``.
+
+    Each body is the JSON of its ``FeedMessage``, byte for byte, built from parts: the
+    fields every event of the batch shares are encoded once, then each event alone (no
+    struct per message; this runs after every decision).
+    """
+    head = b"".join(
+        (
+            b'{"execution_id":',
+            feed_encoder.encode(execution),
+            b',"workflow":',
+            feed_encoder.encode(workflow),
+            b',"sequence":%d,"index":' % sequence,
+        )
+    )
+    prefix = f"{FEED_PREFIX}.{workflow}.{execution}."
     return [
         (
-            feed_subject(workflow, execution, event_type(event)),
-            feed_encoder.encode(
-                FeedMessage(
-                    execution_id=execution,
-                    workflow=workflow,
-                    sequence=sequence,
-                    index=index,
-                    event=event,
-                )
-            ),
+            prefix + event_type(event),
+            b'%s%d,"event":%s}' % (head, index, feed_encoder.encode(event)),
         )
         for index, event in enumerate(events)
     ]

@@ -385,6 +385,8 @@ def _begin_wait(
 def _hand_signals(state: ExecutionState, now: float) -> list[AnyEvent]:
     """Each waiting step gets the oldest kept signal of its name (steps in the order they
     were first known, one signal each), which completes it with the signal's data."""
+    if not state.signals:
+        return []  # nothing kept to hand over: no scan of the steps
     taken: dict[str, int] = {}
     out: list[AnyEvent] = []
     for key, step in state.steps.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -86,7 +87,7 @@ class Puller:
                     await self._stopped.wait()
                 if self._stopped.is_set() or not self._nc.is_connected:
                     continue
-                idle = anyio.current_time() - self._last_activity
+                idle = time.monotonic() - self._last_activity
                 if (
                     self._nc.stats["reconnects"] != reconnects
                     or idle > self._expires * 1.5
@@ -119,12 +120,14 @@ class Puller:
         if n <= 0:
             return
         self._outstanding += n
-        self._last_activity = anyio.current_time()
+        self._last_activity = time.monotonic()
         body = orjson.dumps({"batch": n, "expires": int(self._expires * 1e9)})
         await self._nc.publish(self._next_subject, body, reply=self._inbox)
 
     async def _on_msg(self, msg: Msg) -> None:
-        self._last_activity = anyio.current_time()
+        # time.monotonic, not anyio.current_time: the same clock on asyncio, without
+        # anyio's per-call backend lookup (a few µs on every delivered message)
+        self._last_activity = time.monotonic()
         headers = msg.headers
         if headers and not msg.data and headers.get("Status") == "503":
             # No responders: the consumer does not exist (deleted, not provisioned yet).
