@@ -265,7 +265,9 @@ async def test_overlap_queue_starts_a_due_time_when_the_previous_ends(
             return sorted(done, key=lambda r: r["started_at"])
 
         async def listed_waiting() -> None:
-            (row,) = (await engine.client.triggers()).triggers
+            rows = (await engine.client.triggers()).triggers
+            assert len(rows) == 1, rows  # listed once the deploy is seen
+            row = rows[0]
             assert row.note is not None, row
             assert "to end (overlap: queue)" in row.note, row
 
