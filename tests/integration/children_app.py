@@ -9,6 +9,24 @@ from natsflow import start_child, step, workflow
 
 NATSFLOW_APP = "kids"
 
+# The manifests on the other side: a child ``kids_parent`` starts, a parent of ``kids_leaf``.
+MANIFEST_LEAF = """
+name: manifest-leaf
+steps:
+  echo:
+    action: noop
+    with: {got: "${{ input.n }}"}
+output: "${{ steps.echo.output }}"
+"""
+MANIFEST_PARENT = """
+name: manifest-parent
+steps:
+  run:
+    action: workflow
+    with: {workflow: kids_leaf, input: {n: "${{ input.n }}"}}
+output: {child: "${{ steps.run.output }}"}
+"""
+
 
 @step
 async def double(n: int) -> int:

@@ -5,13 +5,10 @@ another app's consumer nor publish to another app's inbox (the server refuses bo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 
 import natsflow
 from natsflow.actors.jetstream.topology import INBOX_STREAM, TASKS_STREAM, inbox_subject
@@ -20,16 +17,15 @@ from natsflow.events.errors import Unavailable
 from natsflow.events.messages import Cancel, json_encoder
 from natsflow.service.app import serve
 from natsflow.service.client import Client
-from natsflow.service.embedded import EmbeddedServer, free_port
-from natsflow.service.roles import Permissions, example_config, permissions
+from natsflow.service.roles import permissions
 from tests.eventually import eventually
 from tests.integration import children_app, code_app
 from tests.integration.harness import service_config
-from tests.integration.test_roles import Refusals, allowed, refused
+from tests.integration.roles_server import RolesServer, Users, allowed, refused, run_roles_server
 
 APP = load_app([code_app])
 KIDS = load_app([children_app])
-USERS: tuple[tuple[str, str, Permissions], ...] = (
+USERS: Users = (
     ("natsflow", "s3rvice", permissions("service")),
     (
         "itest",
@@ -45,44 +41,21 @@ USERS: tuple[tuple[str, str, Permissions], ...] = (
 
 
 @pytest.fixture
-async def app_server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
-    config = tmp_path / "roles.conf"
-    config.write_text(example_config(USERS))
-    server = EmbeddedServer(
-        config_file=str(config),
-        port=free_port(),
-        store_dir=str(tmp_path / "jetstream"),
-        log_file=str(tmp_path / "nats-server.log"),
-    )
-    async with server:
+async def app_server(tmp_path: Path) -> AsyncIterator[RolesServer]:
+    async with run_roles_server(tmp_path, USERS) as server:
         yield server
 
 
-def url(server: EmbeddedServer, user: str) -> str:
-    password = next(p for u, p, _ in USERS if u == user)
-    return f"nats://{user}:{password}@127.0.0.1:{server.port}"
-
-
-@asynccontextmanager
-async def as_user(server: EmbeddedServer, user: str) -> AsyncIterator[tuple[NATS, Refusals]]:
-    refusals = Refusals()
-    nc = await nats.connect(url(server, user), error_cb=refusals.error, connect_timeout=5)
-    try:
-        yield nc, refusals
-    finally:
-        await nc.close()
-
-
 async def test_an_app_runs_its_code_workflow_under_the_app_role_and_nothing_else(
-    app_server: EmbeddedServer,
+    app_server: RolesServer,
 ) -> None:
     code_app.RUNS.clear()
-    config = service_config(url(app_server, "natsflow"), workers=0)
+    config = service_config(app_server.url("natsflow"), workers=0)
     async with anyio.create_task_group() as tg:
         await tg.start(serve, config)  # the service under its own role user
         async with (
-            as_user(app_server, "natsflow") as (service_nc, _),
-            as_user(app_server, "itest") as (nc, refusals),
+            app_server.as_user("natsflow") as (service_nc, _),
+            app_server.as_user("itest") as (nc, refusals),
         ):
             operator = Client(service_nc, request_timeout=10)
             await eventually(operator.workflows, within=20, ignoring=(Unavailable,))
@@ -121,37 +94,19 @@ async def test_an_app_runs_its_code_workflow_under_the_app_role_and_nothing_else
         tg.cancel_scope.cancel()
 
 
-MANIFEST_LEAF = """
-name: manifest-leaf
-steps:
-  echo:
-    action: noop
-    with: {got: "${{ input.n }}"}
-output: "${{ steps.echo.output }}"
-"""
-MANIFEST_PARENT = """
-name: manifest-parent
-steps:
-  run:
-    action: workflow
-    with: {workflow: kids_leaf, input: {n: "${{ input.n }}"}}
-output: {child: "${{ steps.run.output }}"}
-"""
-
-
 async def test_an_app_under_the_app_role_starts_and_ends_children_of_both_kinds(
-    app_server: EmbeddedServer,
+    app_server: RolesServer,
 ) -> None:
-    config = service_config(url(app_server, "natsflow"), workers=2)
+    config = service_config(app_server.url("natsflow"), workers=2)
     async with anyio.create_task_group() as tg:
         await tg.start(serve, config)
         async with (
-            as_user(app_server, "natsflow") as (service_nc, _),
-            as_user(app_server, "kids") as (nc, refusals),
+            app_server.as_user("natsflow") as (service_nc, _),
+            app_server.as_user("kids") as (nc, refusals),
         ):
             operator = Client(service_nc, request_timeout=10)
             await eventually(operator.workflows, within=20, ignoring=(Unavailable,))
-            for manifest in (MANIFEST_LEAF, MANIFEST_PARENT):
+            for manifest in (children_app.MANIFEST_LEAF, children_app.MANIFEST_PARENT):
                 await operator.deploy(manifest)
             async with natsflow.Worker(nc=nc, app=KIDS, ack_wait=2.0):
                 parent = (await operator.start("kids_parent", {"n": 5})).execution_id

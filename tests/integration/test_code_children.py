@@ -12,24 +12,6 @@ from tests.eventually import eventually
 from tests.integration import children_app, code_app
 from tests.integration.harness import running
 
-MANIFEST_PARENT = """
-name: manifest-parent
-steps:
-  run:
-    action: workflow
-    with: {workflow: kids_leaf, input: {n: "${{ input.n }}"}}
-output: {child: "${{ steps.run.output }}"}
-"""
-
-MANIFEST_LEAF = """
-name: manifest-leaf
-steps:
-  echo:
-    action: noop
-    with: {got: "${{ input.n }}"}
-output: "${{ steps.echo.output }}"
-"""
-
 WAITING_PARENT = """
 name: manifest-waits
 steps:
@@ -46,7 +28,7 @@ async def test_a_manifest_starts_a_code_child_routed_to_its_app(
         running(nats_server) as engine,
         natsflow.Worker(nats_server.url, app=children_app, ack_wait=2.0),
     ):
-        await engine.deploy(MANIFEST_PARENT)
+        await engine.deploy(children_app.MANIFEST_PARENT)
         execution = await engine.start("manifest-parent", {"n": 21})
         done = await engine.wait_done(execution)
         # The parent's pure decider recorded the child without the app (it cannot know
@@ -68,7 +50,7 @@ async def test_a_code_workflow_starts_a_manifest_child(nats_server: EmbeddedServ
         running(nats_server) as engine,
         natsflow.Worker(nats_server.url, app=children_app, ack_wait=2.0),
     ):
-        await engine.deploy(MANIFEST_LEAF)
+        await engine.deploy(children_app.MANIFEST_LEAF)
         execution = await engine.start("kids_parent", {"n": 5})
         done = await engine.wait_done(execution)
     assert done["status"] == "completed", done

@@ -5,6 +5,8 @@ result fails its attempt (retried per policy) instead of leaving the step waitin
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -18,7 +20,7 @@ from natsflow.events.replies import REPLY_TO_HEADER
 from natsflow.service.embedded import EmbeddedServer
 from tests.contract import Recorder, check
 from tests.eventually import eventually
-from tests.integration.harness import running
+from tests.integration.harness import Engine, running
 
 RETRIED = """
 name: retried
@@ -49,6 +51,15 @@ steps:
     needs: [approve]
     with: {argv: [sh, -c, "echo '[PROGRESS] lingering'; sleep 60"]}
 """
+
+
+@asynccontextmanager
+async def retried(nats_server: EmbeddedServer, attempts: int) -> AsyncIterator[tuple[Engine, str]]:
+    """The service with no worker of its own (the test answers its tasks) and an execution
+    of ``retried`` (``attempts`` attempts) started."""
+    async with running(nats_server, workers=0) as engine:
+        await engine.deploy(RETRIED.replace("ATTEMPTS", str(attempts)))
+        yield engine, await engine.start("retried")
 
 
 async def take_task(js: JetStreamContext, attempt: int) -> Task:
@@ -83,9 +94,7 @@ async def test_an_invalid_result_fails_its_attempt_and_the_retry_completes(
     nats_server: EmbeddedServer, nc: Client
 ) -> None:
     js = nc.jetstream()
-    async with running(nats_server, workers=0) as engine:
-        await engine.deploy(RETRIED.replace("ATTEMPTS", "2"))
-        execution = await engine.start("retried")
+    async with retried(nats_server, attempts=2) as (engine, execution):
         first = await take_task(js, 1)
         # ``ok`` missing, ``error`` a string: the worker is told, naming the field
         bad = {"kind": "result", "step": "charge", "attempt": 1, "error": "card declined"}
@@ -110,9 +119,7 @@ async def test_an_invalid_result_with_no_retry_left_fails_the_execution(
     nats_server: EmbeddedServer, nc: Client
 ) -> None:
     js = nc.jetstream()
-    async with running(nats_server, workers=0) as engine:
-        await engine.deploy(RETRIED.replace("ATTEMPTS", "1"))
-        execution = await engine.start("retried")
+    async with retried(nats_server, attempts=1) as (engine, execution):
         task = await take_task(js, 1)
         bad = b'{"kind": "result", "step": "charge", "attempt": 1, "ok": true, "error": 7}'
         await js.publish(task.reply_to, bad)
@@ -127,9 +134,7 @@ async def test_a_result_naming_no_attempt_is_dead_lettered_and_its_sender_told(
     nats_server: EmbeddedServer, nc: Client
 ) -> None:
     js = nc.jetstream()
-    async with running(nats_server, workers=0) as engine:
-        await engine.deploy(RETRIED.replace("ATTEMPTS", "1"))
-        execution = await engine.start("retried")
+    async with retried(nats_server, attempts=1) as (engine, execution):
         task = await take_task(js, 1)
         bad = b'{"kind": "result", "step": "charge", "attempt": "first", "ok": true}'
         answer = await refused(nc, task.reply_to, bad)

@@ -1,19 +1,14 @@
 """Roles enforced by NATS: a nats-server run with ``natsflow.service.roles``' users, and
-each role trying what it may and may not do. A refusal is the server's ``Permissions
-Violation``, which nats-py hands to the connection's error callback (the connection
-stays up); a flush after the attempt makes sure it has arrived (the server answers in
-order)."""
+each role trying what it may and may not do (how a refusal is seen:
+tests/integration/roles_server.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import api
@@ -30,13 +25,20 @@ from natsflow.events.errors import Unavailable
 from natsflow.events.messages import Cancel, Result, Start, Task, json_encoder, task_decoder
 from natsflow.service.app import serve
 from natsflow.service.client import Client
-from natsflow.service.embedded import EmbeddedServer, free_port
-from natsflow.service.roles import Permissions, example_config, permissions
+from natsflow.service.embedded import free_port
+from natsflow.service.roles import permissions
 from tests.eventually import eventually
 from tests.integration.harness import service_config
+from tests.integration.roles_server import (
+    RolesServer,
+    Users,
+    allowed,
+    refused,
+    run_roles_server,
+)
 from tests.integration.test_dead_letters import HELLO, waiting_task
 
-USERS: tuple[tuple[str, str, Permissions], ...] = (
+USERS: Users = (
     ("natsflow", "s3rvice", permissions("service")),
     ("billing", "w0rker", permissions("worker", actions=["billing.charge"])),
     ("shop", "tr1gger", permissions("trigger", subjects=["shop.orders.>"])),
@@ -46,81 +48,20 @@ USERS: tuple[tuple[str, str, Permissions], ...] = (
 
 
 @pytest.fixture
-async def roles_server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
-    config = tmp_path / "roles.conf"
-    config.write_text(example_config(USERS))
-    server = EmbeddedServer(
-        config_file=str(config),
-        port=free_port(),
-        store_dir=str(tmp_path / "jetstream"),
-        log_file=str(tmp_path / "nats-server.log"),
-    )
-    async with server:
+async def roles_server(tmp_path: Path) -> AsyncIterator[RolesServer]:
+    async with run_roles_server(tmp_path, USERS) as server:
         yield server
 
 
-def url(server: EmbeddedServer, user: str) -> str:
-    password = next(p for u, p, _ in USERS if u == user)
-    return f"nats://{user}:{password}@127.0.0.1:{server.port}"
-
-
-class Refusals:
-    """The permission errors the server sent one connection."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    async def error(self, exc: Exception) -> None:
-        self.seen.append(str(exc))
-
-
-@asynccontextmanager
-async def as_user(server: EmbeddedServer, user: str) -> AsyncIterator[tuple[NATS, Refusals]]:
-    refusals = Refusals()
-    nc = await nats.connect(url(server, user), error_cb=refusals.error, connect_timeout=5)
-    try:
-        yield nc, refusals
-    finally:
-        await nc.close()
-
-
-async def refused(
-    nc: NATS,
-    refusals: Refusals,
-    attempt: Callable[[], Awaitable[Any]],
-    subject: str,
-    kind: str = "publish",
-) -> None:
-    """``attempt`` is refused by the server: a permissions violation for ``kind``
-    (publish, subscription) to ``subject`` (nats-py lowercases the server's text)."""
-    refusals.seen.clear()
-    await attempt()
-    await nc.flush(timeout=5)
-
-    async def violated() -> None:
-        wanted = f'permissions violation for {kind} to "{subject.lower()}"'
-        assert any(wanted in e.lower() for e in refusals.seen), refusals.seen
-
-    await eventually(violated, within=5)
-
-
-async def allowed(nc: NATS, refusals: Refusals, attempt: Callable[[], Awaitable[Any]]) -> Any:
-    refusals.seen.clear()
-    result = await attempt()
-    await nc.flush(timeout=5)
-    assert refusals.seen == []
-    return result
-
-
 async def test_each_role_may_do_what_it_needs_and_nothing_else(
-    roles_server: EmbeddedServer,
+    roles_server: RolesServer,
 ) -> None:
-    config = service_config(url(roles_server, "natsflow"), workers=0)
+    config = service_config(roles_server.url("natsflow"), workers=0)
     async with anyio.create_task_group() as tg:
         await tg.start(serve, config)  # the service under its own role user
         async with (
-            as_user(roles_server, "natsflow") as (service, _),
-            as_user(roles_server, "ops") as (ops_nc, ops_refusals),
+            roles_server.as_user("natsflow") as (service, _),
+            roles_server.as_user("ops") as (ops_nc, ops_refusals),
         ):
             operator = Client(ops_nc, request_timeout=10)
             await eventually(operator.workflows, within=20, ignoring=(Unavailable,))
@@ -141,8 +82,8 @@ async def test_each_role_may_do_what_it_needs_and_nothing_else(
         tg.cancel_scope.cancel()
 
 
-async def _trigger_publisher(server: EmbeddedServer, execution: str) -> None:
-    async with as_user(server, "shop") as (nc, refusals):
+async def _trigger_publisher(server: RolesServer, execution: str) -> None:
+    async with server.as_user("shop") as (nc, refusals):
         await allowed(nc, refusals, lambda: nc.publish("shop.orders.new", b"{}"))
         cancel = json_encoder.encode(Cancel(reason="shop"))
         for subject in (
@@ -154,7 +95,7 @@ async def _trigger_publisher(server: EmbeddedServer, execution: str) -> None:
             await refused(nc, refusals, lambda s=subject: nc.publish(s, cancel), subject)  # type: ignore[misc]
 
 
-async def _worker(server: EmbeddedServer, service: NATS, execution: str) -> None:
+async def _worker(server: RolesServer, service: NATS, execution: str) -> None:
     """The billing worker pulls its own tasks and answers on the result subject; it
     cannot send control messages, nor read another action's tasks."""
     consumer = action_consumer("billing.charge")
@@ -177,7 +118,7 @@ async def _worker(server: EmbeddedServer, service: NATS, execution: str) -> None
     )
     await service.jetstream().publish(task_subject("billing.charge"), json_encoder.encode(charge))
 
-    async with as_user(server, "billing") as (nc, refusals):
+    async with server.as_user("billing") as (nc, refusals):
         js = nc.jetstream()
         inbox = inbox_subject(execution)
         start = json_encoder.encode(Start(workflow="hello", version="x"))
@@ -205,8 +146,8 @@ async def _worker(server: EmbeddedServer, service: NATS, execution: str) -> None
         await allowed(nc, refusals, serve_one)
 
 
-async def _viewer(server: EmbeddedServer, execution: str) -> None:
-    async with as_user(server, "dash") as (nc, refusals):
+async def _viewer(server: RolesServer, execution: str) -> None:
+    async with server.as_user("dash") as (nc, refusals):
         viewer = Client(nc, request_timeout=2)
         rows = await allowed(nc, refusals, lambda: viewer.ls())
         assert [r.execution_id for r in rows] == [execution]
@@ -221,13 +162,13 @@ async def _viewer(server: EmbeddedServer, execution: str) -> None:
 
 
 async def test_the_embedded_server_says_it_is_open_and_passwords_stay_out_of_the_log(
-    tmp_path: Path, roles_server: EmbeddedServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, roles_server: RolesServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="natsflow")
     embedded = service_config(
         "", nats_url=None, data_dir=str(tmp_path / "data"), nats_port=free_port(), workers=0
     )
-    external = service_config(url(roles_server, "natsflow"), workers=0)
+    external = service_config(roles_server.url("natsflow"), workers=0)
     for config in (embedded, external):
         async with anyio.create_task_group() as tg:
             await tg.start(serve, config)
