@@ -16,14 +16,16 @@ The folders beside it are the subpackages, one layer each: ``natsflow.events``
 <- ``natsflow.service`` (CLI, HTTP, admin API, client, process wiring).
 Importing ``natsflow`` loads the client and the code-workflow API (``workflow``,
 ``step``, ``sleep``, ``wait_for_signal``, ``start_child``, ``gather``, ``now``,
-``uuid``, ``patched``, ``logger``), not the engine; ``natsflow.Worker`` (a code
-app's process, embedded) loads it when first used.
+``uuid``, ``patched``, ``logger``, and ``step_context`` for a running step), not
+the engine; ``natsflow.Worker`` (a code app's process, embedded) loads it when
+first used.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from natsflow.code import (
     NotStorable,
+    StepContext,
     StepFailed,
     gather,
     logger,
@@ -32,6 +34,7 @@ from natsflow.code import (
     sleep,
     start_child,
     step,
+    step_context,
     uuid,
     wait_for_signal,
     workflow,
@@ -101,6 +104,7 @@ __all__ = [
     "Signalled",
     "SnapshotInfo",
     "Started",
+    "StepContext",
     "StepFailed",
     "StepView",
     "TriggerReply",
@@ -114,6 +118,7 @@ __all__ = [
     "sleep",
     "start_child",
     "step",
+    "step_context",
     "uuid",
     "wait_for_signal",
     "workflow",

@@ -39,6 +39,7 @@ from natsflow.actors.worker import WorkerPool
 from natsflow.code.api import StepDef
 from natsflow.code.definition import CodeApp, deployable, load_app, step_action
 from natsflow.code.replay import CodeDecider
+from natsflow.code.step_context import StepContext, running_step
 from natsflow.code.values import NotStorable, storable, typed
 from natsflow.events.decider import Decider
 from natsflow.events.errors import NotFound, TerminalStepError
@@ -104,10 +105,12 @@ def _step_action(definition: StepDef[..., Any]) -> Any:
             for i, value in enumerate(params.get("args", []))
         ]
         kwargs = {k: typed(v, hints.get(k, Any), k) for k, v in params.get("kwargs", {}).items()}
-        if definition.is_async:
-            result = await definition.fn(*args, **kwargs)
-        else:
-            result = await anyio.to_thread.run_sync(lambda: definition.fn(*args, **kwargs))
+        # ``step_context()`` inside the function; anyio copies the context into the thread
+        with running_step(_step_context(ctx)):
+            if definition.is_async:
+                result = await definition.fn(*args, **kwargs)
+            else:
+                result = await anyio.to_thread.run_sync(lambda: definition.fn(*args, **kwargs))
         what = f"step {definition.name} of workflow {workflow_of(ctx.execution_id)} returned"
         try:
             return storable(result, what)
@@ -115,6 +118,16 @@ def _step_action(definition: StepDef[..., Any]) -> Any:
             raise TerminalStepError(str(exc), kind="not_storable") from None
 
     return run
+
+
+def _step_context(ctx: ActionContext) -> StepContext:
+    return StepContext(
+        execution_id=ctx.execution_id,
+        step=ctx.step,
+        attempt=ctx.attempt,
+        idempotency_key=ctx.idempotency_key,
+        report_progress=ctx.report_progress,
+    )
 
 
 class Worker:

@@ -20,13 +20,16 @@ from natsflow.code.api import (
 )
 from natsflow.code.definition import CodeApp, load_app
 from natsflow.code.replay import CodeDecider
+from natsflow.code.step_context import NotInStep, StepContext, step_context
 from natsflow.code.values import NotStorable
 
 __all__ = [
     "CodeApp",
     "CodeDecider",
+    "NotInStep",
     "NotInWorkflow",
     "NotStorable",
+    "StepContext",
     "StepFailed",
     "gather",
     "load_app",
@@ -36,6 +39,7 @@ __all__ = [
     "sleep",
     "start_child",
     "step",
+    "step_context",
     "uuid",
     "wait_for_signal",
     "workflow",

@@ -42,6 +42,8 @@ def run_step(app: CodeApp, s: Any) -> Any:
 
     class Ctx:
         execution_id = EXECUTION
+        step, attempt, idempotency_key = "step", s.attempt, f"{EXECUTION}:step:{s.attempt}"
+        report_progress = None  # read by step_context(); these steps report none
 
     return asyncio.run(action(Ctx(), s.input))  # type: ignore[arg-type]
 
@@ -183,6 +185,8 @@ def test_a_step_result_that_cannot_be_stored_fails_the_step_naming_it() -> None:
 
     class Ctx:
         execution_id = "demo==sync_docs-01"
+        step, attempt, idempotency_key = "make_sandbox#0", 1, "demo==sync_docs-01:make_sandbox#0:1"
+        report_progress = None  # read by step_context(); this step reports none
 
     with pytest.raises(TerminalStepError) as raised:
         asyncio.run(action(Ctx(), {"args": [], "kwargs": {}}))  # type: ignore[arg-type]
