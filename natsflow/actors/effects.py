@@ -70,8 +70,8 @@ class Effects:
         publisher: Publisher,
         js: JetStreamContext,
         metrics: Metrics,
-        nc: Client | None = None,
-        children: Children | None = None,
+        nc: Client,
+        children: Children,
     ) -> None:
         self._publisher = publisher
         self._js = js
@@ -100,22 +100,17 @@ class Effects:
                 case StopListening():
                     pending.extend([await self._forget_wait(command, s) for s in command.steps])
                 case StartChild():
-                    if (report := await self._family().start(command)) is not None:
+                    if (report := await self._children.start(command)) is not None:
                         pending.append(report)
                 case NotifyParent():
-                    pending.append(await self._family().notify(command))
+                    pending.append(await self._children.notify(command))
                 case CancelChild():
-                    pending.append(await self._family().cancel(command))
+                    pending.append(await self._children.cancel(command))
                 case _:
                     assert_never(command)
         await self._publisher.wait(pending)
         for cancel in cancels:
             await cancel_timers(self._js, cancel.execution_id)
-
-    def _family(self) -> Children:
-        if self._children is None:  # pragma: no cover - the executor always gives one
-            raise RuntimeError("these effects were built without a way to start children")
-        return self._children
 
     async def _task(self, command: DispatchTask) -> asyncio.Future[int]:
         execution = command.execution_id
@@ -143,9 +138,7 @@ class Effects:
 
     async def _cancel_tasks(self, command: CancelTasks) -> None:
         """Tell the workers (core NATS, fire and forget: the execution is cancelled already,
-        whatever they do; a late result is ignored). Child workflows: engineer D's hook."""
-        if self._nc is None:
-            return
+        whatever they do; a late result is ignored). A child is cancelled by ``CancelChild``."""
         notice = CancelNotice(
             execution_id=command.execution_id, steps=command.steps, reason=command.reason
         )

@@ -95,7 +95,7 @@ class CancelTasks(Command, frozen=True, tag="cancel_tasks"):
     """Tell the workers running ``steps`` of the cancelled execution to stop them
     (a cancel notice; see ``natsflow.events.messages.CancelNotice``).
 
-    Hook for child workflows: a ``workflow`` step named here has a child to cancel.
+    A ``workflow`` step's child is cancelled by ``CancelChild`` instead (``_family``).
     """
 
     steps: tuple[str, ...]
