@@ -32,6 +32,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from natsflow.events.deadletters import DeadLetters, DeadLetterView, Purged, Redriven
 from natsflow.events.errors import Conflict, NotFound, Unavailable
@@ -380,17 +381,29 @@ class Client:
         async def nudge(_msg: Msg) -> None:
             nudged.set()
 
-        try:
-            # Subscribed before the first read: no event falls between the two (the feed
-            # tells an event only once it is stored, so the read after a nudge sees it).
-            sub = await self.nc.subscribe(feed_subject("*", execution_id, ">"), cb=nudge)
-        except nats.errors.Error as exc:  # not connected
-            raise Unavailable(f"cannot watch execution {execution_id}: {exc!r}") from None
+        async def subscribe(watched: str) -> Subscription:
+            try:
+                return await self.nc.subscribe(feed_subject("*", watched, ">"), cb=nudge)
+            except nats.errors.Error as exc:  # not connected
+                raise Unavailable(f"cannot watch execution {watched}: {exc!r}") from None
+
+        # Subscribed before the first read: no event falls between the two (the feed
+        # tells an event only once it is stored, so the read after a nudge sees it).
+        sub = await subscribe(execution_id)
         try:
             last: ExecutionView | None = None
             while True:
                 nudged = anyio.Event()  # a nudge from here on is for the next read
                 view = await self.show(execution_id)
+                if view.execution_id != execution_id:
+                    # ``show`` resolved the id a manifest parent printed for its code child
+                    # to the app's routed id: follow that one's feed, subscribed before
+                    # the next read for the same reason as above.
+                    execution_id = view.execution_id
+                    printed, sub = sub, await subscribe(execution_id)
+                    with anyio.move_on_after(2, shield=True), suppress(*_NOT_CONNECTED):
+                        await printed.unsubscribe()
+                    continue
                 if view != last:
                     yield view
                     last = view

@@ -339,6 +339,9 @@ class Operations:
                 " stored since its start, and is parked as failed otherwise",
             )
         if not events and snapshot is None:
+            routed = await self._code_child(execution_id)
+            if routed is not None:  # as its manifest parent printed it: the app's child
+                return await self.history(msgspec.structs.replace(request, execution_id=routed))
             raise await self._missing(execution_id)
         if snapshot is None:
             return History(execution_id=execution_id, events=events)

@@ -5,6 +5,8 @@ manifest parent cancels its code child in the app."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import natsflow
 from natsflow.events.errors import NotFound
 from natsflow.service.embedded import EmbeddedServer
@@ -38,7 +40,17 @@ async def test_a_manifest_starts_a_code_child_routed_to_its_app(
         shown = await engine.show(child)
         # ``show`` of the child id as the parent prints it finds the app's child.
         printed = await engine.show(done["steps"]["run"]["child"])
+        # So do ``history`` and ``watch`` (``natsflow history/watch <printed id>``).
+        history = await engine.client.history(done["steps"]["run"]["child"])
+        own = await engine.client.history(child)
+        async with aclosing(engine.client.watch(done["steps"]["run"]["child"])) as views:
+            watched = [view async for view in views]
     assert printed == shown
+    assert history == own
+    assert history.execution_id == child
+    assert [e["type"] for e in history.events][-1] == "execution_completed"
+    assert watched[-1].execution_id == child
+    assert watched[-1].status == "completed"
     assert done["status"] == "completed", done
     assert done["output"] == {"child": {"doubled": 42}}
     assert shown["status"] == "completed"
@@ -78,6 +90,12 @@ async def test_cancelling_a_manifest_parent_cancels_its_code_child(
             assert shown["steps"].get("~signal:approve#3", {}).get("status") == "waiting"
 
         await eventually(waiting, within=15)
-        await engine.client.cancel(execution)
+        # ``watch`` of the id the parent prints follows the app's child live to its end.
+        async with aclosing(engine.client.watch(f"{execution}=run")) as views:
+            first = await anext(views)
+            await engine.client.cancel(execution)
+            rest = [view async for view in views]
         done = await engine.wait_done(child)
     assert done["status"] == "cancelled", done
+    assert (first.execution_id, first.status) == (child, "running")
+    assert (rest[-1].execution_id, rest[-1].status) == (child, "cancelled")
