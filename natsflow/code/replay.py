@@ -76,6 +76,8 @@ def positions(state: ExecutionState) -> dict[int, str]:
     """The recorded durable calls of ``state`` by position."""
     out: dict[int, str] = {}
     for key in state.steps:
+        if key.startswith(PATCH_PREFIX):
+            continue  # a patch marker holds no position ("issue#12" is a name, not one)
         _, hash_, number = key.rpartition("#")
         if hash_ and number.isdigit():
             out[int(number)] = key
