@@ -21,6 +21,7 @@ passivation or a conflict) replays from the start instead.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any
@@ -52,6 +53,8 @@ from natsflow.manifests.facts import facts
 from natsflow.manifests.resuming import first_attempt
 from natsflow.manifests.scope import timer_id
 
+log = logging.getLogger(__name__)
+
 STICKY_RUNS = 10_000
 PATCH_PREFIX = "~patched:"
 
@@ -73,6 +76,8 @@ def positions(state: ExecutionState) -> dict[int, str]:
     """The recorded durable calls of ``state`` by position."""
     out: dict[int, str] = {}
     for key in state.steps:
+        if key.startswith(PATCH_PREFIX):
+            continue  # a patch marker holds no position ("issue#12" is a name, not one)
         _, hash_, number = key.rpartition("#")
         if hash_ and number.isdigit():
             out[int(number)] = key
@@ -191,8 +196,17 @@ class _Run:
 
     def close(self) -> None:
         if self.coro is not None:
-            self.coro.close()
-            self.coro = None
+            coro, self.coro = self.coro, None
+            try:
+                coro.close()
+            except Exception:
+                # Closing runs the workflow's ``finally`` blocks outside a drive: one that
+                # awaits a durable call cannot (it raises NotInWorkflow, or RuntimeError on a
+                # yield). The coroutine is discarded either way (cancelled, passivated, or
+                # replayed afresh), so its error must not fail the cancel or an eviction.
+                log.debug(
+                    "closing workflow %s of %s", self.workflow, self.execution_id, exc_info=True
+                )
 
     def _emit(self, event: AnyEvent) -> None:
         self.events.append(event)

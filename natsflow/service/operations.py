@@ -397,6 +397,14 @@ class Operations:
             raise Conflict(
                 f"execution {execution_id} is {view.status}: only a failed one can be resumed"
             )
+        if from_step is not None and app_of(execution_id) is not None:
+            # A code execution replays its calls in order (keys ``name#position``): the
+            # manifest's "this step and its dependants" has no meaning there, and the
+            # decider would ignore it while this answer claimed it.
+            raise InputError(
+                f"from_step: execution {execution_id} runs a code workflow, which resumes"
+                " only from where it failed (resume it without from_step)"
+            )
         if from_step is not None:
             workflow = await self._definitions.get(view.workflow, view.version)
             if problem := unknown_step(workflow, from_step):

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import natsflow
 from natsflow import sleep, workflow
 from natsflow.code import CodeApp, load_app
+from natsflow.events.errors import InputError
 from natsflow.service.embedded import EmbeddedServer
 from tests.eventually import eventually
 from tests.integration import code_app
@@ -92,3 +95,26 @@ async def test_code_changed_under_a_running_execution_parks_it_until_restored(
             done = await engine.wait_done(execution, timeout=30)
     assert done["status"] == "completed", done
     assert done["output"] == {"published": "parked:12:ada"}
+
+
+@workflow(name="itest_fails")
+async def fails(order: dict[str, str]) -> str:
+    doc = await code_app.fetch(order["name"])
+    raise ValueError(f"no place for {doc.name}")
+
+
+async def test_resume_from_a_step_of_a_code_execution_is_refused_not_ignored(
+    nats_server: EmbeddedServer,
+) -> None:
+    """``--from`` re-runs a manifest step and its dependants; a code execution has no such
+    plan (it replays its calls in order), so the step named must not be accepted and then
+    silently not re-run."""
+    app = CodeApp("itest", {"itest_fails": fails}, load_app([code_app]).steps)
+    async with running(nats_server) as engine, natsflow.Worker(nats_server.url, app=app):
+        execution = (await engine.client.start("itest_fails", {"name": "x"})).execution_id
+        failed = await engine.wait_done(execution)
+        assert failed["status"] == "failed", failed
+        with pytest.raises(InputError, match="code workflow"):
+            await engine.client.resume(execution, from_step="fetch")
+        resumed = await engine.client.resume(execution)  # from where it failed: still fine
+    assert resumed.execution_id == execution

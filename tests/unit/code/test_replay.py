@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from natsflow.actors.apps import step_registry
-from natsflow.code import CodeApp, CodeDecider, load_app, step, workflow
+from natsflow.code import CodeApp, CodeDecider, load_app, patched, step, workflow
 from natsflow.code.definition import step_action
 from natsflow.code.replay import positions
 from natsflow.events.errors import NondeterminismError, TerminalStepError
 from natsflow.events.fold import fold
-from natsflow.events.messages import AnyInbox, Result, Signal, Start, TimerDue
+from natsflow.events.messages import AnyInbox, Cancel, Result, Signal, Start, TimerDue
 from natsflow.events.model import INITIAL, AnyEvent, ExecutionState
 from tests.unit.code import flows
 
@@ -233,3 +233,50 @@ def test_patched_takes_the_new_path_on_new_executions_only() -> None:
     assert done.state.status == "completed"
     assert done.state.output == "shipped b"
     assert "~patched:extra-fill" not in done.state.steps
+
+
+@workflow(name="tidy")
+async def tidy(_: Any = None) -> str:
+    try:
+        box = await flows.create_box("t")
+    finally:
+        await flows.create_box("cleanup")  # a durable call in finally: legal, replayed
+    return box.id
+
+
+def test_cancelling_a_workflow_whose_finally_awaits_a_step_ends_it_cleanly() -> None:
+    """The kept coroutine is closed on cancel: code in its ``finally`` that awaits a
+    durable call must not turn the cancel (or an eviction) into an error."""
+    app = CodeApp("demo", {"tidy": tidy}, dict(APP.steps))
+    decider = CodeDecider(app, tidy)
+    state = replace(INITIAL, execution_id="demo==tidy-1")
+    state = decider.react(state, Start(workflow="tidy", version="v"), 1).state
+    assert decider.kept() == 1
+    decision = decider.react(state, Cancel(reason="stop"), 2)
+    assert decision.state.status == "cancelled"
+    assert decider.kept() == 0
+    decider.react(
+        replace(INITIAL, execution_id="demo==tidy-2"), Start(workflow="tidy", version="v"), 3
+    )
+    decider.forget("demo==tidy-2")  # passivation closes it too
+    assert decider.kept() == 0
+
+
+@workflow(name="ticket")
+async def ticket(_: Any = None) -> str:
+    if patched("issue#1"):  # a patch named after a ticket: '#' and digits
+        await flows.create_box("new")
+    box = await flows.create_box("b")
+    return await flows.ship(box)
+
+
+def test_a_patch_name_with_a_hash_and_digits_is_not_read_as_a_position() -> None:
+    app = CodeApp("demo", {"ticket": ticket}, dict(APP.steps))
+    state = replace(INITIAL, execution_id="demo==ticket-1")
+    state = CodeDecider(app, ticket).react(state, Start(workflow="ticket", version="v"), 1).state
+    assert "~patched:issue#1" in state.steps
+    assert positions(state) == {0: "create_box#0"}
+    box = {"id": "box-new", "size": 1}
+    message = Result(step="create_box#0", attempt=1, ok=True, output=box)
+    fresh = CodeDecider(app, ticket).react(state, message, 2)  # replays from the start
+    assert "create_box#1" in fresh.state.steps
