@@ -242,15 +242,13 @@ def workflow(
     """Make an ``async def`` a code workflow. ``triggers`` (subjects, schedules),
     ``idempotency_key`` (a template over ``input``) and ``input`` (a JSON Schema)
     mean what they mean in a manifest."""
-    import msgspec
-
-    decoded = tuple(msgspec.convert(t, Trigger) for t in triggers)
 
     def wrap(fn: Callable[P, Awaitable[R]]) -> WorkflowDef[P, R]:
+        workflow_name = name or fn.__name__
         return WorkflowDef(
             fn,
-            name=name or fn.__name__,
-            triggers=decoded,
+            name=workflow_name,
+            triggers=checked_triggers(workflow_name, triggers),
             idempotency_key=idempotency_key,
             input=input,
             description=description,
@@ -345,3 +343,25 @@ class _ReplayLogger:
 
 
 logger = _ReplayLogger()
+
+
+def checked_triggers(
+    workflow: str, triggers: tuple[Trigger | dict[str, Any], ...] | list[Trigger | dict[str, Any]]
+) -> tuple[Trigger, ...]:
+    """``triggers`` as a manifest's are read and checked (durations such as ``"30s"``,
+    cron expressions and time zones, one of subject, cron or every): raises
+    ``ManifestError`` naming ``@workflow <name>`` and each problem by path."""
+    import msgspec
+    import orjson
+
+    from natsflow.manifests.loader import parse_manifest
+
+    if not triggers:
+        return ()
+    # A stand-in manifest: only its triggers are read back (the name is checked apart).
+    doc = {
+        "name": "code-workflow",
+        "steps": {"run": {"action": "noop"}},
+        "triggers": [msgspec.to_builtins(t) for t in triggers],
+    }
+    return parse_manifest(orjson.dumps(doc), "json", f"@workflow {workflow}").triggers

@@ -21,3 +21,15 @@ def test_an_app_may_not_take_natsflows_own_namespace(name: str) -> None:
 def test_other_app_names_are_fine() -> None:
     assert CodeApp("docs").name == "docs"
     assert CodeApp("nats-tools").name == "nats-tools"
+
+
+def test_a_code_workflows_triggers_are_checked_as_a_manifests() -> None:
+    import pytest
+
+    from natsflow.code.api import checked_triggers
+    from natsflow.events.errors import ManifestError
+
+    (every,) = checked_triggers("tick", [{"every": "30s"}])
+    assert every.every == 30.0
+    with pytest.raises(ManifestError, match=r"@workflow tick[\s\S]*triggers\[0\]\.cron"):
+        checked_triggers("tick", [{"cron": "every tuesday-ish"}])
