@@ -45,6 +45,12 @@ def _step(state: ExecutionState, key: str) -> StepState:
     return state.steps.get(key) or StepState(status="waiting")
 
 
+def _began(step: StepState, at: float) -> float:
+    """When ``step`` first began: kept once set, else ``at`` (its first scheduling, timer
+    or wait)."""
+    return step.started_at if step.started_at is not None else at
+
+
 def _close_attempt(
     step: StepState, at: float, error: str | None = None, kind: str | None = None
 ) -> tuple[AttemptRecord, ...]:
@@ -141,7 +147,7 @@ def _on_step_scheduled(state: ExecutionState, event: StepScheduled) -> Execution
             timer_id=None,
             due=None,
             deadlines=(),
-            started_at=step.started_at if step.started_at is not None else event.at,
+            started_at=_began(step, event.at),
             attempts=(*history, AttemptRecord(attempt=event.attempt, started_at=event.at)),
         ),
     )
@@ -167,7 +173,7 @@ def _on_step_completed(state: ExecutionState, event: StepCompleted) -> Execution
             kind=None,
             finished_at=event.at,
             attempts=attempts,
-            started_at=step.started_at if step.started_at is not None else event.at,
+            started_at=_began(step, event.at),
         ),
     )
 
@@ -216,7 +222,7 @@ def _on_timer_started(state: ExecutionState, event: TimerStarted) -> ExecutionSt
             status="waiting",
             timer_id=event.timer_id,
             due=event.due,
-            started_at=step.started_at if step.started_at is not None else event.at,
+            started_at=_began(step, event.at),
         ),
     )
 
@@ -290,7 +296,7 @@ def _on_wait_started(state: ExecutionState, event: WaitStarted) -> ExecutionStat
             input=event.input,
             timer_id=None,
             due=None,
-            started_at=step.started_at if step.started_at is not None else event.at,
+            started_at=_began(step, event.at),
         ),
     )
 
